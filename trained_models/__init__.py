@@ -1,0 +1,1 @@
+"""automata-lens: trained_models."""
