@@ -28,7 +28,7 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
 demo: setup
-	$(BIN)/python -m analyses.dyck_probe
+	@if [ -f analyses/dyck_probe.py ]; then $(BIN)/python -m analyses.dyck_probe; else $(BIN)/python -m languages; fi
 
 bench: setup
 	$(BIN)/python -m benchmarks.scan_bench

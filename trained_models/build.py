@@ -1,0 +1,53 @@
+"""Build a model from a JSON-able spec: ``{"family": ..., "config": {...}}``.
+
+Families:
+* ``mamba``        -- :class:`hooks.HookedMamba` from a :class:`hooks.MambaConfig` dict.
+* ``transformer``  -- a TransformerLens 4 model from a :class:`hooks.TransformerConfig` dict.
+* ``construction`` -- a hand-built SSM from :mod:`hooks.constructions` (``config``: ``{"name", "params"}``).
+
+The spec is what a model card stores, so ``build_model(card["model"])`` rebuilds the architecture
+without executing anything from the checkpoint.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+FAMILIES = ("mamba", "transformer", "construction")
+
+
+def build_model(spec: dict[str, Any]) -> torch.nn.Module:
+    family = spec.get("family")
+    config = spec.get("config", {})
+    if family == "mamba":
+        from hooks.mamba import HookedMamba, MambaConfig
+
+        return HookedMamba(MambaConfig.from_dict(config))
+    if family == "transformer":
+        from hooks.transformer import TransformerConfig, build_transformer
+
+        return build_transformer(TransformerConfig.from_dict(config))
+    if family == "construction":
+        return build_construction(config["name"], **config.get("params", {})).model
+    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+
+
+def build_construction(name: str, **params: Any):
+    """The construction for a language name (``dyck``, ``flipflop``, ``parity``, counters)."""
+    from hooks import constructions
+
+    if name == "dyck":
+        return constructions.dyck(**params)
+    if name == "flipflop":
+        return constructions.flipflop()
+    if name == "parity":
+        return constructions.parity_signed()
+    return constructions.counter(name)
+
+
+def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or not hasattr(cfg, "to_dict"):
+        raise TypeError(f"{type(model).__name__} has no .cfg.to_dict(); cannot describe it in a card")
+    return cfg.to_dict()

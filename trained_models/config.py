@@ -1,0 +1,95 @@
+"""Training configuration: one dataclass, saved as JSON beside every run's outputs.
+
+An experiment is a :class:`TrainConfig` plus its seed; ``python -m trained_models.train`` builds one
+from its flags, and ``--resume`` checks that the saved one matches.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+LOSSES = ("bce", "lm")
+FAMILIES = ("mamba", "transformer")
+
+
+@dataclass
+class TrainConfig:
+    """What to train, on what, and how.
+
+    ``loss="bce"``: a sigmoid per output symbol against the allowed-next set (Bhattamishra et al.;
+    SPEC §2), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
+    language-modelling objective Yao et al. use for Dyck). Both are decoded as allowed sets by
+    ``sigmoid(logits) > 0.5`` for ``bce`` and ``softmax > threshold`` for ``lm`` (see ``decode``).
+    """
+
+    language: str
+    language_params: dict[str, Any] = field(default_factory=dict)
+    model: str = "mamba"
+    layers: int = 2
+    d_model: int = 32
+    # Mamba
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    gate: str = "nonnegative"
+    # Transformer
+    n_heads: int = 4
+    pos_encoding: str = "learned"
+    # optimisation
+    seed: int = 0
+    loss: str = "bce"
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    batch_size: int = 32
+    epochs: int = 20
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    patience: int = 4
+    target: Optional[float] = None
+    evals_per_epoch: int = 1
+    # data
+    n_train: int = 10_000
+    n_dev: int = 500
+    n_test: int = 500
+    train_window: Optional[tuple[int, int]] = None
+    test_windows: Optional[dict[str, tuple[int, int]]] = None
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.model not in FAMILIES:
+            raise ValueError(f"model must be one of {FAMILIES}, got {self.model!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("layers", "d_model", "batch_size", "epochs", "n_train", "n_dev", "n_test", "threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.train_window is not None:
+            lo, hi = self.train_window
+            if not 0 <= lo <= hi:
+                raise ValueError(f"train_window must satisfy 0 <= min <= max, got {self.train_window}")
+            self.train_window = (int(lo), int(hi))
+        if self.test_windows is not None:
+            self.test_windows = {k: (int(v[0]), int(v[1])) for k, v in self.test_windows.items()}
+
+    @property
+    def decode(self) -> str:
+        return "sigmoid" if self.loss == "bce" else "softmax"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {unknown}")
+        d = dict(d)
+        if d.get("train_window") is not None:
+            d["train_window"] = tuple(d["train_window"])
+        return cls(**d)

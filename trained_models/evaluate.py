@@ -1,0 +1,272 @@
+"""Evaluation: strict accuracy per length bin, Dyck close accuracy, flip-flop read errors.
+
+Metrics (SPEC §2-§3), all computed from a model's logits over the shared vocabulary:
+
+* strict accuracy -- a string counts as correct only if the decoded allowed-next set is right at
+  every position (``len(s) + 1`` positions, the empty prefix included);
+* close accuracy (Dyck(K, h), Yao et al.) -- at every position whose stack is non-empty, correct iff
+  ``p[correct close] / sum(p[closing brackets]) > 0.8``; pooled over all such positions;
+* read error rate (flip-flop, Liu et al.) -- the fraction of sequences with any wrong read: after
+  each ``r`` the bit with the higher probability must be the stored one.
+
+Decoding: ``sigmoid`` models (trained with the per-symbol BCE objective, and the constructions)
+allow a symbol iff ``sigmoid(logit) > 0.5``; ``softmax`` models (language-model objective) allow a
+symbol iff its next-symbol probability exceeds ``SOFTMAX_THRESHOLD``.
+
+CLI::
+
+    python -m trained_models.evaluate --model dyck8-10-mamba-2l --min-len 701 --max-len 1400 --n 500
+    python -m trained_models.evaluate --model construction:dyck --language dyck --K 8 --h 10 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+SOFTMAX_THRESHOLD = 0.05
+CLOSE_THRESHOLD = 0.8
+FIRST_SYMBOL_ID = 2  # END = 2, then the alphabet; PAD (0) and BOS (1) are never predicted.
+
+
+def output_probs(logits: torch.Tensor, decode: str = "sigmoid") -> torch.Tensor:
+    """Per-symbol probabilities over the END + alphabet columns: ``[..., V - 2]``."""
+    out = logits[..., FIRST_SYMBOL_ID:].float()
+    if decode == "sigmoid":
+        return torch.sigmoid(out)
+    if decode == "softmax":
+        return torch.softmax(out, dim=-1)
+    raise ValueError(f"decode must be 'sigmoid' or 'softmax', got {decode!r}")
+
+
+def decode_allowed(logits: torch.Tensor, decode: str = "sigmoid") -> torch.Tensor:
+    """Boolean allowed-next sets ``[..., V - 2]`` (END column first, then the alphabet)."""
+    p = output_probs(logits, decode)
+    return p > (0.5 if decode == "sigmoid" else SOFTMAX_THRESHOLD)
+
+
+@dataclass
+class TorchBatch:
+    """A :class:`languages.datasets.Batch` moved to torch (the fields the metrics need)."""
+
+    tokens: torch.Tensor  # [B, L] int64
+    mask: torch.Tensor  # [B, L] bool
+    allowed: torch.Tensor  # [B, L, V] bool
+    next_tokens: torch.Tensor  # [B, L] int64
+    strings: list
+
+    @classmethod
+    def from_batch(cls, batch: Any) -> "TorchBatch":
+        return cls(
+            tokens=torch.as_tensor(np.asarray(batch.tokens), dtype=torch.long),
+            mask=torch.as_tensor(np.asarray(batch.mask), dtype=torch.bool),
+            allowed=torch.as_tensor(np.asarray(batch.allowed), dtype=torch.bool),
+            next_tokens=torch.as_tensor(np.asarray(batch.next_tokens), dtype=torch.long),
+            strings=list(batch.strings),
+        )
+
+
+class MetricAccumulator:
+    """Accumulates the metrics over batches of one evaluation set."""
+
+    def __init__(self, language: Any, vocab: Any, decode: str = "sigmoid") -> None:
+        self.decode = decode
+        self.n = 0
+        self.correct = 0
+        self.positions = 0
+        self.positions_correct = 0
+        self.min_len: Optional[int] = None
+        self.max_len: Optional[int] = None
+        self.close_ids: Optional[torch.Tensor] = None
+        self.close_total = 0
+        self.close_correct = 0
+        self.read_id: Optional[int] = None
+        self.bit_ids: Optional[torch.Tensor] = None
+        self.reads = 0
+        self.read_errors = 0
+        self.seqs_with_read_error = 0
+        pairs = getattr(language, "pairs", None)
+        if pairs:
+            self.close_ids = torch.tensor([vocab.encode(c)[0] for _, c in pairs]) - FIRST_SYMBOL_ID
+        if getattr(language, "name", "") == "flipflop":
+            self.read_id = vocab.encode("r")[0]
+            self.bit_ids = torch.tensor(vocab.encode("01")) - FIRST_SYMBOL_ID
+
+    def update(self, logits: torch.Tensor, batch: TorchBatch) -> None:
+        mask = batch.mask
+        probs = output_probs(logits, self.decode)
+        pred = probs > (0.5 if self.decode == "sigmoid" else SOFTMAX_THRESHOLD)
+        target = batch.allowed[..., FIRST_SYMBOL_ID:]
+        pos_ok = (pred == target).all(-1)
+        self.positions += int(mask.sum())
+        self.positions_correct += int((pos_ok & mask).sum())
+        str_ok = (pos_ok | ~mask).all(-1)
+        self.n += len(batch.strings)
+        self.correct += int(str_ok.sum())
+        lens = [len(s) for s in batch.strings]
+        self.min_len = min(lens + ([self.min_len] if self.min_len is not None else []))
+        self.max_len = max(lens + ([self.max_len] if self.max_len is not None else []))
+        if self.close_ids is not None:
+            close_target = target[..., self.close_ids]  # exactly one allowed close iff stack non-empty
+            where = (close_target.sum(-1) == 1) & mask
+            pc = probs[..., self.close_ids]
+            ratio = (pc * close_target).sum(-1) / pc.sum(-1).clamp_min(1e-30)
+            self.close_total += int(where.sum())
+            self.close_correct += int(((ratio > CLOSE_THRESHOLD) & where).sum())
+        if self.read_id is not None:
+            # Model position i has read s[:i] (tokens[:, i] == s[i-1]); a read is checked at the
+            # positions whose last symbol read is 'r': there the next symbol is the stored bit.
+            is_read = batch.tokens.eq(self.read_id) & mask
+            bits_target = target[..., self.bit_ids]  # exactly one bit allowed after a read
+            pb = probs[..., self.bit_ids]
+            right = (pb.argmax(-1) == bits_target.float().argmax(-1))
+            wrong = is_read & ~right
+            self.reads += int(is_read.sum())
+            self.read_errors += int(wrong.sum())
+            self.seqs_with_read_error += int(wrong.any(-1).sum())
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "strict_accuracy": self.correct / max(self.n, 1),
+            "position_accuracy": self.positions_correct / max(self.positions, 1),
+            "n": self.n,
+            "min_len": self.min_len,
+            "max_len": self.max_len,
+        }
+        if self.close_ids is not None:
+            out["close_accuracy"] = self.close_correct / max(self.close_total, 1)
+            out["close_positions"] = self.close_total
+        if self.read_id is not None:
+            out["read_error_rate"] = self.seqs_with_read_error / max(self.n, 1)
+            out["reads"] = self.reads
+            out["wrong_reads"] = self.read_errors
+        return out
+
+
+def iter_batches(strings: Sequence[str], batch_size: int, sort: bool = True) -> Iterable[list[str]]:
+    order = sorted(range(len(strings)), key=lambda i: len(strings[i])) if sort else range(len(strings))
+    order = list(order)
+    for k in range(0, len(order), batch_size):
+        yield [strings[i] for i in order[k : k + batch_size]]
+
+
+@torch.no_grad()
+def evaluate_strings(
+    model: torch.nn.Module,
+    language: Any,
+    strings: Sequence[str],
+    *,
+    decode: str = "sigmoid",
+    batch_size: int = 32,
+    vocab: Any = None,
+) -> dict[str, Any]:
+    """All metrics of ``model`` on ``strings`` (member strings of ``language``)."""
+    from languages.datasets import Vocab, encode_batch
+
+    if not strings:
+        raise ValueError("no strings to evaluate")
+    vocab = vocab or Vocab(language.alphabet)
+    acc = MetricAccumulator(language, vocab, decode)
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in iter_batches(list(strings), batch_size):
+            tb = TorchBatch.from_batch(encode_batch(language, chunk, vocab))
+            acc.update(_logits(model(tb.tokens)), tb)
+    finally:
+        model.train(was_training)
+    return acc.result()
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
+    import languages
+
+    if args.language:
+        params = {k: getattr(args, k) for k in ("K", "h", "p") if getattr(args, k) is not None}
+        return languages.get(args.language, **params)
+    if card is None:
+        raise SystemExit("--language is required when --model is not a shipped model or run directory")
+    return languages.get(card["language"]["name"], **card["language"].get("params", {}))
+
+
+def _windows(args: argparse.Namespace, language: Any) -> dict[str, tuple[int, int]]:
+    if args.min_len is not None or args.max_len is not None:
+        if args.min_len is None or args.max_len is None:
+            raise SystemExit("--min-len and --max-len go together")
+        return {"custom": (args.min_len, args.max_len)}
+    bins = dict(getattr(language, "default_bins", {}) or {})
+    bins.pop("train", None)
+    if not bins:
+        raise SystemExit(f"{language.name} has no default bins: pass --min-len and --max-len")
+    return {k: tuple(v) for k, v in bins.items()}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trained_models.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="shipped name, run directory, or construction:NAME")
+    ap.add_argument("--language", help="language name (default: the model card's)")
+    ap.add_argument("--K", type=int)
+    ap.add_argument("--h", type=int)
+    ap.add_argument("--p", type=float, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--min-len", type=int)
+    ap.add_argument("--max-len", type=int)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+
+    from trained_models.registry import load_any
+
+    model, card = load_any(args.model, language=args.language, K=args.K, h=args.h)
+    language = _language_from_args(args, card)
+    decode = (card or {}).get("decode", "sigmoid")
+    windows = _windows(args, language)
+    results: dict[str, Any] = {}
+    for name, (lo, hi) in windows.items():
+        strings = language.sample(args.n, lo, hi, seed=args.seed)
+        results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
+    if language.name == "flipflop" and args.min_len is None:
+        import languages
+
+        for p in (0.8, 0.98):
+            lang = languages.get("flipflop", p=p)
+            strings = lang.sample(args.n, 512, 512, seed=args.seed)
+            results[f"ffl{p}"] = evaluate_strings(model, lang, strings, decode=decode, batch_size=args.batch_size)
+
+    if args.json:
+        payload = next(iter(results.values())) if len(results) == 1 else {"bins": results}
+        if len(results) > 1:
+            first = next(iter(results.values()))
+            payload.update({k: first[k] for k in ("strict_accuracy", "n", "min_len", "max_len")})
+            for key in ("close_accuracy", "read_error_rate"):
+                if key in first:
+                    payload[key] = first[key]
+        json.dump(payload, sys.stdout)
+        print()
+    else:
+        print(f"model {args.model} on {language.name}")
+        for name, r in results.items():
+            line = f"  {name:>8} len {r['min_len']}-{r['max_len']} n={r['n']}: strict {r['strict_accuracy']:.4f}"
+            if "close_accuracy" in r:
+                line += f"  close {r['close_accuracy']:.4f}"
+            if "read_error_rate" in r:
+                line += f"  read-error {r['read_error_rate']:.4f}"
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

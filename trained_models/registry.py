@@ -1,0 +1,57 @@
+"""Load models by name: the shipped checkpoints, any run directory, or a construction.
+
+``load(name)`` returns ``(model, card)``. Shipped models live in ``trained_models/shipped/<name>/``
+as ``model.safetensors`` + ``card.json``; the card's ``model`` spec rebuilds the architecture (no
+code is ever loaded from a checkpoint) and the weights are checked against it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from trained_models.build import build_construction, build_model
+from trained_models.checkpoint import CARD, WEIGHTS, load_weights, read_card
+
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+
+
+def names() -> list[str]:
+    """The shipped models' names."""
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / CARD).exists() and (p / WEIGHTS).exists())
+
+
+def load(name_or_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A shipped model by name, or a run directory; returns ``(model in eval mode, card)``."""
+    directory = _resolve(name_or_dir)
+    card = read_card(directory)
+    if "model" not in card:
+        raise ValueError(f"model card {directory / CARD} has no 'model' spec")
+    model = build_model(card["model"])
+    load_weights(model, directory / WEIGHTS, what=str(directory / WEIGHTS))
+    model.eval()
+    return model, card
+
+
+def load_any(spec: str, *, language: Optional[str] = None, K: Optional[int] = None,
+             h: Optional[int] = None) -> tuple[torch.nn.Module, Optional[dict[str, Any]]]:
+    """``construction:NAME`` builds a construction (card None); anything else goes to :func:`load`."""
+    if spec.startswith("construction:"):
+        name = spec.split(":", 1)[1] or (language or "")
+        params = {k: v for k, v in (("K", K), ("h", h)) if v is not None} if name == "dyck" else {}
+        return build_construction(name, **params).model, None
+    return load(spec)
+
+
+def _resolve(name_or_dir: str | Path) -> Path:
+    p = Path(name_or_dir)
+    if (p / CARD).exists():
+        return p
+    if (SHIPPED / str(name_or_dir) / CARD).exists():
+        return SHIPPED / str(name_or_dir)
+    available = ", ".join(names()) or "none shipped yet"
+    raise FileNotFoundError(f"no model {str(name_or_dir)!r}: not a run directory with {CARD}, "
+                            f"and not a shipped model (available: {available})")

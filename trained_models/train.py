@@ -1,0 +1,426 @@
+"""Character-prediction training on the formal languages (SPEC §2), for Mamba and Transformers.
+
+::
+
+    python -m trained_models.train --language dyck --K 8 --h 10 --model mamba --layers 2 \\
+        --d-model 32 --seed 0 --out runs/dyck-mamba-2l
+
+Objective: at every position the model outputs, per symbol (END included), whether it may follow
+the prefix read so far; ``--loss bce`` (default) fits these allowed-next sets with a sigmoid per
+symbol (Bhattamishra et al.); ``--loss lm`` is next-symbol cross-entropy on member strings.
+Optimiser AdamW with linear warm-up then cosine decay; gradient clipping; length-bucketed batches
+(strings sorted by length, so a batch pads little); evaluation on the held-out in-distribution bin
+(``bin0`` strings, disjoint from training) ``--evals-per-epoch`` times an epoch; the best weights are
+kept; early stopping after ``--patience`` evaluations without improvement or once ``--target`` is
+reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
+flip-flop, strict accuracy otherwise.
+
+Every evaluation writes the best model + card and a resumable checkpoint atomically; ``--resume``
+continues an interrupted run exactly (same data order, optimiser and schedule state).
+``--max-minutes`` stops cleanly at a wall-clock budget so a run can span several sessions.
+Deterministic for a seed on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trained_models.checkpoint import load_weights, save_model
+from trained_models.config import TrainConfig
+from trained_models.evaluate import FIRST_SYMBOL_ID, MetricAccumulator, TorchBatch, evaluate_strings
+from trained_models.io import atomic_save_safetensors, atomic_write_json
+
+CKPT_DIR = "checkpoint"
+
+
+# --------------------------------------------------------------------------- model + data
+
+
+def model_spec(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
+    """The JSON spec that :func:`trained_models.build.build_model` turns into the model."""
+    if cfg.model == "mamba":
+        from hooks.mamba import MambaConfig
+
+        mc = MambaConfig(
+            d_model=cfg.d_model,
+            n_layers=cfg.layers,
+            vocab_size=vocab_size,
+            d_state=cfg.d_state,
+            d_conv=cfg.d_conv,
+            expand=cfg.expand,
+            gate=cfg.gate,
+        )
+        return {"family": "mamba", "config": mc.to_dict()}
+    from hooks.transformer import TransformerConfig
+
+    n_ctx = max(2048, (cfg.test_windows or {}).get("bin2", (0, 0))[1] + 2)
+    tc = TransformerConfig(
+        d_model=cfg.d_model,
+        n_layers=cfg.layers,
+        n_heads=cfg.n_heads,
+        vocab_size=vocab_size,
+        n_ctx=n_ctx,
+        pos_encoding=cfg.pos_encoding,
+        seed=cfg.seed,
+    )
+    return {"family": "transformer", "config": tc.to_dict()}
+
+
+def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
+    train = cfg.train_window or bins.get("train")
+    if train is None:
+        raise ValueError(f"{language.name} has no default training window: pass --min-len/--max-len")
+    tests = cfg.test_windows or {k: v for k, v in bins.items() if k != "train"}
+    if "bin0" not in tests:
+        tests = {"bin0": train, **tests}
+    return tuple(train), dict(tests)
+
+
+def selection_metric(language: Any, result: dict[str, Any]) -> float:
+    if "close_accuracy" in result:
+        return result["close_accuracy"]
+    if "read_error_rate" in result:
+        return 1.0 - result["read_error_rate"]
+    return result["strict_accuracy"]
+
+
+def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
+    from languages.datasets import make_splits
+
+    train, tests = resolve_windows(cfg, language)
+    bins = {"train": train, "dev": tests["bin0"], **tests}
+    n_test = max(cfg.n_dev, cfg.n_test)
+    return make_splits(language, cfg.n_train, n_test, cfg.seed, bins=bins)
+
+
+def bucket_batches(strings: list[str], batch_size: int) -> list[list[str]]:
+    order = sorted(strings, key=lambda s: (len(s), s))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
+    mask = tb.mask
+    if loss == "bce":
+        out = logits[..., FIRST_SYMBOL_ID:]
+        target = tb.allowed[..., FIRST_SYMBOL_ID:].to(out.dtype)
+        per = F.binary_cross_entropy_with_logits(out, target, reduction="none").mean(-1)
+        return (per * mask).sum() / mask.sum()
+    out = logits.reshape(-1, logits.shape[-1])
+    tgt = tb.next_tokens.masked_fill(~mask, -100).reshape(-1)
+    return F.cross_entropy(out, tgt, ignore_index=-100)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# --------------------------------------------------------------------------- resumable state
+
+
+def _save_checkpoint(out: Path, model, opt, state: dict[str, Any]) -> None:
+    ck = out / CKPT_DIR
+    atomic_save_safetensors(ck / "model.safetensors", model.state_dict())
+    tensors, meta = _flatten_optimizer(opt)
+    atomic_save_safetensors(ck / "optim.safetensors", tensors)
+    atomic_write_json(ck / "state.json", {**state, "optimizer_meta": meta})
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        meta["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v
+                meta["state"][str(pid)][k] = "tensor"
+            else:
+                meta["state"][str(pid)][k] = v
+    return tensors, meta
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, path: Path, meta: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    state = {}
+    for pid, st in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"{pid}.{k}"] if v == "tensor" else v) for k, v in st.items()}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, command: Optional[str] = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train per ``cfg``; writes the run directory; returns the final card."""
+    import languages
+    from languages.datasets import Vocab, encode_batch
+    from trained_models.build import build_model
+
+    out = Path(out_dir)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    language = languages.get(cfg.language, **cfg.language_params)
+    vocab = Vocab(language.alphabet)
+    spec = model_spec(cfg, vocab.size)
+
+    saved_cfg_path = out / "train_config.json"
+    if resume and saved_cfg_path.exists():
+        saved = TrainConfig.from_dict(json.loads(saved_cfg_path.read_text()))
+        if saved.to_dict() != cfg.to_dict():
+            diff = {k: (saved.to_dict()[k], v) for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
+            budget_only = set(diff) <= {"max_minutes", "epochs", "max_steps", "patience", "target"}
+            if not budget_only:
+                raise ValueError(f"--resume: config differs from the saved run in {out}: {diff}")
+    atomic_write_json(saved_cfg_path, cfg.to_dict())
+
+    t_data = time.time()
+    splits = make_data(cfg, language)
+    train_batches = [TorchBatch.from_batch(encode_batch(language, b, vocab))
+                     for b in bucket_batches(splits["train"], cfg.batch_size)]
+    dev = splits["dev"][: cfg.n_dev]
+    data_seconds = time.time() - t_data
+
+    model = build_model(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(train_batches)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "best": -1.0, "best_step": 0, "bad_evals": 0,
+                             "train_seconds": 0.0, "history": [], "done": False, "command": None}
+    ck = out / CKPT_DIR
+    if resume and (ck / "state.json").exists():
+        saved_state = json.loads((ck / "state.json").read_text())
+        load_weights(model, ck / "model.safetensors", what=f"{ck}/model.safetensors")
+        _restore_optimizer(opt, ck / "optim.safetensors", saved_state.pop("optimizer_meta"))
+        state.update(saved_state)
+        if state.get("done"):
+            return json.loads((out / "card.json").read_text())
+    if state.get("command") is None:
+        state["command"] = command  # the first session's command is the one that trained the model
+    command = state["command"]
+
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else None
+    t_session = time.time()
+    model.train()
+    stop_reason = None
+
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc=f"train {cfg.language}",
+               dynamic_ncols=True) if tqdm else None
+
+    while state["step"] < total_steps and stop_reason is None:
+        epoch = state["step"] // steps_per_epoch
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(steps_per_epoch)
+        start_in_epoch = state["step"] % steps_per_epoch
+        for j in range(start_in_epoch, steps_per_epoch):
+            t0 = time.time()
+            tb = train_batches[order[j]]
+            for g in opt.param_groups:
+                g["lr"] = lr_at(state["step"], total_steps, cfg)
+            logits = model(tb.tokens)
+            logits = logits[0] if isinstance(logits, tuple) else logits
+            loss = loss_fn(logits, tb, cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] += 1
+            state["epoch"] = state["step"] / steps_per_epoch
+            state["train_seconds"] += time.time() - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{state['best']:.4f}")
+            last_of_epoch = j == steps_per_epoch - 1
+            if state["step"] % eval_every == 0 or last_of_epoch or state["step"] >= total_steps:
+                res = evaluate_strings(model, language, dev, decode=cfg.decode, batch_size=cfg.batch_size)
+                metric = selection_metric(language, res)
+                state["history"].append({"step": state["step"], "epoch": round(state["epoch"], 3),
+                                         "loss": float(loss.item()), "dev": metric,
+                                         "train_seconds": round(state["train_seconds"], 1)})
+                if metric > state["best"]:
+                    state.update(best=metric, best_step=state["step"], bad_evals=0)
+                    save_model(model, out, _card(cfg, spec, language, state, command, metrics=None))
+                else:
+                    state["bad_evals"] += 1
+                if cfg.target is not None and state["best"] >= cfg.target:
+                    stop_reason = f"reached target {cfg.target}"
+                elif state["bad_evals"] >= cfg.patience:
+                    stop_reason = f"no improvement in {cfg.patience} evaluations"
+                _save_checkpoint(out, model, opt, state)
+            if budget is not None and time.time() - t_session > budget:
+                stop_reason = stop_reason or f"wall budget {cfg.max_minutes} min"
+            if stop_reason or state["step"] >= total_steps:
+                break
+    if bar is not None:
+        bar.close()
+    finished = stop_reason is None or not stop_reason.startswith("wall budget")
+    state["done"] = finished
+    state["stop_reason"] = stop_reason or "step budget reached"
+    _save_checkpoint(out, model, opt, state)
+
+    # Final evaluation of the best weights on the held-out bins.
+    best = build_model(spec)
+    load_weights(best, out / "model.safetensors")
+    metrics = {}
+    if finished:
+        _, tests = resolve_windows(cfg, language)
+        for name in tests:
+            strings = splits.get(name, [])[: cfg.n_test]
+            if strings:
+                metrics[name] = evaluate_strings(best, language, strings, decode=cfg.decode,
+                                                 batch_size=cfg.batch_size)
+        metrics.update(extra_metrics(cfg, best, language))
+    card = _card(cfg, spec, language, state, command, metrics=metrics or None)
+    card["data_seconds"] = round(data_seconds, 1)
+    save_model(best, out, card)
+    return card
+
+
+def extra_metrics(cfg: TrainConfig, model: torch.nn.Module, language: Any) -> dict[str, Any]:
+    """Task-specific extra evaluations (flip-flop: FFL(0.8) and FFL(0.98) at length 512)."""
+    if language.name != "flipflop":
+        return {}
+    import languages
+
+    out = {}
+    for p in (0.8, 0.98):
+        lang = languages.get("flipflop", p=p)
+        strings = lang.sample(cfg.n_test, 512, 512, seed=cfg.seed + 1000)
+        out[f"ffl{p}"] = evaluate_strings(model, lang, strings, decode=cfg.decode, batch_size=cfg.batch_size)
+    return out
+
+
+def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Optional[str],
+          metrics: Optional[dict]) -> dict[str, Any]:
+    train_w, tests = resolve_windows(cfg, language)
+    return {
+        "language": {"name": language.name, "params": dict(getattr(language, "params", {}) or {}),
+                     "alphabet": list(language.alphabet)},
+        "model": spec,
+        "decode": cfg.decode,
+        "seed": cfg.seed,
+        "train_config": cfg.to_dict(),
+        "train_command": command,
+        "train_window": list(train_w),
+        "test_windows": {k: list(v) for k, v in tests.items()},
+        "train_seconds": round(state["train_seconds"], 1),
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "best_dev": state["best"],
+        "stop_reason": state.get("stop_reason"),
+        "metrics": metrics,
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {cfg.threads} threads",
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trained_models.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--language", required=True)
+    ap.add_argument("--K", type=int, help="Dyck(K, h): bracket types")
+    ap.add_argument("--h", type=int, help="Dyck(K, h): maximal depth")
+    ap.add_argument("--p", type=float, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--model", choices=("mamba", "transformer"), default="mamba")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--d-model", type=int, default=32)
+    ap.add_argument("--d-state", type=int, default=16)
+    ap.add_argument("--expand", type=int, default=2)
+    ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
+    ap.add_argument("--n-heads", type=int, default=4)
+    ap.add_argument("--pos-encoding", choices=("learned", "sinusoidal", "none"), default="learned")
+    ap.add_argument("--loss", choices=("bce", "lm"), default="bce")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--warmup-steps", type=int, default=100)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--target", type=float, help="stop once the dev selection metric reaches this")
+    ap.add_argument("--evals-per-epoch", type=int, default=1)
+    ap.add_argument("--n-train", type=int, default=10_000)
+    ap.add_argument("--n-dev", type=int, default=500)
+    ap.add_argument("--n-test", type=int, default=500)
+    ap.add_argument("--min-len", type=int, help="training window (default: the language's)")
+    ap.add_argument("--max-len", type=int)
+    ap.add_argument("--test-window", action="append", default=[], metavar="NAME=MIN:MAX",
+                    help="an evaluation bin, e.g. bin1=701:1400 (repeatable; default: the language's bins)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    params = {k: getattr(args, k) for k in ("K", "h", "p") if getattr(args, k) is not None}
+    window = None
+    if args.min_len is not None or args.max_len is not None:
+        if args.min_len is None or args.max_len is None:
+            raise SystemExit("--min-len and --max-len go together")
+        window = (args.min_len, args.max_len)
+    tests = None
+    if args.test_window:
+        tests = {}
+        for item in args.test_window:
+            try:
+                name, rng = item.split("=")
+                lo, hi = rng.split(":")
+                tests[name] = (int(lo), int(hi))
+            except ValueError:
+                raise SystemExit(f"--test-window expects NAME=MIN:MAX, got {item!r}") from None
+    return TrainConfig(
+        language=args.language, language_params=params, model=args.model, layers=args.layers,
+        d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
+        n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, warmup_steps=args.warmup_steps,
+        patience=args.patience, target=args.target, evals_per_epoch=args.evals_per_epoch,
+        n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, train_window=window,
+        test_windows=tests, threads=args.threads,
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    command = "python -m trained_models.train " + " ".join(shlex.quote(a) for a in argv)
+    card = train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress)
+    print(json.dumps({"out": args.out, "best_dev": card["best_dev"], "steps": card["steps"],
+                      "train_seconds": card["train_seconds"], "stop_reason": card["stop_reason"],
+                      "metrics": card["metrics"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
