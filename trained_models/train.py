@@ -283,18 +283,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     state["stop_reason"] = stop_reason or "step budget reached"
     _save_checkpoint(out, model, opt, state)
 
+    if not finished:  # interrupted by the wall budget: --resume continues from the checkpoint
+        return _card(cfg, spec, language, state, command, metrics=None)
+
     # Final evaluation of the best weights on the held-out bins.
     best = build_model(spec)
     load_weights(best, out / "model.safetensors")
     metrics = {}
-    if finished:
-        _, tests = resolve_windows(cfg, language)
-        for name in tests:
-            strings = splits.get(name, [])[: cfg.n_test]
-            if strings:
-                metrics[name] = evaluate_strings(best, language, strings, decode=cfg.decode,
-                                                 batch_size=cfg.batch_size)
-        metrics.update(extra_metrics(cfg, best, language))
+    _, tests = resolve_windows(cfg, language)
+    for name in tests:
+        strings = splits.get(name, [])[: cfg.n_test]
+        if strings:
+            metrics[name] = evaluate_strings(best, language, strings, decode=cfg.decode,
+                                             batch_size=cfg.batch_size)
+    metrics.update(extra_metrics(cfg, best, language))
     card = _card(cfg, spec, language, state, command, metrics=metrics or None)
     card["data_seconds"] = round(data_seconds, 1)
     save_model(best, out, card)

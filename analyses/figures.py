@@ -1,0 +1,209 @@
+"""Figures: each function returns a matplotlib Figure; :func:`save_figure` exports it atomically.
+
+* :func:`state_trajectory` -- along one string, the automaton's depth (and top bracket) against a
+  probe's readout per layer, with the string's symbols on the x axis;
+* :func:`state_projection` -- 2-D projections (PCA) of per-step states coloured by depth, one panel
+  per model (a trained model beside the construction);
+* :func:`probe_heatmap` -- probe accuracy by layer x site (one panel per variable);
+* :func:`iia_heatmap` -- interchange intervention accuracy by layer x split position;
+* :func:`length_curves` -- task accuracy and probe accuracy against string length.
+
+Colours are the Okabe-Ito colour-blind-safe palette; sizes are set for a paper column (3.4 in)
+or page (7 in) width with 8-9 pt text.
+
+CLI (draws the trajectory and projection figures for a shipped model and the construction)::
+
+    python -m analyses.figures --model dyck8-10-mamba-2l --out outputs/figures --format svg
+"""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+FORMATS = ("png", "svg", "pdf")
+
+plt.rcParams.update({
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "figure.dpi": 150, "savefig.bbox": "tight",
+})
+
+
+def save_figure(fig: "plt.Figure", path: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write ``path.<fmt>`` for each format atomically (temp file + rename); returns the paths."""
+    from trained_models.io import atomic_write
+
+    written = []
+    path = Path(path)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown figure format {fmt!r}; expected one of {FORMATS}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt)
+        data = buf.getvalue()
+
+        def write(tmp: str, data: bytes = data) -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+
+        written.append(atomic_write(path.with_suffix(f".{fmt}"), write))
+    return written
+
+
+def state_trajectory(string: str, depth: Sequence[float], readouts: Mapping[str, Sequence[float]], *,
+                     top: Optional[Sequence[Any]] = None, top_readouts: Optional[Mapping[str, Sequence[Any]]] = None,
+                     title: str = "", max_ticks: int = 80) -> "plt.Figure":
+    """True depth (thick line) vs probe readouts (one line per layer/site) along ``string``.
+
+    ``depth`` and each readout have ``len(string) + 1`` entries (BOS first). With ``top``, a second
+    panel marks where each readout's top-bracket prediction is wrong.
+    """
+    n = len(depth)
+    x = np.arange(n)
+    rows = 2 if top is not None else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(7.0, 2.2 * rows), sharex=True, squeeze=False)
+    ax = axes[0, 0]
+    ax.step(x, depth, where="mid", color=OKABE_ITO[0], lw=2.2, label="automaton depth")
+    for k, (label, r) in enumerate(readouts.items()):
+        ax.plot(x, r, lw=1.0, color=OKABE_ITO[(k + 1) % len(OKABE_ITO)], label=label, alpha=0.9)
+    ax.set_ylabel("depth")
+    ax.legend(loc="upper right", ncol=min(3, len(readouts) + 1), frameon=False)
+    if title:
+        ax.set_title(title)
+    if top is not None:
+        axt = axes[1, 0]
+        labels = sorted({t for t in top if t is not None})
+        code = {t: i + 1 for i, t in enumerate(labels)}
+        axt.scatter(x, [code.get(t, 0) for t in top], s=6, color=OKABE_ITO[0], label="automaton top")
+        for k, (label, r) in enumerate((top_readouts or {}).items()):
+            wrong = [i for i in range(n) if r[i] != top[i]]
+            axt.scatter(wrong, [code.get(top[i], 0) for i in wrong], s=14, marker="x",
+                        color=OKABE_ITO[(k + 1) % len(OKABE_ITO)], label=f"{label}: wrong")
+        axt.set_yticks(range(len(labels) + 1), ["none"] + [str(t) for t in labels])
+        axt.set_ylabel("top bracket")
+        axt.legend(loc="upper right", frameon=False, ncol=3)
+    bottom = axes[-1, 0]
+    symbols = ["BOS"] + list(string)
+    step = max(1, n // max_ticks)
+    bottom.set_xticks(x[::step], symbols[::step], fontfamily="monospace")
+    bottom.set_xlabel("position (symbol read)")
+    fig.tight_layout()
+    return fig
+
+
+def state_projection(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, title: str = "") -> "plt.Figure":
+    """PCA to 2-D of each panel's states ``X [n, d]``, coloured by its depth labels ``[n]``."""
+    k = len(panels)
+    fig, axes = plt.subplots(1, k, figsize=(3.2 * k, 3.0), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (label, (xs, depth)) in zip(axes[0], panels.items()):
+        xs = np.asarray(xs, dtype=np.float64)
+        xc = xs - xs.mean(0)
+        _, s, vt = np.linalg.svd(xc, full_matrices=False)
+        p = xc @ vt[:2].T
+        var = (s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-30)
+        sc = ax.scatter(p[:, 0], p[:, 1], c=depth, s=4, cmap=cmap, alpha=0.8, linewidths=0)
+        ax.set_title(f"{label}\n(PC1-2: {100 * var:.0f}% of variance)")
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+        fig.colorbar(sc, ax=ax, label="depth", fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def probe_heatmap(records: Sequence[Mapping[str, Any]], *, value: str = "score", title: str = "") -> "plt.Figure":
+    """Probe scores by layer (rows) x site (columns), one panel per variable."""
+    variables = sorted({r["variable"] for r in records})
+    fig, axes = plt.subplots(1, len(variables), figsize=(3.2 * len(variables), 2.6), squeeze=False)
+    for ax, var in zip(axes[0], variables):
+        rs = [r for r in records if r["variable"] == var]
+        layers = sorted({r["layer"] for r in rs}, key=lambda v: (v is None, v))
+        sites = sorted({_short_site(r["site"]) for r in rs})
+        grid = np.full((len(layers), len(sites)), np.nan)
+        for r in rs:
+            grid[layers.index(r["layer"]), sites.index(_short_site(r["site"]))] = r[value]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="cividis", aspect="auto")
+        for i in range(len(layers)):
+            for j in range(len(sites)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
+                            color="white" if grid[i, j] < 0.6 else "black", fontsize=7)
+        ax.set_xticks(range(len(sites)), sites, rotation=30, ha="right")
+        ax.set_yticks(range(len(layers)), [f"layer {l}" for l in layers])
+        ax.set_title(var)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def iia_heatmap(iia: np.ndarray, layers: Sequence[str], positions: Sequence[int], *, title: str = "") -> "plt.Figure":
+    """IIA by layer (rows) x split position (columns)."""
+    fig, ax = plt.subplots(figsize=(max(3.4, 0.35 * len(positions) + 1.5), 0.5 * len(layers) + 1.2))
+    im = ax.imshow(np.asarray(iia, dtype=float), vmin=0, vmax=1, cmap="cividis", aspect="auto")
+    ax.set_yticks(range(len(layers)), list(layers))
+    ax.set_xticks(range(len(positions)), [str(p) for p in positions], rotation=90)
+    ax.set_xlabel("split position")
+    fig.colorbar(im, ax=ax, label="IIA", fraction=0.046)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def length_curves(lengths: Sequence[float], curves: Mapping[str, Sequence[float]], *, train_max: Optional[float] = None,
+                  ylabel: str = "accuracy", title: str = "") -> "plt.Figure":
+    """Accuracy curves against length; a dashed line marks the end of the training lengths."""
+    fig, ax = plt.subplots(figsize=(3.4, 2.4))
+    markers = "osD^v<>p"
+    for k, (label, ys) in enumerate(curves.items()):
+        ax.plot(lengths, ys, marker=markers[k % len(markers)], ms=3, lw=1.2, label=label,
+                color=OKABE_ITO[(k + 1) % len(OKABE_ITO)])
+    if train_max is not None:
+        ax.axvline(train_max, color="grey", ls="--", lw=0.8)
+        ax.text(train_max, 0.02, " train max", color="grey", fontsize=6, va="bottom")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("string length")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _short_site(site: str) -> str:
+    return site.split(".")[-1].replace("hook_", "")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analyses.figures", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="dyck8-10-mamba-2l", help="shipped name or run directory")
+    ap.add_argument("--out", default="outputs/figures")
+    ap.add_argument("--format", action="append", choices=FORMATS, help="repeatable (default png)")
+    ap.add_argument("--length", type=int, default=120, help="length of the trajectory string")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    from analyses.dyck_probe import trajectory_figures
+
+    paths = trajectory_figures(args.model, Path(args.out), formats=args.format or ["png"], length=args.length,
+                               seed=args.seed)
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

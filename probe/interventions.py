@@ -1,0 +1,387 @@
+"""Causal interventions scored against the automaton: correlation is not use.
+
+Interchange interventions (Geiger et al. 2021) on recurrent models
+-------------------------------------------------------------------
+A recurrent model (HookedMamba, a construction) carries everything it knows about a prefix in its
+per-layer state. Run a *base* prefix and a *source* prefix, put the source's state of chosen layers
+into the base's state, and continue on the base's suffix: :func:`interchange`. The high-level causal
+model (the automaton, with variables that mirror the construction's layers) says what the model
+should then predict: :class:`DyckCausalModel` has ``depth`` (the layer-1 counter) and ``top`` (the
+per-depth memory of open brackets, whose block at the current depth is the top of the stack);
+swapping the layer that holds ``depth`` means "source depth, base memory". The counterfactual is
+realised as a *witness* string whose automaton state is the counterfactual state, and the expected
+allowed-next sets are ``language.allowed_next(witness + base_suffix)``. A pair whose counterfactual
+is undefined (e.g. the base memory has no block at a depth the source reaches) is excluded and
+counted. Scoring runs along the base suffix while it stays a viable continuation of the witness.
+
+Interchange intervention accuracy (IIA) is the fraction of pairs whose predicted allowed sets equal
+the counterfactual ones at every scored position. The random-pair baseline scores the same
+intervened outputs against the counterfactual of an unrelated source: how often they agree by
+chance.
+
+Positions: a split point ``t`` (1 <= t <= len(s)) means the prefix run reads model positions
+``0..t-1`` (BOS + ``s[:t-1]``), the state is swapped there, and the continuation reads positions
+``t..`` whose outputs predict ``allowed_next(s)[t:]``.
+
+Subspace interventions (probe directions)
+-----------------------------------------
+:func:`steer` adds ``amount`` units of a probe's readout along its minimum-norm direction at one
+hook site and position (the recurrence carries the edit forward); :func:`patch_subspace` copies only
+the span of given directions from a source activation; :func:`ablate_subspace` replaces the span by
+its mean (mean-projection ablation); :func:`random_subspace` gives a same-rank control. Each is a
+context manager over ``model.hooks`` and restores the model on exit.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+FIRST_SYMBOL_ID = 2  # END, then the alphabet (docs/interfaces.md)
+
+
+# --------------------------------------------------------------------------- high-level models
+
+
+class CausalModel:
+    """An automaton abstraction with named variables that can be swapped between two prefixes."""
+
+    variables: tuple[str, ...] = ()
+
+    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        """A string whose automaton state is the counterfactual one, or None when undefined."""
+        if variable == "all":
+            return source_prefix
+        raise KeyError(f"unknown variable {variable!r}; expected one of {('all',) + self.variables}")
+
+
+class DyckCausalModel(CausalModel):
+    """Dyck(K, h) as the construction sees it: a depth counter and one memory block per depth.
+
+    ``memory[d]`` is the bracket most recently opened at depth ``d`` (blocks above the current depth
+    keep stale values, which are never read before being overwritten).
+    """
+
+    variables = ("depth", "top")
+
+    def __init__(self, language: Any) -> None:
+        self.language = language
+        self.opens = {o for o, _ in language.pairs}
+
+    def state(self, prefix: str) -> tuple[int, dict[int, str]]:
+        depth, memory = 0, {}
+        for ch in prefix:
+            if ch in self.opens:
+                depth += 1
+                memory[depth] = ch
+            else:
+                depth -= 1
+        return depth, memory
+
+    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        if variable == "all":
+            return source_prefix
+        (db, mb), (ds, ms) = self.state(base_prefix), self.state(source_prefix)
+        if variable == "depth":
+            depth, memory = ds, mb
+        elif variable == "top":
+            depth, memory = db, ms
+        else:
+            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'depth', 'top')")
+        if any(d not in memory for d in range(1, depth + 1)):
+            return None
+        return "".join(memory[d] for d in range(1, depth + 1))
+
+
+class FlipFlopCausalModel(CausalModel):
+    """Flip-flop: the stored bit (layer-2 memory) and the last instruction (layer-1 channel)."""
+
+    variables = ("stored",)
+
+    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        if variable == "all":
+            return source_prefix
+        if variable != "stored":
+            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'stored')")
+        bit = next((source_prefix[i + 1] for i in range(len(source_prefix) - 2, -1, -1)
+                    if source_prefix[i] == "w" and i % 2 == 0), None)
+        if bit is None:
+            return None
+        # Same phase as the base: a complete pair, or a pair plus the base's pending instruction.
+        w = "w" + bit
+        if len(base_prefix) % 2 == 1:
+            if base_prefix[-1] == "w":
+                return None  # the pending write makes the stored bit irrelevant
+            w += base_prefix[-1]
+        return w
+
+
+def causal_model_for(language: Any) -> CausalModel:
+    if getattr(language, "pairs", None) and getattr(language, "name", "") == "dyck":
+        return DyckCausalModel(language)
+    if getattr(language, "name", "") == "flipflop":
+        return FlipFlopCausalModel()
+    return CausalModel()
+
+
+# --------------------------------------------------------------------------- model-level swaps
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def swap_state(base_state: Any, source_state: Any, layers: Sequence[int] | str) -> Any:
+    """A copy of ``base_state`` whose listed layers come from ``source_state`` (``"all"``: all)."""
+    if layers == "all":
+        return copy.deepcopy(source_state)
+    hybrid = copy.copy(base_state)
+    hybrid.layers = list(base_state.layers)
+    for l in layers:
+        hybrid.layers[l] = copy.deepcopy(source_state.layers[l])
+    return hybrid
+
+
+@torch.no_grad()
+def interchange(model: torch.nn.Module, base_tokens: torch.Tensor, source_tokens: torch.Tensor,
+                base_split: int, source_split: int, layers: Sequence[int] | str) -> torch.Tensor:
+    """Logits of the base continuation (positions ``base_split..``) after the state swap.
+
+    ``base_tokens [B, Lb]`` and ``source_tokens [B, Ls]`` include BOS. The prefix runs read
+    positions ``0..split-1``; the swapped state then reads ``base_tokens[:, base_split:]``.
+    """
+    _, base_state = model(base_tokens[:, :base_split], return_state=True)
+    _, source_state = model(source_tokens[:, :source_split], return_state=True)
+    hybrid = swap_state(base_state, source_state, layers)
+    return _logits(model(base_tokens[:, base_split:], state=hybrid))
+
+
+# --------------------------------------------------------------------------- IIA
+
+
+@dataclass
+class IIAResult:
+    layer: Any
+    variable: str
+    iia: float
+    baseline: float
+    n_pairs: int
+    n_excluded: int
+    positions_scored: int
+
+    def as_record(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _expected_sets(language: Any, witness: str, suffix: str, horizon: Optional[int]) -> list[frozenset]:
+    """Allowed sets after ``witness``, ``witness+suffix[:1]``, ... while the suffix stays viable."""
+    sets = language.allowed_next(witness + suffix)[len(witness):]
+    out = [sets[0]]
+    for i, ch in enumerate(suffix):
+        if horizon is not None and len(out) >= horizon:
+            break
+        if ch not in sets[i]:
+            break
+        out.append(sets[i + 1])
+    return out
+
+
+def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str]) -> list[list[frozenset]]:
+    pred = torch.sigmoid(logits[..., FIRST_SYMBOL_ID:].float()) > 0.5
+    res = []
+    for b in range(pred.shape[0]):
+        rows = pred[b].nonzero().tolist()
+        per = [set() for _ in range(pred.shape[1])]
+        for i, k in rows:
+            per[i].add(out_symbols[k])
+        res.append([frozenset(x) for x in per])
+    return res
+
+
+def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[tuple[str, str, int, int]],
+                         layers: Sequence[int] | str, variable: str, *, causal: Optional[CausalModel] = None,
+                         horizon: Optional[int] = None, seed: int = 0) -> IIAResult:
+    """IIA of swapping ``layers`` against the causal model's ``variable`` counterfactual.
+
+    ``pairs`` are ``(base, source, base_split, source_split)``; pairs are grouped by their split
+    points so each group runs as one batch.
+    """
+    import languages as _languages
+    from languages.datasets import Vocab, encode_batch
+
+    causal = causal or causal_model_for(language)
+    vocab = Vocab(language.alphabet)
+    out_symbols = [_languages.END] + list(language.alphabet)
+    rng = np.random.default_rng(seed)
+    hits = base_hits = scored_pairs = excluded = positions = 0
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (_, _, tb, ts) in enumerate(pairs):
+        groups.setdefault((tb, ts), []).append(i)
+    model_was_training = model.training
+    model.eval()
+    try:
+        for (tb, ts), idx in groups.items():
+            bases = [pairs[i][0] for i in idx]
+            sources = [pairs[i][1] for i in idx]
+            bt = torch.as_tensor(encode_batch(language, bases, vocab).tokens)
+            st = torch.as_tensor(encode_batch(language, sources, vocab).tokens)
+            logits = interchange(model, bt, st, tb, ts, layers)
+            predicted = _predicted_sets(logits, out_symbols)
+            for j, i in enumerate(idx):
+                base, source = bases[j], sources[j]
+                base_prefix, suffix = base[: tb - 1], base[tb - 1:]
+                w = causal.witness(base_prefix, source[: ts - 1], variable)
+                if w is None:
+                    excluded += 1
+                    continue
+                want = _expected_sets(language, w, suffix, horizon)
+                got = predicted[j][: len(want)]
+                scored_pairs += 1
+                positions += len(want)
+                hits += got == want
+                # Random-pair baseline: the counterfactual of an unrelated source prefix.
+                k = int(rng.integers(len(pairs)))
+                other = pairs[k][1][: pairs[k][3] - 1]
+                wb = causal.witness(base_prefix, other, variable)
+                if wb is not None:
+                    want_b = _expected_sets(language, wb, suffix, horizon)
+                    n = min(len(want_b), len(want))
+                    base_hits += predicted[j][:n] == want_b[:n]
+    finally:
+        model.train(model_was_training)
+    return IIAResult(layer=layers if isinstance(layers, str) else (list(layers) if len(layers) > 1 else layers[0]),
+                     variable=variable, iia=hits / max(scored_pairs, 1),
+                     baseline=base_hits / max(scored_pairs, 1), n_pairs=scored_pairs, n_excluded=excluded,
+                     positions_scored=positions)
+
+
+def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int = 0,
+                 group: int = 16) -> list[tuple[str, str, int, int]]:
+    """``n`` (base, source, base_split, source_split) pairs; split points shared within groups."""
+    rng = np.random.default_rng(seed)
+    strings = language.sample(2 * n, min_len, max_len, seed=seed)
+    bases, sources = strings[:n], strings[n:]
+    pairs = []
+    for g in range(0, n, group):
+        b, s = bases[g : g + group], sources[g : g + group]
+        lo = 2
+        hi = min(min(len(x) for x in b), min(len(x) for x in s))
+        tb = int(rng.integers(lo, hi + 1))
+        ts = int(rng.integers(lo, hi + 1))
+        pairs.extend((x, y, tb, ts) for x, y in zip(b, s))
+    return pairs
+
+
+# --------------------------------------------------------------------------- subspace edits
+
+
+def _positions_index(positions: Optional[Sequence[int] | int]) -> Any:
+    if positions is None:
+        return slice(None)
+    if isinstance(positions, int):
+        return [positions]
+    return list(positions)
+
+
+def _flat_apply(act: torch.Tensor, positions: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply ``fn`` to ``act[:, positions]`` flattened to ``[B, P, F]``; returns the edited copy."""
+    out = act.clone()
+    sel = out[:, positions]
+    shape = sel.shape
+    edited = fn(sel.reshape(shape[0], shape[1], -1).to(torch.float64)).reshape(shape).to(act.dtype)
+    out[:, positions] = edited
+    return out
+
+
+def _orthonormal(directions: np.ndarray | torch.Tensor) -> torch.Tensor:
+    d = torch.as_tensor(np.asarray(directions, dtype=np.float64))
+    if d.ndim == 1:
+        d = d[None]
+    q, r = torch.linalg.qr(d.T)
+    rank = int((r.diagonal().abs() > 1e-10 * r.diagonal().abs().max()).sum())
+    return q[:, :rank].T  # [k, F]
+
+
+@contextlib.contextmanager
+def steer(model: torch.nn.Module, site: str, direction: np.ndarray | torch.Tensor, amount: float,
+          positions: Optional[Sequence[int] | int] = None) -> Iterator[torch.nn.Module]:
+    """Add ``amount * direction / |direction|^2`` at ``site`` (so a linear readout ``w.x`` moves by
+    ``amount`` when ``direction = w``), at ``positions`` (default all)."""
+    w = torch.as_tensor(np.asarray(direction, dtype=np.float64)).flatten()
+    delta = amount * w / (w @ w)
+    pos = _positions_index(positions)
+
+    def hook(act: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        return _flat_apply(act, pos, lambda x: x + delta)
+
+    with model.hooks(fwd_hooks=[(site, hook)]):
+        yield model
+
+
+@contextlib.contextmanager
+def ablate_subspace(model: torch.nn.Module, site: str, directions: np.ndarray | torch.Tensor,
+                    mean: np.ndarray | torch.Tensor, positions: Optional[Sequence[int] | int] = None
+                    ) -> Iterator[torch.nn.Module]:
+    """Mean-projection ablation: ``x <- x - P (x - mean)`` with ``P`` the projector on the span."""
+    q = _orthonormal(directions)
+    mu = torch.as_tensor(np.asarray(mean, dtype=np.float64)).flatten()
+    pos = _positions_index(positions)
+
+    def hook(act: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        return _flat_apply(act, pos, lambda x: x - ((x - mu) @ q.T) @ q)
+
+    with model.hooks(fwd_hooks=[(site, hook)]):
+        yield model
+
+
+@contextlib.contextmanager
+def patch_subspace(model: torch.nn.Module, site: str, directions: np.ndarray | torch.Tensor,
+                   source_act: torch.Tensor, positions: Optional[Sequence[int] | int] = None
+                   ) -> Iterator[torch.nn.Module]:
+    """Replace the span of ``directions`` of ``site`` by the source activation's component.
+
+    ``source_act`` has the site's shape (``[B, L, ...]``); ``directions=None``-like full patching is
+    :func:`patch_full`.
+    """
+    q = _orthonormal(directions)
+    pos = _positions_index(positions)
+    src = source_act.detach()
+
+    def hook(act: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        s = src[:, pos]
+        s = s.reshape(s.shape[0], s.shape[1], -1).to(torch.float64)
+
+        def edit(x: torch.Tensor) -> torch.Tensor:
+            return x + ((s - x) @ q.T) @ q
+
+        return _flat_apply(act, pos, edit)
+
+    with model.hooks(fwd_hooks=[(site, hook)]):
+        yield model
+
+
+@contextlib.contextmanager
+def patch_full(model: torch.nn.Module, site: str, source_act: torch.Tensor,
+               positions: Optional[Sequence[int] | int] = None) -> Iterator[torch.nn.Module]:
+    """Replace the whole activation of ``site`` at ``positions`` by the source's."""
+    pos = _positions_index(positions)
+    src = source_act.detach()
+
+    def hook(act: torch.Tensor, hook: Any = None) -> torch.Tensor:
+        out = act.clone()
+        out[:, pos] = src[:, pos].to(act.dtype)
+        return out
+
+    with model.hooks(fwd_hooks=[(site, hook)]):
+        yield model
+
+
+def random_subspace(dim: int, rank: int, seed: int = 0) -> np.ndarray:
+    """``rank`` random orthonormal directions in ``R^dim`` (the same-rank control)."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, rank)))
+    return q.T

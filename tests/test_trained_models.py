@@ -1,0 +1,170 @@
+"""Training, evaluation metrics, checkpoints and the registry.
+
+Metrics are checked against a plain-Python recomputation from ``Language.allowed_next``; training is
+exercised on tiny budgets (a full run is a shipped model's job, not a test's).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import languages
+from languages.datasets import Vocab, encode_batch
+from trained_models.checkpoint import CheckpointMismatch, load_weights, save_model
+from trained_models.config import TrainConfig
+from trained_models.evaluate import TorchBatch, evaluate_strings, MetricAccumulator
+from trained_models.train import train
+
+
+def _reference_metrics(language, strings, logits):
+    """Strict accuracy, close accuracy, read errors by explicit loops over allowed_next."""
+    vocab = Vocab(language.alphabet)
+    out_syms = [languages.END] + list(language.alphabet)
+    probs = torch.sigmoid(logits).numpy()
+    correct = 0
+    close_tot = close_ok = 0
+    seq_err = 0
+    pairs = getattr(language, "pairs", None)
+    for b, s in enumerate(strings):
+        allowed = language.allowed_next(s)
+        ok = True
+        read_wrong = False
+        for i, target in enumerate(allowed):
+            p = {sym: probs[b, i, 2 + k] for k, sym in enumerate(out_syms)}
+            pred = {sym for sym in out_syms if p[sym] > 0.5}
+            ok &= pred == set(target)
+            if pairs:
+                closes = [c for _, c in pairs]
+                allowed_closes = [c for c in closes if c in target]
+                if allowed_closes:
+                    close_tot += 1
+                    close_ok += p[allowed_closes[0]] / sum(p[c] for c in closes) > 0.8
+            if language.name == "flipflop" and i > 0 and s[i - 1] == "r":
+                want = [c for c in "01" if c in target][0]
+                other = "1" if want == "0" else "0"
+                read_wrong |= not p[want] > p[other]
+        correct += ok
+        seq_err += read_wrong
+    vocab  # noqa: B018 (vocab built only to validate the alphabet)
+    return correct / len(strings), (close_ok / close_tot if close_tot else None), seq_err / len(strings)
+
+
+def _near_perfect_logits(language, strings, noise, seed):
+    """Logits that encode the true allowed sets, with a fraction of positions flipped."""
+    vocab = Vocab(language.alphabet)
+    batch = encode_batch(language, strings, vocab)
+    rng = np.random.default_rng(seed)
+    allowed = batch.allowed.astype(np.float32)
+    logits = np.where(allowed > 0, 3.0, -3.0) + rng.normal(0, 0.5, allowed.shape)
+    flip = rng.random(allowed.shape[:2]) < noise
+    logits[flip, 2:] *= -1
+    return torch.tensor(logits, dtype=torch.float32), batch
+
+
+@pytest.mark.parametrize("name,params,lo,hi", [("dyck", {"K": 3, "h": 4}, 10, 40), ("flipflop", {}, 20, 40),
+                                              ("tomita3", {}, 5, 20)])
+def test_metrics_match_a_loop_over_allowed_next(name, params, lo, hi):
+    language = languages.get(name, **params)
+    strings = language.sample(40, lo, hi, seed=3)
+    logits, batch = _near_perfect_logits(language, strings, noise=0.02, seed=1)
+    acc = MetricAccumulator(language, Vocab(language.alphabet))
+    acc.update(logits, TorchBatch.from_batch(batch))
+    res = acc.result()
+    strict, close, read_err = _reference_metrics(language, strings, logits)
+    assert res["strict_accuracy"] == pytest.approx(strict)
+    assert 0 < res["strict_accuracy"] < 1  # the noise makes some strings wrong, some right
+    if close is not None:
+        assert res["close_accuracy"] == pytest.approx(close)
+    if name == "flipflop":
+        assert res["read_error_rate"] == pytest.approx(read_err)
+
+
+def test_config_rejects_impossible_values():
+    with pytest.raises(ValueError, match="layers"):
+        TrainConfig(language="dyck1", layers=0)
+    with pytest.raises(ValueError, match="model"):
+        TrainConfig(language="dyck1", model="rnn")
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"language": "dyck1", "depth": 3})
+
+
+def _tiny_cfg(**kw):
+    base = dict(language="dyck", language_params={"K": 2, "h": 3}, model="mamba", layers=1, d_model=8,
+                d_state=4, expand=2, n_train=64, n_dev=16, n_test=16, batch_size=16, epochs=2,
+                train_window=(2, 16), test_windows={"bin0": (2, 16), "bin1": (18, 30)}, warmup_steps=2,
+                lr=3e-3, threads=1, patience=100)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_writes_a_loadable_card_and_is_deterministic(tmp_path):
+    cfg = _tiny_cfg()
+    card_a = train(cfg, tmp_path / "a", progress=False, command="test")
+    card_b = train(cfg, tmp_path / "b", progress=False, command="test")
+    for key in ("language", "model", "seed", "train_command", "train_seconds", "metrics", "decode"):
+        assert key in card_a
+    assert set(card_a["metrics"]) == {"bin0", "bin1"}
+    assert "close_accuracy" in card_a["metrics"]["bin1"]
+    from trained_models import load
+
+    ma, _ = load(tmp_path / "a")
+    mb, _ = load(tmp_path / "b")
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert card_a["metrics"] == card_b["metrics"]
+
+
+def test_resume_after_interruption_equals_one_run(tmp_path):
+    cfg = _tiny_cfg(epochs=3)
+    train(cfg, tmp_path / "full", progress=False)
+    # A wall budget that runs out after the first step interrupts the run; --resume finishes it.
+    cfg_budget = _tiny_cfg(epochs=3, max_minutes=1e-9)
+    train(cfg_budget, tmp_path / "wall", progress=False)
+    st = json.loads((tmp_path / "wall" / "checkpoint" / "state.json").read_text())
+    assert st["step"] == 1 and not st["done"]
+    train(_tiny_cfg(epochs=3), tmp_path / "wall", resume=True, progress=False)
+    from trained_models import load
+
+    full, _ = load(tmp_path / "full")
+    resumed, _ = load(tmp_path / "wall")
+    for (k, v), (_, w) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(v, w, atol=1e-6), k
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(_tiny_cfg(epochs=1, max_minutes=1e-9), tmp_path / "r", progress=False)
+    with pytest.raises(ValueError, match="config differs"):
+        train(_tiny_cfg(epochs=1, d_model=16), tmp_path / "r", resume=True, progress=False)
+
+
+def test_checkpoint_that_does_not_match_its_config_is_a_clear_error(tmp_path):
+    from hooks.mamba import HookedMamba, MambaConfig
+
+    small = HookedMamba(MambaConfig(d_model=8, n_layers=1, vocab_size=7, d_state=4))
+    save_model(small, tmp_path, {"model": {"family": "mamba", "config": small.cfg.to_dict()}})
+    other = HookedMamba(MambaConfig(d_model=16, n_layers=1, vocab_size=7, d_state=4))
+    with pytest.raises(CheckpointMismatch, match="does not match its config"):
+        load_weights(other, tmp_path / "model.safetensors")
+    deeper = HookedMamba(MambaConfig(d_model=8, n_layers=2, vocab_size=7, d_state=4))
+    with pytest.raises(CheckpointMismatch, match="missing tensors"):
+        load_weights(deeper, tmp_path / "model.safetensors")
+
+
+def test_unknown_model_name_lists_the_shipped_ones():
+    from trained_models import load
+
+    with pytest.raises(FileNotFoundError, match="no model 'nope'"):
+        load("nope")
+
+
+def test_construction_evaluates_perfectly_through_the_same_code():
+    from trained_models.registry import load_any
+
+    model, card = load_any("construction:dyck", K=8, h=10)
+    assert card is None
+    language = languages.get("dyck", K=8, h=10)
+    res = evaluate_strings(model, language, language.sample(8, 100, 300, seed=0))
+    assert res["strict_accuracy"] == 1.0 and res["close_accuracy"] == 1.0
