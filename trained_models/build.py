@@ -37,13 +37,7 @@ def build_construction(name: str, **params: Any):
     """The construction for a language name (``dyck``, ``flipflop``, ``parity``, counters)."""
     from hooks import constructions
 
-    if name == "dyck":
-        return constructions.dyck(**params)
-    if name == "flipflop":
-        return constructions.flipflop()
-    if name == "parity":
-        return constructions.parity_signed()
-    return constructions.counter(name)
+    return constructions.build(name, **params)
 
 
 def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:

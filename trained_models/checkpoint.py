@@ -32,7 +32,7 @@ class CheckpointMismatch(ValueError):
 def save_model(model: torch.nn.Module, directory: str | Path, card: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``card.json`` (with the weights' sha256) atomically."""
     directory = Path(directory)
-    tensors = _unique_state_dict(model)
+    tensors = unique_state_dict(model)
     path = atomic_save_safetensors(directory / WEIGHTS, tensors)
     card = dict(card)
     card["weights"] = {"file": WEIGHTS, "sha256": sha256(path), "n_parameters": count_parameters(model)}
@@ -90,7 +90,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict without aliases (tied weights are stored once; safetensors refuses shared memory)."""
     seen: dict[object, str] = {}
     out: dict[str, torch.Tensor] = {}
@@ -105,4 +105,4 @@ def _unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _tied_names(model: torch.nn.Module) -> set[str]:
     sd = model.state_dict()
-    return set(sd) - set(_unique_state_dict(model))
+    return set(sd) - set(unique_state_dict(model))

@@ -10,7 +10,7 @@ the prefix read so far; ``--loss bce`` (default) fits these allowed-next sets wi
 symbol (Bhattamishra et al.); ``--loss lm`` is next-symbol cross-entropy on member strings.
 Optimiser AdamW with linear warm-up then cosine decay; gradient clipping; length-bucketed batches
 (strings sorted by length, so a batch pads little); evaluation on the held-out in-distribution bin
-(``bin0`` strings, disjoint from training) ``--evals-per-epoch`` times an epoch; the best weights are
+(``bin0`` strings, disjoint from training; its first ``--n-dev`` strings) ``--evals-per-epoch`` times an epoch; the best weights are
 kept; early stopping after ``--patience`` evaluations without improvement or once ``--target`` is
 reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
 flip-flop, strict accuracy otherwise.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trained_models.checkpoint import load_weights, save_model
+from trained_models.checkpoint import unique_state_dict, load_weights, save_model
 from trained_models.config import TrainConfig
 from trained_models.evaluate import FIRST_SYMBOL_ID, MetricAccumulator, TorchBatch, evaluate_strings
 from trained_models.io import atomic_save_safetensors, atomic_write_json
@@ -100,9 +100,10 @@ def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
     from languages.datasets import make_splits
 
     train, tests = resolve_windows(cfg, language)
-    bins = {"train": train, "dev": tests["bin0"], **tests}
+    bins = {"train": train, **tests}
     n_test = max(cfg.n_dev, cfg.n_test)
-    return make_splits(language, cfg.n_train, n_test, cfg.seed, bins=bins)
+    # Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
+    return make_splits(language, cfg.n_train, n_test, cfg.seed, bins=bins, allow_fewer=True)
 
 
 def bucket_batches(strings: list[str], batch_size: int) -> list[list[str]]:
@@ -134,7 +135,7 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def _save_checkpoint(out: Path, model, opt, state: dict[str, Any]) -> None:
     ck = out / CKPT_DIR
-    atomic_save_safetensors(ck / "model.safetensors", model.state_dict())
+    atomic_save_safetensors(ck / "model.safetensors", unique_state_dict(model))
     tensors, meta = _flatten_optimizer(opt)
     atomic_save_safetensors(ck / "optim.safetensors", tensors)
     atomic_write_json(ck / "state.json", {**state, "optimizer_meta": meta})
@@ -196,7 +197,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     splits = make_data(cfg, language)
     train_batches = [TorchBatch.from_batch(encode_batch(language, b, vocab))
                      for b in bucket_batches(splits["train"], cfg.batch_size)]
-    dev = splits["dev"][: cfg.n_dev]
+    dev = splits["bin0"][: cfg.n_dev]  # early stopping on the held-out in-distribution bin
+    if not dev or len(splits["train"]) == 0:
+        raise ValueError(f"{language.name}: the windows hold too few strings for training and bin0")
     data_seconds = time.time() - t_data
 
     model = build_model(spec)

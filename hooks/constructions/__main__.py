@@ -1,0 +1,100 @@
+"""Strict (and Dyck close) accuracy of a construction on sampled member strings.
+
+    python -m hooks.constructions --language dyck --K 8 --h 10 --min-len 701 --max-len 1400 --n 200 --seed 0
+    python -m hooks.constructions --language anbn --min-len 2000 --max-len 2000 --n 1 --json
+    python -m hooks.constructions --language dyck --model mamba --min-len 7000 --max-len 7000 --n 20
+
+``--model mamba`` evaluates the HookedMamba realizations (:mod:`hooks.constructions.as_mamba`).
+
+Targets come from ``Language.allowed_next`` (for ``parity`` that is the membership target: both symbols
+always, END iff the prefix has an even number of 1s). ``--json`` prints one object with the keys
+``strict_accuracy``, ``close_accuracy`` (Dyck only), ``n``, ``min_len``, ``max_len`` (and ``language``,
+``state_sizes``, ``dtype``, ``seed``, ``seconds``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Optional
+
+import torch
+
+from hooks import metrics
+from hooks.constructions import LANGUAGES, batch_for, build
+
+
+def evaluate(construction, strings, batch_size: int = 32) -> dict:
+    """Strict accuracy (and close accuracy for Dyck) of ``construction`` on member ``strings``."""
+    lang, vocab, model = construction.language, construction.vocab, construction.model
+    correct = close_ok = close_n = 0
+    dyck = getattr(lang, "name", "") == "dyck"
+    order = sorted(range(len(strings)), key=lambda i: len(strings[i]))
+    with torch.no_grad():
+        for k in range(0, len(order), batch_size):
+            chunk = [strings[i] for i in order[k : k + batch_size]]
+            batch = batch_for(lang, vocab, chunk)
+            logits = model(batch.tokens)
+            correct += int(metrics.strict_correct(logits, batch).sum())
+            if dyck:
+                c, n = metrics.close_accuracy_counts(logits, batch, lang, vocab)
+                close_ok, close_n = close_ok + c, close_n + n
+    out = {"strict_accuracy": correct / len(strings)}
+    if dyck:
+        out["close_accuracy"] = close_ok / close_n if close_n else float("nan")
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hooks.constructions", description=__doc__.split("\n")[0])
+    ap.add_argument("--language", required=True, choices=LANGUAGES)
+    ap.add_argument("--K", type=int, default=8, help="Dyck(K, h): bracket types")
+    ap.add_argument("--h", type=int, default=10, help="Dyck(K, h): maximal depth")
+    ap.add_argument("--p", type=float, default=0.8, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--min-len", type=int, required=True)
+    ap.add_argument("--max-len", type=int, required=True)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--model", choices=("diagonal", "mamba"), default="diagonal",
+                    help="mamba: the HookedMamba realization (flipflop and dyck only; float32)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+
+    if args.model == "mamba":
+        from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
+
+        if args.language == "dyck":
+            c = dyck_mamba(args.K, args.h)
+        elif args.language == "flipflop":
+            c = flipflop_mamba(args.p)
+        else:
+            ap.error("--model mamba exists for flipflop and dyck only")
+        if args.dtype != "float32":
+            c.model.to(getattr(torch, args.dtype))
+    else:
+        c = build(args.language, K=args.K, h=args.h, p=args.p, dtype=args.dtype)
+    t0 = time.perf_counter()
+    strings = c.language.sample(args.n, args.min_len, args.max_len, seed=args.seed)
+    res = evaluate(c, strings, args.batch_size)
+    res.update(n=len(strings), min_len=args.min_len, max_len=args.max_len,
+               lengths=[min(map(len, strings)), max(map(len, strings))])
+    res.update(language=args.language, model=args.model, state_sizes=list(c.state_sizes), dtype=args.dtype,
+               seed=args.seed,
+               seconds=round(time.perf_counter() - t0, 2))
+    if args.json:
+        json.dump(res, sys.stdout)
+        print()
+    else:
+        line = (f"{c!r} on {args.language}: n={res['n']} lengths {res['lengths'][0]}-{res['lengths'][1]}: "
+                f"strict accuracy {res['strict_accuracy']:.4f}")
+        if "close_accuracy" in res:
+            line += f", close accuracy {res['close_accuracy']:.4f}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The shipped models' training recipes, and the command that (re)trains and ships one.
+
+::
+
+    python -m trained_models.recipes --list
+    python -m trained_models.recipes dyck8-10-mamba-2l [--max-minutes 30]   # trains into runs/NAME,
+                                                                               # resumable, then ships
+
+Each recipe is the exact argument list of ``python -m trained_models.train``; the shipped card keeps
+it as ``train_command``. Shipping copies ``model.safetensors`` and ``card.json`` of a finished run into
+``trained_models/shipped/NAME/`` (atomically, file by file).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+from trained_models.registry import SHIPPED
+
+DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "300",
+        "--test-window", "bin0=2:300", "--test-window", "bin1=701:1400", "--n-train", "6000", "--n-dev", "300",
+        "--n-test", "500", "--evals-per-epoch", "2"]
+FLIPFLOP = ["--language", "flipflop", "--min-len", "64", "--max-len", "128", "--test-window", "bin0=64:128",
+            "--test-window", "bin1=512:512", "--n-train", "4000", "--n-dev", "200", "--n-test", "1000",
+            "--evals-per-epoch", "2"]
+DYCK1 = ["--language", "dyck1", "--n-train", "5000", "--n-dev", "300", "--n-test", "1000"]
+ANBN = ["--language", "anbn", "--n-train", "70", "--n-dev", "29", "--n-test", "100"]
+PARITY = ["--language", "parity", "--n-train", "5000", "--n-dev", "300", "--n-test", "1000"]
+
+RECIPES: dict[str, list[str]] = {
+    "dyck8-10-mamba-2l": DYCK + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "3e-3",
+                                 "--epochs", "12", "--patience", "6", "--target", "0.995"],
+    "dyck8-10-mamba-1l": DYCK + ["--model", "mamba", "--layers", "1", "--d-model", "32", "--lr", "3e-3",
+                                 "--epochs", "6", "--patience", "4"],
+    "dyck8-10-transformer-2l": DYCK + ["--model", "transformer", "--layers", "2", "--d-model", "32",
+                                       "--n-heads", "4", "--pos-encoding", "none", "--lr", "1e-3",
+                                       "--epochs", "6", "--patience", "4"],
+    "flipflop-mamba-1l": FLIPFLOP + ["--model", "mamba", "--layers", "1", "--d-model", "32", "--lr", "3e-3",
+                                     "--epochs", "10", "--patience", "6", "--target", "1.0"],
+    "flipflop-transformer": FLIPFLOP + ["--model", "transformer", "--layers", "2", "--d-model", "32",
+                                        "--n-heads", "4", "--pos-encoding", "learned", "--lr", "1e-3",
+                                        "--epochs", "6", "--patience", "4"],
+    "dyck1-mamba": DYCK1 + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "3e-3",
+                            "--epochs", "8", "--patience", "4"],
+    "dyck1-transformer": DYCK1 + ["--model", "transformer", "--layers", "2", "--d-model", "32", "--n-heads", "4",
+                                  "--pos-encoding", "none", "--lr", "1e-3", "--epochs", "8", "--patience", "4"],
+    "anbn-mamba": ANBN + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "3e-3",
+                          "--batch-size", "8", "--epochs", "60", "--patience", "15"],
+    "anbn-transformer": ANBN + ["--model", "transformer", "--layers", "2", "--d-model", "32", "--n-heads", "4",
+                                "--pos-encoding", "none", "--lr", "1e-3", "--batch-size", "8", "--epochs", "60",
+                                "--patience", "15"],
+    "parity-mamba-nonnegative": PARITY + ["--model", "mamba", "--layers", "1", "--d-model", "16", "--lr", "3e-3",
+                                          "--gate", "nonnegative", "--epochs", "10", "--patience", "5"],
+    "parity-mamba-signed": PARITY + ["--model", "mamba", "--layers", "1", "--d-model", "16", "--lr", "3e-3",
+                                     "--gate", "signed", "--epochs", "10", "--patience", "5", "--target", "1.0"],
+}
+
+
+def run_dir(name: str, root: str | Path = "runs") -> Path:
+    return Path(root) / name
+
+
+def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optional[float] = None,
+                   seed: int = 0, progress: bool = True) -> dict:
+    """Train (resuming if a run exists) and, when the run finished, ship it."""
+    from trained_models.train import build_parser, config_from_args, train
+
+    if name not in RECIPES:
+        raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    out = run_dir(name, root)
+    argv = RECIPES[name] + ["--seed", str(seed), "--out", str(out)]
+    args = build_parser().parse_args(argv + (["--max-minutes", str(max_minutes)] if max_minutes else []))
+    command = "python -m trained_models.train " + " ".join(argv)
+    card = train(config_from_args(args), out, resume=True, command=command, progress=progress)
+    if card.get("metrics"):
+        ship(name, out)
+    return card
+
+
+def ship(name: str, run: str | Path) -> Path:
+    from trained_models.io import atomic_write
+
+    run = Path(run)
+    dest = SHIPPED / name
+    card = json.loads((run / "card.json").read_text())
+    card["name"] = name
+    atomic_write(dest / "model.safetensors", lambda tmp: shutil.copyfile(run / "model.safetensors", tmp))
+    from trained_models.io import atomic_write_json
+
+    atomic_write_json(dest / "card.json", card)
+    return dest
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trained_models.recipes", description=__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--root", default="runs")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.list or not args.names:
+        for name, argv_ in RECIPES.items():
+            print(f"{name}: python -m trained_models.train {' '.join(argv_)}")
+        return 0
+    for name in args.names:
+        card = train_and_ship(name, root=args.root, max_minutes=args.max_minutes, seed=args.seed,
+                              progress=not args.no_progress)
+        print(json.dumps({"name": name, "steps": card["steps"], "train_seconds": card["train_seconds"],
+                          "best_dev": card["best_dev"], "stop_reason": card.get("stop_reason"),
+                          "metrics": card.get("metrics")}, indent=1))
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
