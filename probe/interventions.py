@@ -11,8 +11,9 @@ per-depth memory of open brackets, whose block at the current depth is the top o
 swapping the layer that holds ``depth`` means "source depth, base memory". The counterfactual is
 realised as a *witness* string whose automaton state is the counterfactual state, and the expected
 allowed-next sets are ``language.allowed_next(witness + base_suffix)``. A pair whose counterfactual
-is undefined (e.g. the base memory has no block at a depth the source reaches) is excluded and
-counted. Scoring runs along the base suffix while it stays a viable continuation of the witness.
+is undefined (e.g. the base memory has no block at a depth the source reaches), or whose base
+suffix starts with a symbol the counterfactual state forbids, is excluded and counted. Scoring runs
+along the base suffix while it stays a viable continuation of the witness.
 
 Interchange intervention accuracy (IIA) is the fraction of pairs whose predicted allowed sets equal
 the counterfactual ones at every scored position. The random-pair baseline scores the same
@@ -178,15 +179,19 @@ class IIAResult:
 
 
 def _expected_sets(language: Any, witness: str, suffix: str, horizon: Optional[int]) -> list[frozenset]:
-    """Allowed sets after ``witness``, ``witness+suffix[:1]``, ... while the suffix stays viable."""
-    sets = language.allowed_next(witness + suffix)[len(witness):]
-    out = [sets[0]]
+    """Counterfactual allowed sets for the continuation outputs.
+
+    The continuation's output ``i`` has read ``suffix[: i + 1]`` on top of the swapped state, so it
+    should predict ``allowed_next(witness + suffix)[len(witness) + i + 1]``; scoring stops at the
+    first suffix symbol that the counterfactual state does not allow (or after ``horizon`` outputs).
+    """
+    sets = language.allowed_next(witness + suffix)
+    n = len(witness)
+    out = []
     for i, ch in enumerate(suffix):
-        if horizon is not None and len(out) >= horizon:
+        if ch not in sets[n + i] or (horizon is not None and len(out) >= horizon):
             break
-        if ch not in sets[i]:
-            break
-        out.append(sets[i + 1])
+        out.append(sets[n + i + 1])
     return out
 
 
@@ -239,6 +244,9 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
                     excluded += 1
                     continue
                 want = _expected_sets(language, w, suffix, horizon)
+                if not want:  # the base's next symbol is illegal in the counterfactual state
+                    excluded += 1
+                    continue
                 got = predicted[j][: len(want)]
                 scored_pairs += 1
                 positions += len(want)
@@ -250,7 +258,7 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
                 if wb is not None:
                     want_b = _expected_sets(language, wb, suffix, horizon)
                     n = min(len(want_b), len(want))
-                    base_hits += predicted[j][:n] == want_b[:n]
+                    base_hits += bool(n) and predicted[j][:n] == want_b[:n]
     finally:
         model.train(model_was_training)
     return IIAResult(layer=layers if isinstance(layers, str) else (list(layers) if len(layers) > 1 else layers[0]),
