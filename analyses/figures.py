@@ -163,14 +163,16 @@ def iia_heatmap(iia: np.ndarray, layers: Sequence[str], positions: Sequence[int]
     return fig
 
 
-def length_curves(lengths: Sequence[float], curves: Mapping[str, Sequence[float]], *, train_max: Optional[float] = None,
+def length_curves(curves: Mapping[str, Sequence[tuple[float, float]]], *, train_max: Optional[float] = None,
                   ylabel: str = "accuracy", title: str = "") -> "plt.Figure":
-    """Accuracy curves against length; a dashed line marks the end of the training lengths."""
+    """Accuracy against length, one line per label from ``(length, accuracy)`` points; a dashed
+    line marks the end of the training lengths."""
     fig, ax = plt.subplots(figsize=(3.4, 2.4))
     markers = "osD^v<>p"
-    for k, (label, ys) in enumerate(curves.items()):
-        ax.plot(lengths, ys, marker=markers[k % len(markers)], ms=3, lw=1.2, label=label,
-                color=OKABE_ITO[(k + 1) % len(OKABE_ITO)])
+    for k, (label, pts) in enumerate(curves.items()):
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=markers[k % len(markers)], ms=3, lw=1.2,
+                label=label, color=OKABE_ITO[(k + 1) % len(OKABE_ITO)])
     if train_max is not None:
         ax.axvline(train_max, color="grey", ls="--", lw=0.8)
         ax.text(train_max, 0.02, " train max", color="grey", fontsize=6, va="bottom")

@@ -1,0 +1,495 @@
+"""Do trained models' states match the paper's Dyck(K, h) construction, and do they use them?
+
+::
+
+    python -m analyses.dyck_probe                       # shipped Dyck(8,10) models + the construction
+    python -m analyses.dyck_probe --quick               # a smaller, faster pass
+    python -m analyses.dyck_probe --model runs/my-dyck-run --model dyck8-10-mamba-2l --out outputs/x
+
+For every model (the construction first, as the reference) the report gives
+
+1. task accuracy: close accuracy on held-out strings in the training lengths and on longer ones;
+2. probes, per layer and site: depth (ridge, accuracy of the rounded readout) and top bracket
+   (logistic), with selectivity against a control task, the majority class, the same probe on a
+   random-init model, input-only baselines, and accuracy out of distribution (longer strings);
+3. interchange intervention accuracy (IIA) per layer for the construction's two variables, depth
+   and top-of-stack memory, with a random-pair baseline;
+4. alignment of the model's states with the construction's (held-out linear-map R², linear CKA);
+5. a one-line verdict: does the model implement the construction's two-layer mechanism?
+
+Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/dyck_probe``),
+every file atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
+PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
+IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
+
+
+@dataclass
+class Settings:
+    K: int = 8
+    h: int = 10
+    n: int = 120  # strings per evaluation set
+    in_window: tuple[int, int] = (2, 300)
+    out_window: tuple[int, int] = (701, 1400)
+    probe_window: tuple[int, int] = (20, 300)
+    probe_positions: int = 6000
+    test_positions: int = 2000
+    ood_positions: int = 2000
+    iia_pairs: int = 96
+    iia_window: tuple[int, int] = (20, 120)
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, **kw: Any) -> "Settings":
+        base = dict(n=48, probe_positions=2500, test_positions=1000, ood_positions=1000, iia_pairs=48,
+                    out_window=(701, 900))
+        base.update(kw)
+        return cls(**base)
+
+
+@dataclass
+class Subject:
+    """A model under study: its name, the module, its family and the sites to probe per layer."""
+
+    name: str
+    model: torch.nn.Module
+    family: str  # construction | mamba | transformer
+    n_layers: int
+    card: Optional[dict] = None
+
+    def sites(self) -> list[str]:
+        if self.family == "mamba":
+            per = ["blocks.{l}.mixer.hook_ssm_state", "blocks.{l}.hook_resid_post"]
+        elif self.family == "construction":
+            per = ["blocks.{l}.hook_ssm_state", "blocks.{l}.hook_resid_post"]
+        else:
+            per = ["blocks.{l}.hook_resid_post"]
+        return [p.format(l=l) for l in range(self.n_layers) for p in per]
+
+    def state_site(self, layer: int) -> str:
+        if self.family == "mamba":
+            return f"blocks.{layer}.mixer.hook_ssm_state"
+        if self.family == "construction":
+            return f"blocks.{layer}.hook_ssm_state"
+        return f"blocks.{layer}.hook_resid_post"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_subjects(names: Sequence[str], K: int, h: int) -> tuple[list[Subject], list[str]]:
+    """The construction plus each requested model that can be loaded; returns (subjects, skipped)."""
+    from hooks import constructions
+    from trained_models import load
+
+    subjects = [Subject("construction", constructions.dyck(K, h).model, "construction", 2)]
+    skipped = []
+    for name in names:
+        try:
+            model, card = load(name)
+        except FileNotFoundError as e:
+            skipped.append(f"{name}: {e}")
+            continue
+        lang = card["language"]
+        if lang["name"] != "dyck" or lang.get("params", {}).get("K") != K or lang.get("params", {}).get("h") != h:
+            raise SystemExit(f"{name} was trained on {lang['name']} {lang.get('params')}, not dyck K={K} h={h}")
+        family = card["model"]["family"]
+        n_layers = card["model"]["config"]["n_layers"]
+        subjects.append(Subject(Path(str(name)).name, model, family, n_layers, card))
+    return subjects, skipped
+
+
+def random_like(subject: Subject, seed: int = 1) -> Optional[torch.nn.Module]:
+    if subject.family == "construction":
+        return None
+    from trained_models.build import build_model
+
+    torch.manual_seed(seed)
+    spec = dict(subject.card["model"])
+    cfg = dict(spec["config"])
+    if "seed" in cfg:
+        cfg["seed"] = seed
+    return build_model({"family": spec["family"], "config": cfg}).eval()
+
+
+# --------------------------------------------------------------------------- the four measurements
+
+
+def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n_bins: int = 3) -> dict[str, Any]:
+    """Close and strict accuracy per set, and close accuracy per length bin (for the curves)."""
+    from trained_models.evaluate import evaluate_strings
+
+    bs = 8 if subject.family == "transformer" else 16
+    decode = (subject.card or {}).get("decode", "sigmoid")
+    out: dict[str, Any] = {"curve": []}
+    for key, strings in sets.items():
+        lens = np.array([len(x) for x in strings])
+        edges = np.unique(np.quantile(lens, np.linspace(0, 1, n_bins + 1)).astype(int))
+        pooled_pos = pooled_ok = strict = 0.0
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            sel = [x for x in strings if lo <= len(x) <= hi and (i == len(edges) - 2 or len(x) < hi)]
+            if not sel:
+                continue
+            r = evaluate_strings(subject.model, language, sel, decode=decode, batch_size=bs)
+            pooled_pos += r["close_positions"]
+            pooled_ok += r["close_accuracy"] * r["close_positions"]
+            strict += r["strict_accuracy"] * r["n"]
+            out["curve"].append((float(np.mean([len(x) for x in sel])), r["close_accuracy"]))
+        out[key] = pooled_ok / max(pooled_pos, 1)
+        out[f"{key}_strict"] = strict / len(strings)
+    return out
+
+
+def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]]) -> list[dict]:
+    from probe.collect import collect
+    from probe.grid import probe_grid
+
+    sites = subject.sites()
+    variables = ["depth", "top"]
+    bs = 8 if subject.family == "transformer" else 16
+
+    def coll(model: torch.nn.Module, key: str, positions: int, seed: int):
+        return collect(model, language, strings[key], sites, variables, positions=positions, batch_size=bs,
+                       seed=seed)
+
+    tr = coll(subject.model, "probe_train", st.probe_positions, st.seed)
+    te = coll(subject.model, "probe_test", st.test_positions, st.seed + 1)
+    ood = {"out": coll(subject.model, "out", st.ood_positions, st.seed + 2)}
+    baselines = ["control", "majority", "input_token", "input_counts"]
+    rand = None
+    rmodel = random_like(subject)
+    if rmodel is not None:
+        rand = (coll(rmodel, "probe_train", st.probe_positions, st.seed),
+                coll(rmodel, "probe_test", st.test_positions, st.seed + 1))
+        baselines.append("random_init")
+    recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
+                      seed=st.seed, probe_params={"Cs": (0.1, 1.0), "alphas": (1.0, 10.0, 100.0), "cv": 2})
+    out = []
+    for r in recs:
+        regression = r.get("metric") == "r2"
+        acc = r.get("accuracy_rounded") if regression else r["score"]
+        ood_acc = r.get("ood_out_rounded") if regression else r.get("ood_out")
+        out.append({
+            "layer": r["layer"], "site": r["site"], "variable": r["variable"], "accuracy": acc,
+            "r2": r["score"] if regression else None, "selectivity": r.get("selectivity"),
+            "control": r.get("control"), "majority": r.get("majority"), "random_init": r.get("random_init"),
+            "input_token": r.get("input_token"), "input_counts": r.get("input_counts"), "ood_accuracy": ood_acc,
+        })
+    return out
+
+
+def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
+    from probe.interventions import interchange_accuracy, sample_pairs
+
+    pairs = sample_pairs(language, st.iia_pairs, *st.iia_window, seed=st.seed + 7, group=16)
+    if subject.family == "transformer":  # KV swaps need equal prefix lengths
+        pairs = [(b, s, tb, tb) for b, s, tb, _ in pairs]
+    out = []
+    for layer in range(subject.n_layers):
+        for variable in ("depth", "top"):
+            r = interchange_accuracy(subject.model, language, pairs, [layer], variable, seed=st.seed)
+            out.append({"layer": layer, "variable": variable, "iia": r.iia, "baseline": r.baseline,
+                        "n_pairs": r.n_pairs, "n_excluded": r.n_excluded})
+    r = interchange_accuracy(subject.model, language, pairs, "all", "all", seed=st.seed)
+    out.append({"layer": "all", "variable": "all", "iia": r.iia, "baseline": r.baseline, "n_pairs": r.n_pairs,
+                "n_excluded": r.n_excluded})
+    return out
+
+
+def alignment_records(subject: Subject, construction: Subject, language: Any, st: Settings,
+                      strings: list[str]) -> list[dict]:
+    from probe.alignment import alignment_scores
+    from probe.collect import collect
+
+    if subject is construction:
+        return []
+    c_sites = [construction.state_site(l) for l in range(construction.n_layers)]
+    m_sites = [subject.state_site(l) for l in range(subject.n_layers)]
+    bs = 8 if subject.family == "transformer" else 16
+    # Same strings, same subsample seed -> the same positions in both collections.
+    cc = collect(construction.model, language, strings, c_sites, [], positions=st.probe_positions, seed=st.seed,
+                 batch_size=bs)
+    mc = collect(subject.model, language, strings, m_sites, [], positions=st.probe_positions, seed=st.seed,
+                 batch_size=bs)
+    if not (np.array_equal(cc.seq_id, mc.seq_id) and np.array_equal(cc.pos, mc.pos)):
+        raise RuntimeError("construction and model collections are not aligned position by position")
+    out = []
+    for l, site in enumerate(m_sites):
+        for cl, csite in enumerate(c_sites):
+            s = alignment_scores(mc.acts[site].astype(np.float64), cc.acts[csite].astype(np.float64), mc.seq_id,
+                                 seed=st.seed)
+            out.append({"layer": l, "construction_layer": cl, "r2": s["r2_xy"], "r2_reverse": s["r2_yx"],
+                        "cka": s["cka"]})
+    return out
+
+
+def verdict(subject: Subject, report: dict) -> str:
+    """One sentence: does the model implement depth counter -> per-depth memory?"""
+    probes, iia = report["probes"], report["iia"]
+
+    def best_probe(var: str, layer: int) -> float:
+        xs = [p["accuracy"] for p in probes if p["variable"] == var and p["layer"] == layer and p["accuracy"] is not None]
+        return max(xs) if xs else float("nan")
+
+    def iia_of(var: str, layer: int) -> float:
+        xs = [r["iia"] for r in iia if r["variable"] == var and r["layer"] == layer]
+        return xs[0] if xs else float("nan")
+
+    acc_out = report["close_accuracy"]["out"]
+    if subject.n_layers < 2:
+        d, t = best_probe("depth", 0), best_probe("top", 0)
+        return (f"One layer cannot hold the construction's two stages: depth probe {d:.2f}, top probe {t:.2f}, "
+                f"close accuracy out of distribution {acc_out:.2f}.")
+    d0, t1 = best_probe("depth", 0), best_probe("top", subject.n_layers - 1)
+    i0, i1 = iia_of("depth", 0), iia_of("top", subject.n_layers - 1)
+    counter = d0 >= PROBE_OK and i0 >= IIA_OK
+    memory = t1 >= PROBE_OK and i1 >= IIA_OK
+    if counter and memory:
+        return (f"Yes: layer 1 carries depth (probe {d0:.2f}) and swapping it moves predictions as the depth "
+                f"counter says (IIA {i0:.2f}); the last layer carries the top bracket (probe {t1:.2f}, IIA {i1:.2f}).")
+    parts = []
+    parts.append(f"depth in layer 1: probe {d0:.2f}, IIA {i0:.2f}" + ("" if counter else " (short of the mechanism)"))
+    parts.append(f"top in the last layer: probe {t1:.2f}, IIA {i1:.2f}" + ("" if memory else " (short of the mechanism)"))
+    head = "Partly" if (counter or memory or max(d0, t1) >= PROBE_OK) else "No"
+    return f"{head}: " + "; ".join(parts) + f"; close accuracy out of distribution {acc_out:.2f}."
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("png",), length: int = 120,
+                       seed: int = 0, K: int = 8, h: int = 10) -> list[Path]:
+    """State-trajectory and PCA figures for one model beside the construction."""
+    import languages
+    from analyses.figures import save_figure, state_projection, state_trajectory
+    from probe.collect import collect
+    from probe.linear import LinearProbe
+
+    language = languages.get("dyck", K=K, h=h)
+    subjects, skipped = load_subjects([model_name] if model_name != "construction" else [], K, h)
+    if skipped:
+        raise SystemExit(skipped[0])
+    train = language.sample(150, 20, 200, seed=seed)
+    string = language.sample(1, length, length, seed=seed + 99)[0]
+    tr = language.trace(string, initial=True)
+    readouts, tops, panels = {}, {}, {}
+    for subj in subjects:
+        for l in range(subj.n_layers):
+            site = subj.state_site(l)
+            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=4000, seed=seed)
+            dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"])
+            tprobe = LinearProbe(kind="classification").fit(c.acts[site], c.labels["top"])
+            one = collect(subj.model, language, [string], [site], ["depth"])
+            label = f"{subj.name} L{l + 1}"
+            readouts[label] = dprobe.predict(one.acts[site])
+            classes = c.classes["top"]
+            tops[label] = [classes[i] for i in tprobe.predict(one.acts[site])]
+            if l == subj.n_layers - 1 or subj.family == "construction" and l == 0:
+                panels[f"{subj.name}: layer {l + 1}"] = (c.acts[site][:2000], c.labels["depth"][:2000])
+    last = {f"{s.name} L{s.n_layers}" for s in subjects}
+    f1 = state_trajectory(string, tr["depth"], readouts, top=tr["top"],
+                          top_readouts={k: v for k, v in tops.items() if k in last},
+                          title=f"Depth along one Dyck({K},{h}) string: automaton vs linear probes")
+    f2 = state_projection(panels, title="States projected on their first two principal components")
+    paths = save_figure(f1, out / "trajectory", formats) + save_figure(f2, out / "projection", formats)
+    return paths
+
+
+def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
+    from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_figure
+
+    paths = []
+    for name, m in report["models"].items():
+        recs = [dict(r, score=r["accuracy"]) for r in m["probes"] if r["accuracy"] is not None]
+        if recs:
+            paths += save_figure(probe_heatmap(recs, title=f"{name}: probe accuracy (held out)"),
+                                 out / f"probes_{name}", formats)
+    names = list(report["models"])
+    rows, labels = [], []
+    for name in names:
+        for r in report["models"][name]["iia"]:
+            if r["layer"] == "all":
+                continue
+            labels.append(f"{name} L{r['layer'] + 1} {r['variable']}")
+            rows.append([r["iia"], r["baseline"]])
+    if rows:
+        paths += save_figure(iia_heatmap(np.array(rows), labels, [0, 1], title="IIA (left) vs random-pair baseline (right)"),
+                             out / "iia", formats)
+    curves = {name: m["length_curve"] for name, m in report["models"].items() if m.get("length_curve")}
+    if curves:
+        paths += save_figure(length_curves(curves, train_max=report["settings"]["in_window"][1],
+                                           ylabel="close accuracy", title="Close accuracy against length"),
+                             out / "length_generalization", formats)
+    return paths
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
+        progress: bool = True, figures: bool = True) -> dict:
+    import languages
+    from tqdm.auto import tqdm
+
+    from trained_models.io import atomic_write_json, atomic_write_text
+
+    t0 = time.time()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    language = languages.get("dyck", K=st.K, h=st.h)
+    subjects, skipped = load_subjects(names, st.K, st.h)
+    strings = {
+        "in": language.sample(st.n, *st.in_window, seed=st.seed + 11),
+        "out": language.sample(st.n, *st.out_window, seed=st.seed + 12),
+        "probe_train": language.sample(st.n, *st.probe_window, seed=st.seed + 13,
+                                       exclude=None),
+    }
+    strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
+                                            exclude=set(strings["probe_train"]))
+    report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
+    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment")]
+    bar = tqdm(steps, disable=not progress, desc="dyck_probe", dynamic_ncols=True)
+    construction = subjects[0]
+    for subj, part in bar:
+        bar.set_postfix_str(f"{subj.name}: {part}")
+        m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
+        if part == "accuracy":
+            acc = task_accuracy(subj, language, {"in": strings["in"], "out": strings["out"]})
+            m["close_accuracy"] = {"in": acc["in"], "out": acc["out"]}
+            m["strict_accuracy"] = {"in": acc["in_strict"], "out": acc["out_strict"]}
+            m["length_curve"] = acc["curve"]
+            if subj.card:
+                m["card"] = {"train_command": subj.card.get("train_command"),
+                             "train_seconds": subj.card.get("train_seconds"), "metrics": subj.card.get("metrics")}
+        elif part == "probes":
+            m["probes"] = probe_records(subj, language, st, strings)
+        elif part == "iia":
+            m["iia"] = iia_records(subj, language, st)
+        else:
+            m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
+            m["verdict"] = verdict(subj, m)
+    bar.close()
+    report["seconds"] = round(time.time() - t0, 1)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        report["figures"] = [str(p) for p in report_figures(report, out, formats)]
+        try:
+            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
+            if best is not None:
+                report["figures"] += [str(p) for p in trajectory_figures(
+                    next(n for n in names if Path(str(n)).name == best), out, formats, K=st.K, h=st.h)]
+        except Exception as e:  # a figure must never lose the report
+            report["figure_error"] = f"{type(e).__name__}: {e}"
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", to_markdown(report))
+    return report
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def to_markdown(report: dict) -> str:
+    st = report["settings"]
+    lines = [f"# Dyck({st['K']},{st['h']}) probe report", "",
+             f"In: lengths {st['in_window'][0]}–{st['in_window'][1]}; out: {st['out_window'][0]}–{st['out_window'][1]}; "
+             f"{st['n']} strings each; seed {st['seed']}. Run time {report['seconds']} s, peak RSS {report['peak_rss_mb']} MB.",
+             ""]
+    lines += ["## Verdicts", ""]
+    for name, m in report["models"].items():
+        if "verdict" in m:
+            lines.append(f"- **{name}**: {m['verdict']}")
+    lines += ["", "## Close accuracy", "", "| model | in | out |", "|---|---|---|"]
+    for name, m in report["models"].items():
+        lines.append(f"| {name} | {_fmt(m['close_accuracy']['in'], 3)} | {_fmt(m['close_accuracy']['out'], 3)} |")
+    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout)", "",
+              "| model | layer | site | variable | accuracy | selectivity | control | majority | random init | tokens | counts | out of distribution |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        for p in m.get("probes", []):
+            lines.append(f"| {name} | {p['layer'] + 1} | {p['site'].split('.')[-1]} | {p['variable']} | "
+                         f"{_fmt(p['accuracy'])} | {_fmt(p['selectivity'])} | {_fmt(p['control'])} | {_fmt(p['majority'])} | "
+                         f"{_fmt(p['random_init'])} | {_fmt(p['input_token'])} | {_fmt(p['input_counts'])} | {_fmt(p['ood_accuracy'])} |")
+    lines += ["", "## Interchange interventions", "", "| model | layer swapped | variable | IIA | random-pair baseline | pairs (excluded) |",
+              "|---|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        for r in m.get("iia", []):
+            layer = r["layer"] if r["layer"] == "all" else r["layer"] + 1
+            lines.append(f"| {name} | {layer} | {r['variable']} | {_fmt(r['iia'])} | {_fmt(r['baseline'])} | "
+                         f"{r['n_pairs']} ({r['n_excluded']}) |")
+    lines += ["", "## Alignment with the construction (model layer vs construction layer)", "",
+              "| model | layer | construction layer | R² (construction from model) | R² (model from construction) | CKA |",
+              "|---|---|---|---|---|---|"]
+    for name, m in report["models"].items():
+        for a in m.get("alignment", []):
+            lines.append(f"| {name} | {a['layer'] + 1} | {a['construction_layer'] + 1} | {_fmt(a['r2'])} | "
+                         f"{_fmt(a['r2_reverse'])} | {_fmt(a['cka'])} |")
+    if report.get("skipped"):
+        lines += ["", "Skipped: " + "; ".join(report["skipped"])]
+    return "\n".join(lines) + "\n"
+
+
+def print_summary(report: dict, out: Path) -> None:
+    print(to_markdown(report))
+    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analyses.dyck_probe", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable)")
+    ap.add_argument("--K", type=int, default=8)
+    ap.add_argument("--h", type=int, default=10)
+    ap.add_argument("--n", type=int, help="strings per evaluation set")
+    ap.add_argument("--lengths", nargs=2, type=parse_window, metavar=("IN", "OUT"),
+                    help="in- and out-of-distribution windows, e.g. 2:300 701:1400")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="outputs/dyck_probe")
+    ap.add_argument("--format", action="append", choices=("png", "svg", "pdf"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-figures", action="store_true")
+    args = ap.parse_args(argv)
+    kw: dict[str, Any] = {"K": args.K, "h": args.h, "seed": args.seed}
+    if args.n:
+        kw["n"] = args.n
+    if args.lengths:
+        kw["in_window"], kw["out_window"] = args.lengths
+    st = Settings.quick(**kw) if args.quick else Settings(**kw)
+    names = args.model or list(DEFAULT_MODELS)
+    out = Path(args.out)
+    report = run(names, st, out, formats=args.format or ["png"], progress=not args.no_progress,
+                 figures=not args.no_figures)
+    print_summary(report, out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
