@@ -170,8 +170,12 @@ def _restore_optimizer(opt: torch.optim.Optimizer, path: Path, meta: dict[str, A
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, command: Optional[str] = None,
-          progress: bool = True) -> dict[str, Any]:
-    """Train per ``cfg``; writes the run directory; returns the final card."""
+          progress: bool = True, finish: bool = False) -> dict[str, Any]:
+    """Train per ``cfg``; writes the run directory; returns the final card.
+
+    ``finish=True`` (with ``resume``) ends an interrupted run where it stands: no more steps, the best
+    weights so far are evaluated on the test bins and the card records why training stopped.
+    """
     import languages
     from languages.datasets import Vocab, encode_batch
     from trained_models.build import build_model
@@ -234,6 +238,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc=f"train {cfg.language}",
                dynamic_ncols=True) if tqdm else None
 
+    if finish:
+        if state["best_step"] == 0:
+            raise ValueError(f"--finish: no evaluated checkpoint in {out} to finish with")
+        stop_reason = f"finished early by request at step {state['step']}"
     while state["step"] < total_steps and stop_reason is None:
         epoch = state["step"] // steps_per_epoch
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -382,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--finish", action="store_true",
+                    help="with --resume: stop an interrupted run now and evaluate its best weights")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -420,7 +430,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     command = "python -m trained_models.train " + " ".join(shlex.quote(a) for a in argv)
-    card = train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress)
+    if args.finish and not args.resume:
+        raise SystemExit("--finish needs --resume")
+    card = train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress,
+                 finish=args.finish)
     print(json.dumps({"out": args.out, "best_dev": card["best_dev"], "steps": card["steps"],
                       "train_seconds": card["train_seconds"], "stop_reason": card["stop_reason"],
                       "metrics": card["metrics"]}, indent=2))
