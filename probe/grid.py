@@ -1,0 +1,257 @@
+"""Probe a grid of (site, variable) pairs with controls and baselines; a tidy table of the results.
+
+One record per (site, variable), keys:
+
+* ``site``, ``layer`` (0-based, parsed from ``blocks.{l}.``; None for e.g. ``hook_embed``), ``variable``,
+  ``kind`` (classification / regression), ``metric`` (``accuracy`` / ``r2``), ``score`` (held-out test
+  collection), ``accuracy_rounded`` (regression only: rounded predictions), ``hyper`` (chosen C or alpha),
+  ``n_train``, ``n_test``;
+* ``control`` and ``selectivity`` = score - control (Hewitt & Liang: each token type gets a label drawn
+  from the training label marginal; same probe class and the task probe's hyperparameters);
+* ``majority`` (majority class accuracy, or R^2 of the training mean);
+* ``random_init`` (the same probe, CV included, on the same positions of a random-init model of the same
+  architecture -- pass its train/test collections);
+* ``input_token`` (probe on the one-hot current token) and ``input_counts`` (probe on the prefix symbol
+  counts -- depth is linear in them);
+* per OOD bin ``b``: ``ood_b`` (score of the task probe fit on the training collection),
+  ``ood_b_rounded`` (regression), and when the collections carry ``depth_var``: ``ood_b_deep`` on the OOD
+  positions deeper than any training position (with ``n_ood_b_deep``);
+* optional (``mdl=True``): ``mdl_bits``, ``mdl_compression`` (online code on the training rows).
+
+Categorical codes of the test/OOD/random-init collections are re-coded into the training collection's
+classes (unseen values can never be predicted and count as errors).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .collect import Collection, layer_of
+from .linear import LinearProbe, apply_control, control_mapping, majority_baseline, with_hyperparameters
+from .mdl import online_code_length
+
+__all__ = ["probe_grid", "probe_given", "format_table", "length_bins", "DEFAULT_BASELINES"]
+
+DEFAULT_BASELINES = ("control", "majority", "random_init", "input_token", "input_counts")
+
+
+def length_bins(collection: Collection, edges: Sequence[int]) -> dict[str, Collection]:
+    """Split by string length into bins ``[edges[i], edges[i+1])`` named ``"lo-hi"`` (hi inclusive)."""
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (collection.length >= lo) & (collection.length < hi)
+        if mask.any():
+            out[f"{lo}-{hi - 1}"] = collection.subset(np.flatnonzero(mask))
+    return out
+
+
+def _labels_like(coll: Collection, var: str, train: Collection) -> np.ndarray:
+    if train.kinds[var] == "categorical":
+        return coll.codes_for(var, train.classes[var])
+    return coll.labels[var]
+
+
+def _fit_score(kind, Xtr, ytr, Xte, yte, groups, params, seed, fixed_from=None):
+    probe = (with_hyperparameters(fixed_from) if fixed_from is not None
+             else LinearProbe(kind=kind, random_state=seed, **params))
+    probe.fit(Xtr, ytr, groups=groups)
+    return probe, probe.score(Xte, yte)
+
+
+def probe_grid(
+    collection_train: Collection,
+    collection_test: Collection,
+    variables: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+    ood: Mapping[str, Collection] | None = None,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    random_init: tuple[Collection, Collection] | None = None,
+    seed: int = 0,
+    probe_params: dict | None = None,
+    depth_var: str | None = "depth",
+    mdl: bool = False,
+) -> list[dict]:
+    """Fit one probe per (site, variable) on ``collection_train``, score it on ``collection_test`` (and
+    the ``ood`` bins) with the baselines named in ``baselines``. See the module docstring for the keys.
+
+    ``probe_params`` go to :class:`probe.linear.LinearProbe` (e.g. ``{"Cs": (1.0,), "max_iter": 50}``).
+    CV inside the probe groups rows by sequence id.
+    """
+    tr, te = collection_train, collection_test
+    variables = list(variables) if variables is not None else tr.variables
+    sites = list(sites) if sites is not None else tr.sites
+    params = dict(probe_params or {})
+    ood = dict(ood or {})
+    baselines = set(baselines)
+
+    inputs = {}
+    if "input_token" in baselines:
+        inputs["input_token"] = (tr.token_onehot(), _pad_cols(te.token_onehot(), tr.token_onehot().shape[1]))
+    if "input_counts" in baselines and tr.alphabet:
+        inputs["input_counts"] = (tr.prefix_counts(), te.prefix_counts())
+
+    records = []
+    for var in variables:
+        if var not in tr.labels:
+            raise KeyError(f"variable {var!r} not collected (have {tr.variables})")
+        kind = "classification" if tr.kinds[var] == "categorical" else "regression"
+        metric = "accuracy" if kind == "classification" else "r2"
+        ytr = tr.labels[var]
+        yte = _labels_like(te, var, tr)
+        common = {}
+        if "majority" in baselines:
+            common["majority"] = majority_baseline(ytr, yte, kind)
+        for name, (Xa, Xb) in inputs.items():
+            common[name] = _fit_score(kind, Xa, ytr, Xb, yte, tr.seq_id, params, seed)[1]
+        if "control" in baselines:
+            valid = ~np.isnan(ytr) if kind == "regression" else np.ones(len(ytr), bool)
+            mapping = control_mapping(tr.token[valid], ytr[valid], seed)
+            ctr_tr = apply_control(tr.token, mapping, seed, marginal=ytr[valid]).astype(ytr.dtype)
+            ctr_te = apply_control(te.token, mapping, seed, marginal=ytr[valid]).astype(ytr.dtype)
+            if kind == "regression":
+                ctr_tr[~valid] = np.nan
+                ctr_te[np.isnan(yte)] = np.nan
+
+        for site in sites:
+            Xtr, Xte = tr.acts[site], te.acts[site]
+            probe, score = _fit_score(kind, Xtr, ytr, Xte, yte, tr.seq_id, params, seed)
+            inner = probe.probe_
+            rec = {
+                "site": site,
+                "layer": layer_of(site),
+                "variable": var,
+                "kind": kind,
+                "metric": metric,
+                "score": float(score),
+            }
+            if kind == "regression":
+                rec["accuracy_rounded"] = probe.accuracy(Xte, yte)
+            rec["hyper"] = getattr(inner, "C_", None) if kind == "classification" else inner.alpha_
+            rec["n_train"], rec["n_test"] = len(tr), len(te)
+            if "control" in baselines:
+                control = _fit_score(kind, Xtr, ctr_tr, Xte, ctr_te, tr.seq_id, params, seed,
+                                     fixed_from=probe)[1]
+                rec["control"] = float(control)
+                rec["selectivity"] = float(score - control)
+            rec.update(common)
+            if random_init is not None and "random_init" in baselines:
+                rtr, rte = random_init
+                rec["random_init"] = float(_fit_score(
+                    kind, rtr.acts[site], _labels_like(rtr, var, tr), rte.acts[site],
+                    _labels_like(rte, var, tr), rtr.seq_id, params, seed)[1])
+            for name, coll in ood.items():
+                yo = _labels_like(coll, var, tr)
+                Xo = coll.acts[site]
+                rec[f"ood_{name}"] = float(probe.score(Xo, yo))
+                if kind == "regression":
+                    rec[f"ood_{name}_rounded"] = probe.accuracy(Xo, yo)
+                if depth_var and depth_var in tr.labels and depth_var in coll.labels:
+                    deep = coll.labels[depth_var] > np.nanmax(tr.labels[depth_var])
+                    rec[f"n_ood_{name}_deep"] = int(deep.sum())
+                    if deep.any():
+                        rec[f"ood_{name}_deep"] = float(probe.score(Xo[deep], yo[deep]))
+            if mdl:
+                code = online_code_length(Xtr, ytr, kind=kind, seed=seed)
+                rec["mdl_bits"] = code["online_bits"]
+                rec["mdl_compression"] = code["compression"]
+            records.append(rec)
+    return records
+
+
+def probe_given(
+    collection_train: Collection,
+    collection_test: Collection,
+    variable: str,
+    site: str,
+    given: str,
+    probe_params: dict | None = None,
+    seed: int = 0,
+) -> dict:
+    """Probe ``variable`` from ``site`` with one linear probe per value of the variable ``given``
+    (e.g. ``top`` given ``depth``): "linearly readable once ``given`` is known". This is how the
+    top bracket is read from a Dyck construction's layer-2 state, where each depth has its own memory
+    block and the block of the current depth is selected by the depth (a product, not a linear map).
+
+    Returns ``{"score", "metric", "per_value": {value: (score, n_test)}, "n_test"}``; ``score`` is
+    pooled over all test rows, rows whose ``given`` value has no training rows counting as errors
+    (classification) or being left out (regression).
+    """
+    tr, te = collection_train, collection_test
+    kind = "classification" if tr.kinds[variable] == "categorical" else "regression"
+    params = dict(probe_params or {})
+    ytr, yte = tr.labels[variable], _labels_like(te, variable, tr)
+    gtr, gte = tr.labels[given], _labels_like(te, given, tr)
+    Xtr, Xte = tr.acts[site], te.acts[site]
+    per_value, hits, sq, scored_y = {}, 0.0, 0.0, []
+    for v in np.unique(gte[~np.isnan(gte)] if gte.dtype.kind == "f" else gte):
+        rows_te = np.flatnonzero(gte == v)
+        rows_tr = np.flatnonzero(gtr == v)
+        value = tr.classes[given][int(v)] if tr.kinds[given] == "categorical" and v >= 0 else v
+        if isinstance(value, np.generic):
+            value = value.item()
+        if len(rows_tr) == 0:
+            per_value[value] = (float("nan"), len(rows_te))
+            continue
+        probe = LinearProbe(kind=kind, random_state=seed, **params)
+        probe.fit(Xtr[rows_tr], ytr[rows_tr], groups=tr.seq_id[rows_tr])
+        if kind == "classification":
+            pred = probe.predict(Xte[rows_te])
+            correct = float(np.sum(pred == yte[rows_te]))
+            hits += correct
+            per_value[value] = (correct / len(rows_te), len(rows_te))
+        else:
+            keep = rows_te[~np.isnan(yte[rows_te])]
+            pred = probe.predict(Xte[keep])
+            sq += float(np.sum((pred - yte[keep]) ** 2))
+            scored_y.append(yte[keep])
+            per_value[value] = (probe.score(Xte[keep], yte[keep]) if len(keep) > 1 else float("nan"),
+                                len(keep))
+    if kind == "classification":
+        score, metric = hits / max(1, len(yte)), "accuracy"
+    else:
+        y_all = np.concatenate(scored_y) if scored_y else np.zeros(0)
+        tot = float(np.sum((y_all - y_all.mean()) ** 2)) if len(y_all) else 0.0
+        score, metric = (1.0 - sq / tot if tot > 0 else float("nan")), "r2"
+    return {"score": float(score), "metric": metric, "per_value": per_value, "n_test": len(yte)}
+
+
+def _pad_cols(X: np.ndarray, width: int) -> np.ndarray:
+    if X.shape[1] == width:
+        return X
+    out = np.zeros((X.shape[0], width), dtype=X.dtype)
+    k = min(width, X.shape[1])
+    out[:, :k] = X[:, :k]
+    return out
+
+
+_FIRST = ["site", "layer", "variable", "metric", "score", "accuracy_rounded", "control", "selectivity",
+          "majority", "random_init", "input_token", "input_counts"]
+_LAST = ["hyper", "n_train", "n_test"]
+
+
+def format_table(records: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 3) -> str:
+    """Markdown table of ``records``; columns default to every key present, in a fixed order."""
+    if not records:
+        return "(no records)"
+    if columns is None:
+        keys = []
+        for r in records:
+            keys += [k for k in r if k not in keys]
+        columns = ([k for k in _FIRST if k in keys] + [k for k in keys if k not in _FIRST + _LAST + ["kind"]]
+                   + [k for k in _LAST if k in keys])
+
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "nan"
+            return f"{v:.{digits}g}" if (abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3)) else f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in records:
+        lines.append("| " + " | ".join(cell(r.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
