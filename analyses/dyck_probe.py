@@ -158,7 +158,7 @@ def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n
 
 def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]]) -> list[dict]:
     from probe.collect import collect
-    from probe.grid import probe_grid
+    from probe.grid import probe_given, probe_grid
 
     sites = subject.sites()
     variables = ["depth", "top"]
@@ -180,6 +180,12 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
         baselines.append("random_init")
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
                       seed=st.seed, probe_params={"Cs": (0.1, 1.0), "alphas": (1.0, 10.0, 100.0), "cv": 2})
+    params = {"Cs": (0.1, 1.0), "cv": 2}
+    given = {}
+    for site in sites:  # top bracket read with one probe per depth (the construction's block selection)
+        g_in = probe_given(tr, te, "top", site, "depth", probe_params=params, seed=st.seed)
+        g_out = probe_given(tr, ood["out"], "top", site, "depth", probe_params=params, seed=st.seed)
+        given[site] = (g_in["score"], g_out["score"])
     out = []
     for r in recs:
         regression = r.get("metric") == "r2"
@@ -190,6 +196,8 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
             "r2": r["score"] if regression else None, "selectivity": r.get("selectivity"),
             "control": r.get("control"), "majority": r.get("majority"), "random_init": r.get("random_init"),
             "input_token": r.get("input_token"), "input_counts": r.get("input_counts"), "ood_accuracy": ood_acc,
+            "accuracy_given_depth": given[r["site"]][0] if r["variable"] == "top" else None,
+            "ood_accuracy_given_depth": given[r["site"]][1] if r["variable"] == "top" else None,
         })
     return out
 
@@ -244,7 +252,8 @@ def verdict(subject: Subject, report: dict) -> str:
     probes, iia = report["probes"], report["iia"]
 
     def best_probe(var: str, layer: int) -> float:
-        xs = [p["accuracy"] for p in probes if p["variable"] == var and p["layer"] == layer and p["accuracy"] is not None]
+        xs = [v for p in probes if p["variable"] == var and p["layer"] == layer
+              for v in (p["accuracy"], p.get("accuracy_given_depth")) if v is not None]
         return max(xs) if xs else float("nan")
 
     def iia_of(var: str, layer: int) -> float:
@@ -420,14 +429,17 @@ def to_markdown(report: dict) -> str:
     lines += ["", "## Close accuracy", "", "| model | in | out |", "|---|---|---|"]
     for name, m in report["models"].items():
         lines.append(f"| {name} | {_fmt(m['close_accuracy']['in'], 3)} | {_fmt(m['close_accuracy']['out'], 3)} |")
-    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout)", "",
-              "| model | layer | site | variable | accuracy | selectivity | control | majority | random init | tokens | counts | out of distribution |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout; top | depth = one probe per depth)", "",
+              "| model | layer | site | variable | accuracy | selectivity | control | majority | random init | tokens | counts | out of distribution | top \\| depth (in / out) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["models"].items():
         for p in m.get("probes", []):
+            given = (f"{_fmt(p.get('accuracy_given_depth'))} / {_fmt(p.get('ood_accuracy_given_depth'))}"
+                     if p.get("accuracy_given_depth") is not None else "–")
             lines.append(f"| {name} | {p['layer'] + 1} | {p['site'].split('.')[-1]} | {p['variable']} | "
                          f"{_fmt(p['accuracy'])} | {_fmt(p['selectivity'])} | {_fmt(p['control'])} | {_fmt(p['majority'])} | "
-                         f"{_fmt(p['random_init'])} | {_fmt(p['input_token'])} | {_fmt(p['input_counts'])} | {_fmt(p['ood_accuracy'])} |")
+                         f"{_fmt(p['random_init'])} | {_fmt(p['input_token'])} | {_fmt(p['input_counts'])} | "
+                         f"{_fmt(p['ood_accuracy'])} | {given} |")
     lines += ["", "## Interchange interventions", "", "| model | layer swapped | variable | IIA | random-pair baseline | pairs (excluded) |",
               "|---|---|---|---|---|---|"]
     for name, m in report["models"].items():
