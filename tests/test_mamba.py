@@ -248,6 +248,24 @@ def test_caching_the_states_changes_nothing_and_backward_hooks_fire():
     assert g.shape == (3, 14, 32, 4) and g.abs().sum() > 0
 
 
+def test_cuda_scan_without_mamba_ssm_raises_clearly():
+    from hooks.scan import mamba_ssm_available
+
+    if mamba_ssm_available():
+        pytest.skip("mamba-ssm with CUDA is available here")
+    with pytest.raises(RuntimeError, match="mamba-ssm"):
+        _model(scan="cuda")(_tokens())
+
+
+def test_float64_model_matches_float32():
+    m = _model()
+    toks = _tokens()
+    with torch.no_grad():
+        ref = m(toks)
+        out = m.double()(toks)
+    assert out.dtype == torch.float64 and float((out - ref.double()).abs().max()) <= 1e-5
+
+
 def test_load_state_dict_mismatch_names_parameter_and_config():
     small, big = _model(), _model(d_state=8)
     with pytest.raises(ValueError) as err:

@@ -1,0 +1,594 @@
+"""HookedMamba: Mamba-1 with every per-step quantity a TransformerLens ``HookPoint``.
+
+Glossary (shapes):
+    B  batch       L  pos          D  d_model        E  d_inner = expand * d_model
+    N  d_state     R  dt_rank      K  d_conv         V  vocab_size
+
+Architecture (as in the reference Mamba-1 / ``transformers.MambaForCausalLM``): embedding; per layer a
+pre-norm residual block ``resid + mixer(RMSNorm(resid))``; final RMSNorm; LM head (tied by default).
+The mixer::
+
+    xz = in_proj(u)                       x, z = split(xz)               [B, L, E] each
+    xc = SiLU(causal depthwise conv1d(x))                                [B, L, E]
+    Δ, B, C = softplus(dt_proj(x_proj(xc)_Δ)), x_proj(xc)_B, x_proj(xc)_C
+    h_t = a_t ∘ h_{t-1} + Δ_t B_t xc_t    (a_t: the gate, see hooks.scan)  [B, L, E, N]
+    y_t = h_t C_t + D ∘ xc_t
+    out = out_proj(y ∘ SiLU(z))
+
+Hooks (length-independent names; the table with shapes is in ``docs/hooks_table.md``):
+``hook_embed``, ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mixer.hook_{in_proj, gate, conv,
+ssm_input, delta, B, C, a, ssm_state, y}``, ``blocks.{l}.hook_resid_post``, ``hook_norm_final``,
+``hook_logits``.
+
+Editing ``hook_ssm_state`` is a real intervention: the edit is carried forward by the recurrence.
+After the hook runs (once, on the states computed without edits), the edited entries are those where
+its output differs from its input. With the default ``ssm_state_edit = "overwrite"`` the result is
+exactly the sequential loop::
+
+    for t in range(L):  H_t = a_t ∘ H_{t-1} + b_t;  H_t[edited_t] = hook_output_t[edited_t]
+
+i.e. the value the hook wrote at an edited entry *is* h_t there, and everything after it is recomputed
+from it. Because the hook saw pre-edit states, a value it wrote at a later position t' replaces the
+recomputed h_t' (right for patching in states from another run, zeroing, or setting constants). With
+``ssm_state_edit = "add"`` the *difference* the hook made is added on top of the carried-forward state
+(``H_t = a_t ∘ H_{t-1} + b_t + (hook_output_t - h_t)``), which is the sequential loop for additive
+steering at several positions. With a single edited position both modes equal the loop that applies
+the hook function at that step. Edits that return a new tensor let gradients flow into the written
+values; in-place edits work too, but the written values are then treated as constants.
+
+Cost: a hook that only observes (returns ``None`` without editing in place, e.g. caching) costs nothing.
+A hook that returns a tensor triggers one more linear recurrence from the earliest edited position
+(from position 0 when autograd is on, so that the gradient a backward hook sees at ``hook_ssm_state``
+is the total derivative dL/dh_t, which includes the effect of h_t on all later states).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal, Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from hooks import scan as _scan
+
+GATES = _scan.GATES
+SCANS = ("auto", "fast", "sequential", "cuda")
+EDIT_MODES = ("overwrite", "add")
+
+
+# ------------------------------------------------------------------------------------------------
+# Config
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MambaConfig:
+    """Mamba-1 configuration. Derived: ``d_inner = expand * d_model``, ``d_vocab`` (padded vocab).
+
+    ``dt_rank="auto"`` resolves to ``ceil(d_model / 16)``. ``gate`` picks the discretized gate (see
+    :mod:`hooks.scan`); ``scan`` the scan path: ``"auto"`` (mamba-ssm's CUDA kernel when usable, else
+    the fast scan), ``"fast"``, ``"sequential"`` (the reference loop), ``"cuda"`` (require mamba-ssm).
+    The ``dt_*`` fields, ``initializer_range`` and ``rescale_prenorm_residual`` set the initialization
+    as in the reference. ``pad_vocab_multiple`` pads the embedding rows (logits keep ``vocab_size``).
+    """
+
+    d_model: int
+    n_layers: int
+    vocab_size: int
+    d_state: int = 16
+    d_conv: int = 4
+    expand: Union[int, float] = 2
+    dt_rank: Union[int, str] = "auto"
+    gate: str = "nonnegative"
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    pad_vocab_multiple: int = 1
+    scan: str = "auto"
+    bias: bool = False
+    conv_bias: bool = True
+    dt_min: float = 1e-3
+    dt_max: float = 0.1
+    dt_init: str = "random"
+    dt_scale: float = 1.0
+    dt_init_floor: float = 1e-4
+    initializer_range: float = 0.02
+    rescale_prenorm_residual: bool = True
+    d_inner: int = field(init=False)
+    d_vocab: int = field(init=False)
+
+    _DERIVED = ("d_inner", "d_vocab")
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "pad_vocab_multiple"):
+            _check_positive_int(name, getattr(self, name))
+        if self.dt_rank == "auto":
+            self.dt_rank = math.ceil(self.d_model / 16)
+        _check_positive_int("dt_rank", self.dt_rank)
+        if isinstance(self.expand, bool) or not isinstance(self.expand, (int, float)) or self.expand <= 0:
+            raise ValueError(f"MambaConfig: expand must be a positive number, got {self.expand!r}")
+        d_inner = self.expand * self.d_model
+        if abs(d_inner - round(d_inner)) > 1e-9 or round(d_inner) < 1:
+            raise ValueError(
+                f"MambaConfig: expand * d_model must be a positive integer (d_inner), got "
+                f"{self.expand!r} * {self.d_model} = {d_inner}"
+            )
+        self.d_inner = int(round(d_inner))
+        m = self.pad_vocab_multiple
+        self.d_vocab = -(-self.vocab_size // m) * m
+        for name, allowed in (("gate", GATES), ("scan", SCANS), ("dt_init", ("random", "constant"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MambaConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("norm_eps", "dt_min", "dt_max", "dt_scale", "dt_init_floor", "initializer_range"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"MambaConfig: {name} must be a positive finite number, got {v!r}")
+        if self.dt_min > self.dt_max:
+            raise ValueError(f"MambaConfig: dt_min ({self.dt_min}) must be <= dt_max ({self.dt_max})")
+        for name in ("tie_embeddings", "bias", "conv_bias", "rescale_prenorm_residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MambaConfig: {name} must be a bool, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields (derived ones included, for readers); :meth:`from_dict` accepts the result."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MambaConfig":
+        """Inverse of :meth:`to_dict`. Unknown keys, or derived values that disagree, raise ``ValueError``."""
+        init_names = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = set(d) - init_names - set(cls._DERIVED)
+        if unknown:
+            raise ValueError(f"MambaConfig.from_dict: unknown keys {sorted(unknown)}")
+        cfg = cls(**{k: v for k, v in d.items() if k in init_names})
+        for k in cls._DERIVED:
+            if k in d and d[k] != getattr(cfg, k):
+                raise ValueError(f"MambaConfig.from_dict: {k}={d[k]!r} is inconsistent with the config ({k}={getattr(cfg, k)!r})")
+        return cfg
+
+
+def _check_positive_int(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"MambaConfig: {name} must be a positive integer, got {v!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Recurrent state
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerState:
+    """One layer's state: ``conv`` = the last K-1 inputs of the conv, ``ssm`` = h_t."""
+
+    conv: Float[Tensor, "B E Km1"]
+    ssm: Float[Tensor, "B E N"]
+
+    def _map(self, fn) -> "LayerState":
+        return LayerState(conv=fn(self.conv), ssm=fn(self.ssm))
+
+
+@dataclass
+class MambaState:
+    """Everything needed to continue a run: ``layers[l]`` is layer l's :class:`LayerState`.
+
+    Swap one layer's state with another run's (``state.layers[l] = other.layers[l]``) for an
+    interchange intervention on the recurrent model.
+    """
+
+    layers: list[LayerState]
+
+    def _map(self, fn) -> "MambaState":
+        return MambaState(layers=[ls._map(fn) for ls in self.layers])
+
+    def clone(self) -> "MambaState":
+        return self._map(lambda t: t.clone())
+
+    def detach(self) -> "MambaState":
+        return self._map(lambda t: t.detach())
+
+    def to(self, *args, **kwargs) -> "MambaState":
+        return self._map(lambda t: t.to(*args, **kwargs))
+
+    def select(self, index) -> "MambaState":
+        """Batch rows ``index`` (an int keeps a batch dim of 1, a slice/tensor selects rows)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return self._map(lambda t: t[index])
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].ssm.shape[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules
+# ------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: Float[Tensor, "B L D"]) -> Float[Tensor, "B L D"]:
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= float32
+        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
+def _has_hooks(hp: HookPoint) -> bool:
+    return bool(hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks)
+
+
+class MambaMixer(nn.Module):
+    def __init__(self, cfg: MambaConfig, layer: int):
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        E, N, R, K = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
+        self.in_proj = nn.Linear(cfg.d_model, 2 * E, bias=cfg.bias)
+        self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=cfg.conv_bias)  # causal: left context = state window
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.A_log = nn.Parameter(torch.empty(E, N))
+        self.D = nn.Parameter(torch.empty(E))
+        self.out_proj = nn.Linear(E, cfg.d_model, bias=cfg.bias)
+        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "y"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        E, N = cfg.d_inner, cfg.d_state
+        for lin in (self.in_proj, self.x_proj, self.out_proj):
+            lin.reset_parameters()
+            if lin.bias is not None:
+                lin.bias.zero_()
+        self.conv1d.reset_parameters()
+        if cfg.rescale_prenorm_residual:  # GPT-2 scheme, as in mamba-ssm (one residual per layer)
+            self.out_proj.weight /= math.sqrt(cfg.n_layers)
+        std = cfg.dt_rank**-0.5 * cfg.dt_scale
+        if cfg.dt_init == "constant":
+            self.dt_proj.weight.fill_(std)
+        else:
+            self.dt_proj.weight.uniform_(-std, std)
+        self.dt_proj.bias.copy_(_inv_softplus(_sample_dt(cfg, E)))
+        log_n = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(E, N)
+        if cfg.gate == "time_invariant":  # a = exp(A): absorb a per-channel initial step into A_log
+            log_n = log_n + torch.log(_sample_dt(cfg, E)).unsqueeze(-1)
+        self.A_log.copy_(log_n)
+        self.D.fill_(1.0)
+
+    def forward(
+        self,
+        u: Float[Tensor, "B L D"],
+        state: Optional[LayerState],
+        edit_mode: str = "overwrite",
+    ) -> tuple[Float[Tensor, "B L D"], LayerState]:
+        cfg = self.cfg
+        E, N, R, K = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
+        Bs, L, _ = u.shape
+        xz = self.hook_in_proj(self.in_proj(u))
+        x, z = xz.split([E, E], dim=-1)
+        gate = self.hook_gate(F.silu(z))
+        window = state.conv if state is not None else u.new_zeros(Bs, E, K - 1)
+        xin = torch.cat([window.to(u.dtype), x.transpose(1, 2)], dim=-1)  # [B, E, K-1+L]
+        conv = F.conv1d(xin, self.conv1d.weight, self.conv1d.bias, groups=E)  # [B, E, L]
+        new_window = xin[:, :, xin.shape[-1] - (K - 1) :].clone()  # own storage, not a view of xin
+        xc = self.hook_conv(F.silu(conv).transpose(1, 2).contiguous())
+        dt_low, Bm, Cm = self.x_proj(xc).split([R, N, N], dim=-1)
+        delta = self.hook_delta(F.softplus(self.dt_proj(dt_low)))
+        Bm, Cm = self.hook_B(Bm), self.hook_C(Cm)
+        xs = self.hook_ssm_input(xc)
+        with _scan._scan_threads():  # a small exp: threads only add a barrier (see hooks.scan)
+            A = -torch.exp(self.A_log)
+        h0 = state.ssm if state is not None else None
+        y, h_last = self._ssm(xs, delta, A, Bm, Cm, h0, edit_mode)
+        y = self.hook_y(y)
+        out = self.out_proj(y * gate)
+        return out, LayerState(conv=new_window, ssm=h_last)
+
+    # -- the scan, with hook_a / hook_ssm_state handling --------------------------------------------
+
+    def _backend(self, device: torch.device, h0: Optional[Tensor]) -> str:
+        scan = self.cfg.scan
+        if scan == "sequential":
+            return "sequential"
+        usable = (
+            device.type == "cuda" and self.cfg.gate == "nonnegative" and h0 is None and _scan.mamba_ssm_available()
+        )
+        if scan == "cuda" and not usable:
+            if not _scan.mamba_ssm_available():
+                raise RuntimeError("MambaConfig.scan='cuda' needs mamba-ssm installed and a CUDA device")
+            return "fast"  # initial state or non-Mamba gate: the kernel cannot do it
+        return "cuda" if usable and scan in ("auto", "cuda") else "fast"
+
+    def _ssm(self, xs, delta, A, Bm, Cm, h0, edit_mode):
+        gate, D = self.cfg.gate, self.D
+        backend = self._backend(xs.device, h0)
+        recur = _scan.linear_recurrence_ref if backend == "sequential" else _scan.linear_recurrence
+        hp_a, hp_h = self.hook_a, self.hook_ssm_state
+
+        def scan_fn(h_init):
+            f = _scan.selective_scan_ref if backend == "sequential" else _scan.selective_scan
+            return f(xs, delta, A, Bm, Cm, D, h_init, gate=gate)
+
+        ab = None  # (a, b) when the unfused path is needed
+        if _has_hooks(hp_a):
+            a, b = _scan.discretize(xs, delta, A, Bm, gate)
+            if gate == "time_invariant" or a.requires_grad:
+                a = a.contiguous() if not a.requires_grad else a.clone()  # safe to edit in place
+            v = a._version
+            a2 = hp_a(a)
+            if a2 is not a or a._version != v:
+                _check_like(a2, a, "hook_a")
+                ab = (a2, b)
+        state_hooked = _has_hooks(hp_h)
+        if ab is not None:
+            h = recur(ab[0], ab[1], h0)
+            y = None
+        elif backend == "cuda" and not state_hooked:
+            y, last = _scan.selective_scan_cuda(xs, delta, A, Bm, Cm, D)
+            return y.to(xs.dtype), last.to(xs.dtype)
+        else:
+            y, h = scan_fn(h0)
+        if not state_hooked:
+            if y is None:
+                y = _scan.readout(h, Cm, xs, D)
+            return y, _last(h)
+
+        v = h._version
+        h2 = hp_h(h)
+        if h2 is h and h._version == v:  # observed only (e.g. cached)
+            if y is None:
+                y = _scan.readout(h, Cm, xs, D)
+            return y, _last(h)
+        _check_like(h2, h, "hook_ssm_state")
+        if h._version == v:  # the hook returned a new tensor: h still holds the pre-edit states
+            base, new = h, h2
+            # With autograd on, recompute every position so that the gradient reaching the hook is
+            # the total derivative dL/dh_t (later states depend on h_t), as the edit semantics imply.
+            track = torch.is_grad_enabled() and h2.requires_grad
+        else:  # edited in place: recompute the pre-edit states; written values become constants
+            base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
+            new, track = h2.detach(), False
+        with torch.no_grad():
+            changed = new != base
+            per_pos = changed.flatten(2).any(-1).any(0)
+        edited = bool(per_pos.any())
+        if not edited and not track:
+            if y is None or base is not h:
+                y = _scan.readout(base, Cm, xs, D)
+            return y, _last(base)
+        t0 = 0 if track else int(per_pos.nonzero()[0])
+        if ab is not None:
+            a_t, b_t = ab[0][:, t0:], ab[1][:, t0:]
+        else:
+            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], gate)
+        m = changed[:, t0:]
+        # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
+        # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
+        # zero where nothing was edited and only carry the gradient to the hook's output.
+        diff = new[:, t0:] - base[:, t0:] if (track or edit_mode == "add") else None
+        if edit_mode == "overwrite":
+            a_t = a_t.masked_fill(m, 0.0)
+            b_t = torch.where(m, new[:, t0:], b_t + diff if diff is not None else b_t)
+        else:
+            b_t = b_t + diff
+        init = h0 if t0 == 0 else base[:, t0 - 1]
+        tail = recur(a_t, b_t, init)
+        H = torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
+        return _scan.readout(H, Cm, xs, D), _last(H)
+
+
+def _last(h: Tensor) -> Tensor:
+    """h_T as its own small tensor (a view would keep the whole [B, L, E, N] storage alive)."""
+    return h[:, -1].clone()
+
+
+def _check_like(new: Any, old: Tensor, name: str) -> None:
+    if not isinstance(new, Tensor) or new.shape != old.shape:
+        shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+        raise ValueError(f"a hook on {name} must return a tensor of shape {tuple(old.shape)}, got {shape}")
+
+
+def _sample_dt(cfg: MambaConfig, n: int) -> Tensor:
+    lo, hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
+    return torch.exp(torch.rand(n) * (hi - lo) + lo).clamp(min=cfg.dt_init_floor)
+
+
+def _inv_softplus(y: Tensor) -> Tensor:
+    return y + torch.log(-torch.expm1(-y))
+
+
+class MambaBlock(nn.Module):
+    def __init__(self, cfg: MambaConfig, layer: int):
+        super().__init__()
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = MambaMixer(cfg, layer)
+        self.hook_resid_pre = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid, state: Optional[LayerState], edit_mode: str):
+        resid = self.hook_resid_pre(resid)
+        out, new_state = self.mixer(self.norm(resid), state, edit_mode)
+        return self.hook_resid_post(resid + out), new_state
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------
+
+
+class HookedMamba(HookedRootModule):
+    """Mamba-1 language model with TransformerLens hooks and a recurrent-state API.
+
+    ``model(tokens)`` -> logits ``[B, L, V]``; ``model(tokens, state, return_state=True)`` ->
+    ``(logits, state)``. Running a prefix with ``return_state=True`` and then the suffix from the
+    returned state gives the same logits as one run over the whole sequence.
+    """
+
+    def __init__(self, cfg: Union[MambaConfig, Mapping[str, Any]], seed: Optional[int] = None):
+        super().__init__()
+        if not isinstance(cfg, MambaConfig):
+            cfg = MambaConfig.from_dict(cfg)
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList([MambaBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.hook_norm_final = HookPoint()
+        self.lm_head = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.hook_logits = HookPoint()
+        self.ssm_state_edit: str = "overwrite"
+        self.reset_parameters(seed)
+        self.setup()
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: Optional[int] = None) -> None:
+        """Reference initialization; with ``seed``, deterministic and independent of the global RNG."""
+        ctx = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+        with ctx:
+            if seed is not None:
+                torch.manual_seed(seed)
+            nn.init.normal_(self.embed.weight, std=self.cfg.initializer_range)
+            if not self.cfg.tie_embeddings:
+                nn.init.normal_(self.lm_head.weight, std=self.cfg.initializer_range)
+            for block in self.blocks:
+                block.norm.weight.fill_(1.0)
+                block.mixer.reset_parameters()
+            self.norm_f.weight.fill_(1.0)
+
+    # -- state API ------------------------------------------------------------------------------------
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
+        """The all-zero state (what a run without a state starts from)."""
+        p = self.embed.weight
+        device, dtype = device or p.device, dtype or p.dtype
+        E, N, K = self.cfg.d_inner, self.cfg.d_state, self.cfg.d_conv
+        return MambaState(
+            layers=[
+                LayerState(
+                    conv=torch.zeros(batch_size, E, K - 1, device=device, dtype=dtype),
+                    ssm=torch.zeros(batch_size, E, N, device=device, dtype=dtype),
+                )
+                for _ in range(self.cfg.n_layers)
+            ]
+        )
+
+    @contextlib.contextmanager
+    def state_edit_mode(self, mode: Literal["overwrite", "add"]) -> Iterator["HookedMamba"]:
+        """Temporarily set how edits made by ``hook_ssm_state`` hooks are carried (module docstring)."""
+        if mode not in EDIT_MODES:
+            raise ValueError(f"state edit mode must be one of {EDIT_MODES}, got {mode!r}")
+        old, self.ssm_state_edit = self.ssm_state_edit, mode
+        try:
+            yield self
+        finally:
+            self.ssm_state_edit = old
+
+    # -- forward --------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        tokens: Int[Tensor, "B L"],
+        state: Optional[MambaState] = None,
+        return_state: bool = False,
+    ) -> Union[Float[Tensor, "B L V"], tuple[Float[Tensor, "B L V"], MambaState]]:
+        cfg = self.cfg
+        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens must be an integer tensor [batch, pos], got {got}")
+        if tokens.shape[1] == 0:
+            raise ValueError("tokens must have at least one position")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
+        if self.ssm_state_edit not in EDIT_MODES:
+            raise ValueError(f"ssm_state_edit must be one of {EDIT_MODES}, got {self.ssm_state_edit!r}")
+        if state is not None:
+            self._check_state(state, tokens.shape[0])
+        resid = self.hook_embed(self.embed(tokens.long()))
+        new_layers = []
+        for layer, block in enumerate(self.blocks):
+            resid, ls = block(resid, None if state is None else state.layers[layer], self.ssm_state_edit)
+            new_layers.append(ls)
+        resid = self.hook_norm_final(self.norm_f(resid))
+        logits = self.lm_head(resid)
+        if cfg.d_vocab != cfg.vocab_size:
+            logits = logits[..., : cfg.vocab_size]
+        logits = self.hook_logits(logits)
+        if return_state:
+            return logits, MambaState(layers=new_layers)
+        return logits
+
+    def _check_state(self, state: MambaState, batch: int) -> None:
+        cfg = self.cfg
+        if not isinstance(state, MambaState) or len(state.layers) != cfg.n_layers:
+            raise ValueError(f"state must be a MambaState with {cfg.n_layers} layers")
+        want = {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
+        for layer, ls in enumerate(state.layers):
+            for name, shape in want.items():
+                got = tuple(getattr(ls, name).shape)
+                if got != shape:
+                    raise ValueError(f"state.layers[{layer}].{name} has shape {got}, expected {shape}")
+
+    # -- loading --------------------------------------------------------------------------------------
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` with errors that name the parameter and the config."""
+        own = self.state_dict()
+        bad = [
+            f"  {k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state_dict.items()
+            if k in own and isinstance(v, Tensor) and tuple(v.shape) != tuple(own[k].shape)
+        ]
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if self.cfg.tie_embeddings and "lm_head.weight" in missing and "embed.weight" in state_dict:
+            missing.remove("lm_head.weight")  # tied: the embedding carries it
+        problems = bad[:]
+        if strict and missing:
+            problems.append(f"  missing keys: {missing}")
+        if strict and unexpected:
+            problems.append(f"  unexpected keys: {unexpected}")
+        if problems:
+            raise ValueError(
+                "checkpoint does not fit HookedMamba(" + _cfg_repr(self.cfg) + "):\n" + "\n".join(problems)
+            )
+        sd = dict(state_dict)
+        if self.cfg.tie_embeddings and "lm_head.weight" not in sd and "embed.weight" in sd:
+            sd["lm_head.weight"] = sd["embed.weight"]
+        return super().load_state_dict(sd, strict=strict, assign=assign)
+
+    @classmethod
+    def from_hf(cls, model_or_state_dict: Any, **overrides: Any) -> "HookedMamba":
+        """Load ``transformers.MambaForCausalLM`` (object or state dict; mamba-ssm naming works too).
+
+        The config is read from the HF config when given a model, else inferred from tensor shapes;
+        ``overrides`` set other :class:`MambaConfig` fields (e.g. ``norm_eps``, ``scan``).
+        """
+        from hooks._mamba_hf import from_hf
+
+        return from_hf(cls, model_or_state_dict, **overrides)
+
+    def to_hf(self):
+        """An equivalent ``transformers.MambaForCausalLM`` (nonnegative gate only), in float32 eval mode."""
+        from hooks._mamba_hf import to_hf
+
+        return to_hf(self)
+
+
+def _cfg_repr(cfg: MambaConfig) -> str:
+    keys = ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "gate")
+    return ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys)
+
+
+__all__ = ["MambaConfig", "HookedMamba", "MambaState", "LayerState", "GATES", "SCANS", "EDIT_MODES"]
