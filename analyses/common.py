@@ -1,0 +1,369 @@
+"""Pieces shared by the studies in :mod:`analyses` (``flipflop_probe``, ``counter_probe``,
+``parity_probe``; ``dyck_probe`` follows the same shape).
+
+* :class:`Subject` -- a model under study (name, module, family, layers, card, language) and the hook
+  sites to probe per layer; :func:`construction_subject`, :func:`load_subjects` (the shipped or
+  run-directory models, skipping the missing ones with a note) and :func:`random_like` (the same
+  architecture at random initialisation, for the probe baseline).
+* Data: :func:`train_window` / :func:`test_windows` (a model card's, else the language's defaults),
+  :func:`sample_upto` (at most the strings a window holds), :func:`split_strings` (disjoint probe
+  train / test strings), :func:`strict_by_bin` (strict accuracy per length bin).
+* Probes: :func:`probe_rows` flattens :func:`probe.grid.probe_grid` records into the report's rows;
+  :func:`with_token_label` (probe a variable given the current token); :func:`best_row`, :func:`first_below`.
+* Reports: :func:`fmt`, :func:`md_table`, :func:`finish_report` (run time, peak memory),
+  :func:`write_report` (``report.json`` and ``report.md``, each atomically), :func:`safe_figures`
+  (a failing figure never loses the report), :func:`save_and_close`.
+* CLI: :func:`base_parser` (``--model`` repeatable, ``--n``, ``--seed``, ``--out``, ``--format``,
+  ``--quick``, ``--no-progress``, ``--no-figures``), :func:`parse_window`, :func:`configure_threads`.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- subjects
+
+
+@dataclass
+class Subject:
+    """A model under study: its name, the module, its family and the sites to probe per layer.
+
+    ``family`` is ``construction``, ``mamba`` or ``transformer``; ``language`` is the language object
+    the model was trained on (a construction's own); ``card`` the model card (None for constructions).
+    """
+
+    name: str
+    model: torch.nn.Module
+    family: str
+    n_layers: int
+    card: Optional[dict] = None
+    language: Any = None
+
+    def sites(self) -> list[str]:
+        """Per layer: the recurrent state and the residual stream after the block (Transformers: the
+        residual stream only)."""
+        if self.family == "mamba":
+            per = ["blocks.{l}.mixer.hook_ssm_state", "blocks.{l}.hook_resid_post"]
+        elif self.family == "construction":
+            per = ["blocks.{l}.hook_ssm_state", "blocks.{l}.hook_resid_post"]
+        else:
+            per = ["blocks.{l}.hook_resid_post"]
+        return [p.format(l=l) for l in range(self.n_layers) for p in per]
+
+    def state_site(self, layer: int) -> str:
+        if self.family == "mamba":
+            return f"blocks.{layer}.mixer.hook_ssm_state"
+        if self.family == "construction":
+            return f"blocks.{layer}.hook_ssm_state"
+        return f"blocks.{layer}.hook_resid_post"
+
+    @property
+    def batch_size(self) -> int:
+        return 8 if self.family == "transformer" else 16
+
+    @property
+    def decode(self) -> str:
+        return (self.card or {}).get("decode", "sigmoid")
+
+    @property
+    def gate(self) -> Optional[str]:
+        """The Mamba gate (``nonnegative`` / ``signed`` / ``time_invariant``), else None."""
+        return ((self.card or {}).get("model", {}).get("config", {}) or {}).get("gate")
+
+
+def construction_subject(name: str, construction: Any) -> Subject:
+    """A :class:`hooks.constructions.Construction` as a subject (one layer per state hook)."""
+    return Subject(name, construction.model, "construction", len(construction.state_hooks), None,
+                   construction.language)
+
+
+def load_subjects(names: Iterable[str], accept: Callable[[dict], Optional[str]]
+                  ) -> tuple[list[Subject], list[str]]:
+    """Load each named model (shipped name or run directory); returns ``(subjects, skipped)``.
+
+    A model that does not exist (yet), or whose checkpoint cannot be read, is skipped with a note in
+    ``skipped``. ``accept(card)`` returns
+    None for a model the study can use, or the reason it cannot (the study was asked for a model of
+    another language): that is an error, raised as ``SystemExit`` with the reason.
+    """
+    import languages
+    from trained_models import load
+
+    subjects, skipped = [], []
+    for name in names:
+        try:
+            model, card = load(name)
+        except FileNotFoundError:
+            skipped.append(f"{name}: not found (not shipped yet, and no run directory of that name)")
+            continue
+        except (ValueError, KeyError, OSError) as e:  # e.g. a checkpoint caught mid-update
+            skipped.append(f"{name}: could not be loaded ({type(e).__name__}: {e})")
+            continue
+        reason = accept(card)
+        if reason is not None:
+            raise SystemExit(f"{name}: {reason}")
+        lang = card["language"]
+        language = languages.get(lang["name"], **(lang.get("params") or {}))
+        subjects.append(Subject(Path(str(name)).name, model, card["model"]["family"],
+                                int(card["model"]["config"]["n_layers"]), card, language))
+    return subjects, skipped
+
+
+def language_is(*names: str) -> Callable[[dict], Optional[str]]:
+    """An ``accept`` for :func:`load_subjects`: the card's language is one of ``names``."""
+
+    def accept(card: dict) -> Optional[str]:
+        lang = card.get("language", {})
+        if lang.get("name") in names:
+            return None
+        params = lang.get("params") or {}
+        what = f"{lang.get('name')} {params}" if params else f"{lang.get('name')}"
+        return f"trained on {what}, not {' or '.join(names)}"
+
+    return accept
+
+
+def random_like(subject: Subject, seed: int = 1) -> Optional[torch.nn.Module]:
+    """The subject's architecture at random initialisation (None for a construction)."""
+    if subject.family == "construction" or subject.card is None:
+        return None
+    from trained_models.build import build_model
+
+    torch.manual_seed(seed)
+    spec = dict(subject.card["model"])
+    cfg = dict(spec["config"])
+    if "seed" in cfg:
+        cfg["seed"] = seed
+    return build_model({"family": spec["family"], "config": cfg}).eval()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def train_window(subject: Optional[Subject], language: Any, default: Optional[tuple[int, int]] = None
+                 ) -> tuple[int, int]:
+    """The training lengths: the card's ``train_window``, else ``default``, else the language's."""
+    if subject is not None and subject.card and subject.card.get("train_window"):
+        lo, hi = subject.card["train_window"]
+        return int(lo), int(hi)
+    if default is not None:
+        return default
+    return tuple(language.default_bins["train"])  # type: ignore[return-value]
+
+
+def sample_upto(language: Any, n: int, window: Sequence[int], seed: int,
+                exclude: Optional[Iterable[str]] = None) -> list[str]:
+    """At most ``n`` distinct strings of the window (fewer when the window holds fewer, e.g. a^n b^n
+    has one string per even length); ``exclude`` is left out."""
+    lo, hi = int(window[0]), int(window[1])
+    excl = set(exclude or ())
+    count = language.count_window(lo, hi)
+    if count is not None:
+        n = min(n, count - sum(1 for x in excl if lo <= len(x) <= hi))
+    if n <= 0:
+        return []
+    return language.sample(n, lo, hi, seed=seed, exclude=excl or None)
+
+
+def split_strings(language: Any, n_train: int, n_test: int, window: Sequence[int], seed: int
+                  ) -> tuple[list[str], list[str]]:
+    """Disjoint probe-train and probe-test strings from one window (split by sequence). When the
+    window holds fewer than ``n_train + n_test`` strings, they are shared in the same proportion."""
+    pool = sample_upto(language, n_train + n_test, window, seed)
+    k = int(round(len(pool) * n_train / max(n_train + n_test, 1)))
+    k = min(max(k, 1), len(pool) - 1) if len(pool) >= 2 else len(pool)
+    return pool[:k], pool[k:]
+
+
+def strict_by_bin(subject: Subject, language: Any, bins: Mapping[str, Sequence[str]]) -> dict[str, dict]:
+    """``trained_models.evaluate.evaluate_strings`` per named bin of strings (empty bins skipped)."""
+    from trained_models.evaluate import evaluate_strings
+
+    out = {}
+    for name, strings in bins.items():
+        if strings:
+            out[name] = evaluate_strings(subject.model, language, list(strings), decode=subject.decode,
+                                         batch_size=subject.batch_size)
+    return out
+
+
+def edges_to_bins(edges: Sequence[int]) -> list[tuple[int, int]]:
+    """``[e0, e1, ...]`` -> inclusive windows ``[(e0, e1 - 1), (e1, e2 - 1), ...]``."""
+    return [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def bin_name(window: Sequence[int]) -> str:
+    return f"{int(window[0])}-{int(window[1])}"
+
+
+# --------------------------------------------------------------------------- probes
+
+
+def probe_rows(records: Sequence[dict], ood_names: Sequence[str] = ()) -> list[dict]:
+    """Flatten :func:`probe.grid.probe_grid` records into report rows.
+
+    ``accuracy`` is held-out accuracy (the rounded readout for a regression target, whose R^2 is
+    ``r2``); ``ood`` maps each OOD bin to its accuracy (and ``ood_r2`` to its R^2 for regression);
+    ``ood_beyond`` (regression) the accuracy on OOD positions whose value exceeds every training
+    value, where probe_grid measured it.
+    """
+    out = []
+    for r in records:
+        regression = r.get("metric") == "r2"
+        row = {
+            "layer": r["layer"], "site": r["site"], "variable": r["variable"],
+            "accuracy": r.get("accuracy_rounded") if regression else r["score"],
+            "r2": r["score"] if regression else None,
+            "selectivity": r.get("selectivity"), "control": r.get("control"), "majority": r.get("majority"),
+            "random_init": r.get("random_init"), "input_token": r.get("input_token"),
+            "input_counts": r.get("input_counts"), "hyper": r.get("hyper"),
+            "ood": {b: (r.get(f"ood_{b}_rounded") if regression else r.get(f"ood_{b}")) for b in ood_names},
+        }
+        if regression:
+            row["ood_r2"] = {b: r.get(f"ood_{b}") for b in ood_names}
+        out.append(row)
+    return out
+
+
+def with_token_label(collection: Any, name: str = "token") -> Any:
+    """Add the current input token as a categorical label ``name`` (codes = token ids, the same in
+    every collection of one vocabulary), so :func:`probe.grid.probe_given` can probe a variable with
+    one linear probe per current token."""
+    size = max(int(collection.vocab_size), int(collection.token.max(initial=0)) + 1)
+    collection.labels[name] = collection.token.astype(np.int64)
+    collection.kinds[name] = "categorical"
+    collection.classes[name] = list(range(size))
+    return collection
+
+
+def best_row(rows: Sequence[dict], variable: str, layer: Optional[int] = None, key: str = "accuracy"
+             ) -> Optional[dict]:
+    """The row of ``variable`` (at ``layer`` if given) with the highest ``key``."""
+    xs = [r for r in rows if r["variable"] == variable and (layer is None or r["layer"] == layer)
+          and r.get(key) is not None]
+    return max(xs, key=lambda r: r[key]) if xs else None
+
+
+def first_below(points: Sequence[tuple[Any, Optional[float]]], threshold: float) -> Optional[Any]:
+    """The first label whose value is below ``threshold`` (None values skipped), else None."""
+    for label, v in points:
+        if v is not None and not (isinstance(v, float) and math.isnan(v)) and v < threshold:
+            return label
+    return None
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def fmt(x: Any, digits: int = 2) -> str:
+    """A table cell: floats with ``digits`` decimals, None / NaN as an en dash."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.{digits}f}"
+    return str(x)
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 2) -> list[str]:
+    """A markdown table as a list of lines (cells through :func:`fmt`; ``|`` in cells escaped)."""
+    def cell(v: Any) -> str:
+        return fmt(v, digits).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def short_site(site: str) -> str:
+    return site.split(".")[-1].replace("hook_", "")
+
+
+def finish_report(report: dict, t0: float) -> dict:
+    """Add the run time (s) and the process's peak resident memory (MB)."""
+    report["seconds"] = round(time.time() - t0, 1)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+def write_report(out: Path, report: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out``, each atomically."""
+    from trained_models.io import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(out / "report.json", report), atomic_write_text(out / "report.md", markdown)
+
+
+def safe_figures(report: dict, make: Callable[[], list[Path]]) -> None:
+    """``report["figures"]`` from ``make()``; an exception becomes ``report["figure_error"]``."""
+    report.setdefault("figures", [])
+    try:
+        report["figures"] += [str(p) for p in make()]
+    except Exception as e:  # a figure must never lose the report
+        report["figure_error"] = f"{type(e).__name__}: {e}"
+
+
+def save_and_close(fig: Any, path: Path, formats: Sequence[str]) -> list[Path]:
+    """:func:`analyses.figures.save_figure`, then close the figure (studies draw many)."""
+    import matplotlib.pyplot as plt
+
+    from analyses.figures import save_figure
+
+    try:
+        return save_figure(fig, path, formats)
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configure_threads() -> None:
+    """Torch threads: ``OMP_NUM_THREADS`` when set, else at most 2 (the studies' tensors are small)."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(max(1, int(n)) if n and n.isdigit() else min(2, os.cpu_count() or 1))
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParser:
+    """The flags every study takes."""
+    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable; "
+                    "default: the study's shipped models, the missing ones skipped)")
+    ap.add_argument("--n", type=int, help="strings per evaluation set")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    from analyses.figures import FORMATS
+
+    ap.add_argument("--format", action="append", choices=FORMATS, help="figure format, repeatable (default png)")
+    ap.add_argument("--quick", action="store_true", help="a smaller, faster pass")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-figures", action="store_true")
+    return ap
+
+
+def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
+    """``cls.quick(...)`` or ``cls(...)`` with ``seed``, ``n`` (when given) and ``kw``."""
+    kw = dict(kw, seed=args.seed)
+    if args.n:
+        kw["n"] = args.n
+    return cls.quick(**kw) if args.quick else cls(**kw)
