@@ -28,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+# Okabe-Ito, with its yellow moved last (hard to see on white as a line colour).
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
 FORMATS = ("png", "svg", "pdf")
 
 plt.rcParams.update({
@@ -140,7 +141,7 @@ def probe_heatmap(records: Sequence[Mapping[str, Any]], *, value: str = "score",
                     ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
                             color="white" if grid[i, j] < 0.6 else "black", fontsize=7)
         ax.set_xticks(range(len(sites)), sites, rotation=30, ha="right")
-        ax.set_yticks(range(len(layers)), [f"layer {l}" for l in layers])
+        ax.set_yticks(range(len(layers)), [f"layer {l + 1}" if isinstance(l, int) else str(l) for l in layers])
         ax.set_title(var)
         fig.colorbar(im, ax=ax, fraction=0.046)
     if title:

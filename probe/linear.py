@@ -324,30 +324,31 @@ def _spd_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _ridge_path(X: np.ndarray, y: np.ndarray, alphas) -> list[tuple[np.ndarray, float]]:
     """Ridge solutions (w, b) of min ||y - Xw - b||^2 + alpha ||w||^2 (intercept unpenalised) for every
     alpha, from one centred Gram matrix (primal [d, d] when n >= d, dual [n, n] otherwise) and one
-    float64 linear solve per alpha. The centring is done on the Gram (X'X - n m m'), not on X."""
+    float64 linear solve per alpha. X is centred (in float32) before the Gram is formed: centring the
+    Gram instead (X'X - n m m') cancels catastrophically in float32 for near-constant features."""
     X = _as_2d_float(X).astype(np.float32, copy=False)
     y = np.asarray(y, dtype=np.float64)
     n, d = X.shape
     mx = X.mean(axis=0, dtype=np.float64)
     my = float(y.mean())
     yc = y - my
+    Xc = X - mx.astype(np.float32)
     out = []
     if n >= d:
-        A0 = (X.T @ X).astype(np.float64) - n * np.outer(mx, mx)
-        rhs = (X.T @ yc.astype(np.float32)).astype(np.float64)  # sum(yc) = 0, so no mean term
+        A0 = (Xc.T @ Xc).astype(np.float64)
+        rhs = (Xc.T @ yc.astype(np.float32)).astype(np.float64)
         for a in alphas:
             A = A0.copy()
             A[np.diag_indices(d)] += a
             w = _spd_solve(A, rhs)
             out.append((w, my - float(mx @ w)))
     else:
-        Xm = X @ mx.astype(np.float32)
-        K0 = ((X @ X.T).astype(np.float64) - Xm[:, None] - Xm[None, :] + float(mx @ mx))
+        K0 = (Xc @ Xc.T).astype(np.float64)
         for a in alphas:
             K = K0.copy()
             K[np.diag_indices(n)] += a
             dual = _spd_solve(K, yc)
-            w = (X.T @ dual.astype(np.float32)).astype(np.float64) - mx * dual.sum()
+            w = (Xc.T @ dual.astype(np.float32)).astype(np.float64)
             out.append((w, my - float(mx @ w)))
     return out
 
