@@ -23,10 +23,7 @@ every file atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+
+from analyses.common import (Subject, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
+                             random_like, safe_figures, write_report)
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
 PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
@@ -63,69 +63,25 @@ class Settings:
         return cls(**base)
 
 
-@dataclass
-class Subject:
-    """A model under study: its name, the module, its family and the sites to probe per layer."""
+def dyck_accept(K: int, h: int):
+    """An ``accept`` for :func:`analyses.common.load_subjects`: Dyck(K, h) models only."""
 
-    name: str
-    model: torch.nn.Module
-    family: str  # construction | mamba | transformer
-    n_layers: int
-    card: Optional[dict] = None
+    def accept(card: dict) -> Optional[str]:
+        lang = card.get("language", {})
+        params = lang.get("params") or {}
+        if lang.get("name") == "dyck" and params.get("K") == K and params.get("h") == h:
+            return None
+        return f"trained on {lang.get('name')} {params}, not dyck K={K} h={h}"
 
-    def sites(self) -> list[str]:
-        if self.family == "mamba":
-            per = ["blocks.{l}.mixer.hook_ssm_state", "blocks.{l}.hook_resid_post"]
-        elif self.family == "construction":
-            per = ["blocks.{l}.hook_ssm_state", "blocks.{l}.hook_resid_post"]
-        else:
-            per = ["blocks.{l}.hook_resid_post"]
-        return [p.format(l=l) for l in range(self.n_layers) for p in per]
-
-    def state_site(self, layer: int) -> str:
-        if self.family == "mamba":
-            return f"blocks.{layer}.mixer.hook_ssm_state"
-        if self.family == "construction":
-            return f"blocks.{layer}.hook_ssm_state"
-        return f"blocks.{layer}.hook_resid_post"
+    return accept
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def load_subjects(names: Sequence[str], K: int, h: int) -> tuple[list[Subject], list[str]]:
+def load_dyck_subjects(names: Sequence[str], K: int, h: int) -> tuple[list[Subject], list[str]]:
     """The construction plus each requested model that can be loaded; returns (subjects, skipped)."""
     from hooks import constructions
-    from trained_models import load
 
-    subjects = [Subject("construction", constructions.dyck(K, h).model, "construction", 2)]
-    skipped = []
-    for name in names:
-        try:
-            model, card = load(name)
-        except FileNotFoundError as e:
-            skipped.append(f"{name}: {e}")
-            continue
-        lang = card["language"]
-        if lang["name"] != "dyck" or lang.get("params", {}).get("K") != K or lang.get("params", {}).get("h") != h:
-            raise SystemExit(f"{name} was trained on {lang['name']} {lang.get('params')}, not dyck K={K} h={h}")
-        family = card["model"]["family"]
-        n_layers = card["model"]["config"]["n_layers"]
-        subjects.append(Subject(Path(str(name)).name, model, family, n_layers, card))
-    return subjects, skipped
-
-
-def random_like(subject: Subject, seed: int = 1) -> Optional[torch.nn.Module]:
-    if subject.family == "construction":
-        return None
-    from trained_models.build import build_model
-
-    torch.manual_seed(seed)
-    spec = dict(subject.card["model"])
-    cfg = dict(spec["config"])
-    if "seed" in cfg:
-        cfg["seed"] = seed
-    return build_model({"family": spec["family"], "config": cfg}).eval()
+    subjects, skipped = load_subjects(names, dyck_accept(K, h))
+    return [construction_subject("construction", constructions.dyck(K, h))] + subjects, skipped
 
 
 # --------------------------------------------------------------------------- the four measurements
@@ -135,8 +91,7 @@ def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n
     """Close and strict accuracy per set, and close accuracy per length bin (for the curves)."""
     from trained_models.evaluate import evaluate_strings
 
-    bs = 8 if subject.family == "transformer" else 16
-    decode = (subject.card or {}).get("decode", "sigmoid")
+    bs, decode = subject.batch_size, subject.decode
     out: dict[str, Any] = {"curve": []}
     for key, strings in sets.items():
         lens = np.array([len(x) for x in strings])
@@ -162,7 +117,7 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
 
     sites = subject.sites()
     variables = ["depth", "top"]
-    bs = 8 if subject.family == "transformer" else 16
+    bs = subject.batch_size
 
     def coll(model: torch.nn.Module, key: str, positions: int, seed: int):
         return collect(model, language, strings[key], sites, variables, positions=positions, batch_size=bs,
@@ -229,7 +184,7 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
         return []
     c_sites = [construction.state_site(l) for l in range(construction.n_layers)]
     m_sites = [subject.state_site(l) for l in range(subject.n_layers)]
-    bs = 8 if subject.family == "transformer" else 16
+    bs = subject.batch_size
     # Same strings, same subsample seed -> the same positions in both collections.
     cc = collect(construction.model, language, strings, c_sites, [], positions=st.probe_positions, seed=st.seed,
                  batch_size=bs)
@@ -291,7 +246,7 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     from probe.linear import LinearProbe
 
     language = languages.get("dyck", K=K, h=h)
-    subjects, skipped = load_subjects([model_name] if model_name != "construction" else [], K, h)
+    subjects, skipped = load_dyck_subjects([model_name] if model_name != "construction" else [], K, h)
     if skipped:
         raise SystemExit(skipped[0])
     train = language.sample(150, 20, 200, seed=seed)
@@ -356,12 +311,10 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     import languages
     from tqdm.auto import tqdm
 
-    from trained_models.io import atomic_write_json, atomic_write_text
-
     t0 = time.time()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     language = languages.get("dyck", K=st.K, h=st.h)
-    subjects, skipped = load_subjects(names, st.K, st.h)
+    subjects, skipped = load_dyck_subjects(names, st.K, st.h)
     strings = {
         "in": language.sample(st.n, *st.in_window, seed=st.seed + 11),
         "out": language.sample(st.n, *st.out_window, seed=st.seed + 12),
@@ -393,27 +346,15 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
             m["verdict"] = verdict(subj, m)
     bar.close()
-    report["seconds"] = round(time.time() - t0, 1)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    out.mkdir(parents=True, exist_ok=True)
     if figures:
-        report["figures"] = [str(p) for p in report_figures(report, out, formats)]
-        try:
-            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
-            if best is not None:
-                report["figures"] += [str(p) for p in trajectory_figures(
-                    next(n for n in names if Path(str(n)).name == best), out, formats, K=st.K, h=st.h)]
-        except Exception as e:  # a figure must never lose the report
-            report["figure_error"] = f"{type(e).__name__}: {e}"
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", to_markdown(report))
+        safe_figures(report, lambda: report_figures(report, out, formats))
+        best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
+        if best is not None:
+            name = next(n for n in names if Path(str(n)).name == best)
+            safe_figures(report, lambda: trajectory_figures(name, out, formats, K=st.K, h=st.h))
+    finish_report(report, t0)
+    write_report(out, report, to_markdown(report))
     return report
-
-
-def _fmt(x: Any, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def to_markdown(report: dict) -> str:
@@ -462,16 +403,6 @@ def to_markdown(report: dict) -> str:
 def print_summary(report: dict, out: Path) -> None:
     print(to_markdown(report))
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
-
-
-def parse_window(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
-    if not 0 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
-    return lo, hi
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -40,7 +40,7 @@ RECIPES: dict[str, list[str]] = {
                                        "--n-heads", "4", "--pos-encoding", "none", "--lr", "1e-3",
                                        "--epochs", "6", "--patience", "4"],
     "flipflop-mamba-1l": FLIPFLOP + ["--model", "mamba", "--layers", "1", "--d-model", "32", "--lr", "3e-3",
-                                     "--epochs", "10", "--patience", "6", "--target", "1.0"],
+                                     "--epochs", "40", "--patience", "30", "--target", "1.0"],
     "flipflop-transformer": FLIPFLOP + ["--model", "transformer", "--layers", "2", "--d-model", "32",
                                         "--n-heads", "4", "--pos-encoding", "learned", "--lr", "1e-3",
                                         "--epochs", "6", "--patience", "4"],

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from trained_models.checkpoint import unique_state_dict, load_weights, save_model
 from trained_models.config import TrainConfig
-from trained_models.evaluate import FIRST_SYMBOL_ID, MetricAccumulator, TorchBatch, evaluate_strings
+from trained_models.evaluate import FIRST_SYMBOL_ID, TorchBatch, evaluate_strings
 from trained_models.io import atomic_save_safetensors, atomic_write_json
 
 CKPT_DIR = "checkpoint"
