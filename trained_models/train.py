@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
         saved = TrainConfig.from_dict(json.loads(saved_cfg_path.read_text()))
         if saved.to_dict() != cfg.to_dict():
             diff = {k: (saved.to_dict()[k], v) for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
-            budget_only = set(diff) <= {"max_minutes", "epochs", "max_steps", "patience", "target"}
+            budget_only = set(diff) <= {"max_minutes", "epochs", "max_steps", "patience", "target", "threads"}
             if not budget_only:
                 raise ValueError(f"--resume: config differs from the saved run in {out}: {diff}")
     atomic_write_json(saved_cfg_path, cfg.to_dict())
