@@ -152,3 +152,29 @@ def test_random_subspace_is_orthonormal():
     q = random_subspace(12, 3, seed=4)
     assert q.shape == (3, 12)
     assert np.allclose(q @ q.T, np.eye(3), atol=1e-12)
+
+
+def test_mamba_state_swap_equals_a_hook_ssm_state_edit_where_both_apply():
+    """One layer, and base/source prefixes that end in the same d_conv - 1 tokens (so the conv windows
+    agree): swapping the recurrent state equals overwriting h at the split with the source's h."""
+    from hooks.mamba import HookedMamba, MambaConfig
+
+    torch.manual_seed(0)
+    model = HookedMamba(MambaConfig(d_model=16, n_layers=1, vocab_size=9, d_state=4)).eval()
+    base = torch.tensor([[1, 3, 4, 5, 6, 7, 3, 4, 5, 8, 3, 6]])
+    source = torch.tensor([[1, 8, 8, 3, 7, 6, 7, 3, 4, 5]])  # ends in the same 3 tokens as base[:, :9]
+    tb, ts = 9, 10
+    out_state = interchange(model, base, source, tb, ts, [0])
+    site = "blocks.0.mixer.hook_ssm_state"
+    _, cache = model.run_with_cache(source, names_filter=[site])
+    h_src = cache[site][:, ts - 1]
+
+    def overwrite(act, hook):
+        act = act.clone()
+        act[:, tb - 1] = h_src
+        return act
+
+    with torch.no_grad():
+        out_hook = model.run_with_hooks(base, fwd_hooks=[(site, overwrite)])
+    assert torch.allclose(out_state, out_hook[:, tb:], atol=1e-5)
+    assert not torch.allclose(out_hook, model(base))  # the swap changed something
