@@ -47,8 +47,11 @@ CKPT_DIR = "checkpoint"
 # --------------------------------------------------------------------------- model + data
 
 
-def model_spec(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
-    """The JSON spec that :func:`trained_models.build.build_model` turns into the model."""
+def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[str, Any]:
+    """The JSON spec that :func:`trained_models.build.build_model` turns into the model.
+
+    A Transformer's context covers the longest string of every window it is trained or tested on
+    (plus BOS), and at least 2048 positions."""
     if cfg.model == "mamba":
         from hooks.mamba import MambaConfig
 
@@ -64,7 +67,11 @@ def model_spec(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
         return {"family": "mamba", "config": mc.to_dict()}
     from hooks.transformer import TransformerConfig
 
-    n_ctx = max(2048, (cfg.test_windows or {}).get("bin2", (0, 0))[1] + 2)
+    windows = [cfg.train_window or (0, 0), *(cfg.test_windows or {}).values()]
+    if language is not None:
+        train, tests = resolve_windows(cfg, language)
+        windows += [train, *tests.values()]
+    n_ctx = max(2048, max(hi for _, hi in windows) + 1)
     tc = TransformerConfig(
         d_model=cfg.d_model,
         n_layers=cfg.layers,
@@ -185,7 +192,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     torch.manual_seed(cfg.seed)
     language = languages.get(cfg.language, **cfg.language_params)
     vocab = Vocab(language.alphabet)
-    spec = model_spec(cfg, vocab.size)
+    spec = model_spec(cfg, vocab.size, language)
 
     saved_cfg_path = out / "train_config.json"
     if resume and saved_cfg_path.exists():
@@ -340,6 +347,7 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
         "train_config": cfg.to_dict(),
         "train_command": command,
         "train_window": list(train_w),
+        "dev": f"the first {cfg.n_dev} strings of bin0 (early stopping); they are also among bin0's test strings",
         "test_windows": {k: list(v) for k, v in tests.items()},
         "train_seconds": round(state["train_seconds"], 1),
         "steps": state["step"],
