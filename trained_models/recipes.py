@@ -65,7 +65,8 @@ def run_dir(name: str, root: str | Path = "runs") -> Path:
 
 
 def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optional[float] = None,
-                   seed: int = 0, progress: bool = True, finish: bool = False, threads: Optional[int] = None) -> dict:
+                   seed: int = 0, progress: bool = True, finish: bool = False, threads: Optional[int] = None,
+                   epochs: Optional[int] = None) -> dict:
     """Train (resuming if a run exists) and, when the run finished, ship it."""
     from trained_models.train import build_parser, config_from_args, train
 
@@ -73,8 +74,9 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
         raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
     out = run_dir(name, root)
     argv = RECIPES[name] + ["--seed", str(seed), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
-    args = build_parser().parse_args(argv + (["--max-minutes", str(max_minutes)] if max_minutes else []))
-    command = "python -m trained_models.train " + " ".join(argv)
+    extra = (["--max-minutes", str(max_minutes)] if max_minutes else []) + (["--epochs", str(epochs)] if epochs else [])
+    args = build_parser().parse_args(argv + extra)
+    command = "python -m trained_models.train " + " ".join(argv + extra)
     card = train(config_from_args(args), out, resume=True, command=command, progress=progress, finish=finish)
     if card.get("metrics"):
         ship(name, out)
@@ -105,6 +107,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--finish", action="store_true", help="end interrupted runs now, evaluate and ship them")
     ap.add_argument("--threads", type=int, help="torch threads per run (default: the recipe's, 2)")
+    ap.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. to extend a finished-early run)")
     args = ap.parse_args(argv)
     if args.list or not args.names:
         for name, argv_ in RECIPES.items():
@@ -112,7 +115,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     for name in args.names:
         card = train_and_ship(name, root=args.root, max_minutes=args.max_minutes, seed=args.seed,
-                              progress=not args.no_progress, finish=args.finish, threads=args.threads)
+                              progress=not args.no_progress, finish=args.finish, threads=args.threads,
+                              epochs=args.epochs)
         print(json.dumps({"name": name, "steps": card["steps"], "train_seconds": card["train_seconds"],
                           "best_dev": card["best_dev"], "stop_reason": card.get("stop_reason"),
                           "metrics": card.get("metrics")}, indent=1))

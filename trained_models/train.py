@@ -228,9 +228,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
         _restore_optimizer(opt, ck / "optim.safetensors", saved_state.pop("optimizer_meta"))
         state.update(saved_state)
         if state.get("done"):
-            return json.loads((out / "card.json").read_text())
+            if state["step"] >= total_steps or finish:
+                return json.loads((out / "card.json").read_text())
+            # A larger budget (--epochs / --max-steps) extends a finished run: train on from here.
+            state.update(done=False, bad_evals=0)
     if state.get("command") is None:
         state["command"] = command  # the first session's command is the one that trained the model
+    elif command and command != state["command"] and command not in state.setdefault("resumed_with", []):
+        state["resumed_with"].append(command)  # later sessions that changed the budget
     command = state["command"]
 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -346,6 +351,7 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
         "seed": cfg.seed,
         "train_config": cfg.to_dict(),
         "train_command": command,
+        "resumed_with": state.get("resumed_with", []),
         "train_window": list(train_w),
         "dev": f"the first {cfg.n_dev} strings of bin0 (early stopping); they are also among bin0's test strings",
         "test_windows": {k: list(v) for k, v in tests.items()},
