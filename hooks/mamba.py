@@ -359,7 +359,7 @@ class MambaMixer(nn.Module):
             base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
             new, track = h2.detach(), False
         with torch.no_grad():
-            changed = new != base
+            changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
             per_pos = changed.flatten(2).any(-1).any(0)
         edited = bool(per_pos.any())
         if not edited and not track:

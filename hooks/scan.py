@@ -25,16 +25,24 @@ Functions:
   same loop. No cumulative products or log-sums, so it is exactly as stable as the plain loop at any
   length (finite at L = 100,000).
 * :func:`selective_scan_ref` / :func:`selective_scan`: discretization + recurrence + readout.
-  The fast one never materializes ``a`` or ``b`` at full size: it discretizes a chunk of time steps at
-  a time (chunks sized to stay in cache), runs the recurrence on it, and in backward recomputes the
-  chunk's ``a`` and reduces the gradients for Δ, A, B, C chunk by chunk. It returns the per-step states
-  ``h`` [B, L, E, N] as well (for ``hook_ssm_state``; backward needs them anyway).
+  The fast one never materializes ``a`` or ``b`` at full size: it discretizes a chunk of time steps
+  at a time into reused workspaces (a few MB), runs the recurrence on it with the readout ``C_t h_t``
+  done per step while ``h_t`` is in cache, and in backward recomputes the chunk's ``a`` and reduces
+  the gradients for Δ, A, B, C chunk by chunk (the only full-size tensor is ``h`` itself). It returns
+  the per-step states ``h`` [B, L, E, N] too (for ``hook_ssm_state``; backward needs them anyway).
 * :func:`selective_scan_cuda`: ``mamba_ssm``'s kernel when importable on CUDA (optional; returns only
   y and the last state, nonnegative gate, zero initial state).
 
+Two machine-level choices, both switchable: the fast scans run on one intra-op thread by default
+(:func:`set_scan_threads`; their ops are small, and on a shared machine a thread barrier per op is
+what costs), and they ask for transparent huge pages on their large outputs (:func:`set_huge_pages`;
+faulting in 4 KiB pages cost more than the arithmetic).
+
 Why this design (measured on the 2-core CPU box, B32 L512 E128 N16, forward+backward): mambapy's
-``pscan`` ~0.3-0.4 s for the recurrence alone vs ~0.1 s here; chunked decay-matrix scans fit Mamba-1
-badly (the decay differs per channel *and* per state) and log-space cumsums overflow float32.
+``pscan`` took ~0.3-0.5 s for the recurrence alone, this one ~0.1-0.2 s; chunked decay-matrix scans
+fit Mamba-1 badly (the decay differs per channel *and* per state: 2-30 s, GBs); log-space cumsums
+overflow float32. The whole fused scan takes ~0.45 s forward+backward on one thread under load,
+against ~1 s and more for discretization + pscan + readout as separate autograd ops.
 """
 from __future__ import annotations
 
@@ -355,16 +363,22 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def _forward_chunks(x, delta, A, Bm, C, dx, h, y_tm, prev, a_const, gate, chunk):
-        L = x.shape[1]
+        Bs, L, E, N = h.shape
         ti = a_const is not None
         ys, Cs = y_tm.unbind(0), C.unsqueeze(-1).unbind(1)  # [B, E, 1], [B, N, 1] per step
+        # chunk workspaces, reused: fresh temporaries would be page-faulted in again at every chunk
+        b_buf = x.new_empty(Bs, chunk, E, N)
+        a_buf = None if ti else x.new_empty(Bs, chunk, E, N)
         for s in range(0, L, chunk):
             e = min(L, s + chunk)
-            b = dx[:, s:e].unsqueeze(-1) * Bm[:, s:e].unsqueeze(2)  # [B, T, E, N]
-            a = a_const if ti else _gate_(delta[:, s:e].unsqueeze(-1) * A, gate)
+            T = e - s
+            b = torch.mul(dx[:, s:e].unsqueeze(-1), Bm[:, s:e].unsqueeze(2), out=b_buf[:, :T])  # Δ B x
             bs, hs = b.unbind(1), h[:, s:e].unbind(1)
-            as_ = [a_const] * (e - s) if ti else a.unbind(1)
-            for i in range(e - s):
+            if ti:
+                as_ = [a_const] * T
+            else:
+                as_ = _gate_(torch.mul(delta[:, s:e].unsqueeze(-1), A, out=a_buf[:, :T]), gate).unbind(1)
+            for i in range(T):
                 torch.addcmul(bs[i], as_[i], prev, out=hs[i])
                 prev = hs[i]
                 torch.bmm(prev, Cs[s + i], out=ys[s + i])  # readout while h_t is in cache
@@ -382,12 +396,13 @@ class _SelectiveScan(torch.autograd.Function):
         gdx = torch.empty_like(x)  # grad wrt Δ∘x (through b)
         gdelta_a = None if ti else torch.empty_like(x)  # grad wrt Δ through a
         gB = torch.empty_like(Bm)
-        gC = torch.empty_like(C) if dy is not None else None
+        gC_tm = x.new_empty(L, Bs, 1, N) if dy is not None else None  # time-major: one bmm per step
         gA = torch.zeros_like(A)
         a_const = _gate_(A.clone(), "time_invariant") if ti else None
         g, a_next = _SelectiveScan._backward_chunks(
-            dy, dh, x, delta, A, Bm, C, h0, h, dx, gdx, gdelta_a, gB, gC, gA, a_const, gate, chunk
+            dy, dh, x, delta, A, Bm, C, h0, h, dx, gdx, gdelta_a, gB, gC_tm, gA, a_const, gate, chunk
         )
+        gC = gC_tm.squeeze(2).transpose(0, 1).contiguous() if gC_tm is not None else None
         gh0 = g * a_next if (ctx.has_h0 and ctx.needs_input_grad[6]) else None
         gx = gdx * delta
         gD = None
@@ -400,45 +415,62 @@ class _SelectiveScan(torch.autograd.Function):
         return gx, gdelta, gA, gB, gC, gD, gh0, None, None
 
     @staticmethod
-    def _backward_chunks(dy, dh, x, delta, A, Bm, C, h0, h, dx, gdx, gdelta_a, gB, gC, gA, a_const, gate, chunk):
+    def _backward_chunks(dy, dh, x, delta, A, Bm, C, h0, h, dx, gdx, gdelta_a, gB, gC_tm, gA, a_const, gate, chunk):
         Bs, L, E, N = h.shape
         ti = a_const is not None
-        g = None  # g_{t+1} = dL/dh_{t+1}, total derivative
+        g = None  # g_{t+1} = dL/dh_{t+1}, the total derivative
         a_next = None  # a_{t+1}
-        for s in reversed(range(0, L, chunk)):
+        if dy is not None:
+            dys, gCs, hs_all = dy.unsqueeze(-2).unbind(1), gC_tm.unbind(0), h.unbind(1)
+        # reused workspaces; G and a alternate between two buffers because g_{t+1} and a_{t+1} of the
+        # chunk after (in time) are still needed at the first step of the next chunk processed
+        G_bufs = [x.new_empty(Bs, chunk, E, N) for _ in range(2)]
+        a_bufs = [None, None] if ti else [x.new_empty(Bs, chunk, E, N) for _ in range(2)]
+        M_buf, tmp_buf = x.new_empty(Bs, chunk, E, N), x.new_empty(Bs, chunk, E, N)
+        for k, s in enumerate(reversed(range(0, L, chunk))):
             e = min(L, s + chunk)
-            h_c = h[:, s:e]
+            T = e - s
+            G = G_bufs[k % 2][:, :T]
             if dy is not None:
-                G = dy[:, s:e].unsqueeze(-1) * C[:, s:e].unsqueeze(2)  # readout's dh, [B, T, E, N]
+                for t in range(s, e):  # grad C_t = dy_t h_t: one small bmm per step, no copy of h
+                    torch.bmm(dys[t], hs_all[t], out=gCs[t])
+                torch.mul(dy[:, s:e].unsqueeze(-1), C[:, s:e].unsqueeze(2), out=G)  # readout's dh
                 if dh is not None:
                     G.add_(dh[:, s:e])
-                gC[:, s:e] = torch.matmul(dy[:, s:e].unsqueeze(-2), h_c).squeeze(-2)
             else:
-                G = dh[:, s:e].clone()
-            a = a_const if ti else _gate_(delta[:, s:e].unsqueeze(-1) * A, gate)
+                G.copy_(dh[:, s:e])
+            if ti:
+                a, as_ = a_const, [a_const] * T
+            else:
+                a = _gate_(torch.mul(delta[:, s:e].unsqueeze(-1), A, out=a_bufs[k % 2][:, :T]), gate)
+                as_ = a.unbind(1)
             Gs = G.unbind(1)
-            as_ = [a_const] * (e - s) if ti else a.unbind(1)
-            for i in range(e - s - 1, -1, -1):
+            for i in range(T - 1, -1, -1):
                 if g is not None:
                     Gs[i].addcmul_(a_next, g)
                 g = Gs[i]
                 a_next = as_[i]
             # grad wrt a_t is g_t h_{t-1}; times da/du gives the grad wrt u = Δ A (or A).
+            M = M_buf[:, :T]
             if s > 0:
-                hprev = h[:, s - 1 : e - 1]
+                torch.mul(G, h[:, s - 1 : e - 1], out=M)
             else:
-                first = h0 if h0 is not None else x.new_zeros(Bs, E, N)
-                hprev = torch.cat([first.unsqueeze(1), h[:, : e - 1]], 1)
-            M = G * hprev
+                if T > 1:
+                    torch.mul(G[:, 1:], h[:, : e - 1], out=M[:, 1:])
+                if h0 is not None:
+                    torch.mul(G[:, 0], h0, out=M[:, 0])
+                else:
+                    M[:, 0].zero_()
+            tmp = tmp_buf[:, :T]
             if gate == "signed":
-                M.mul_(a + 1.0)  # d/du (2 e^u - 1) = 2 e^u = a + 1
+                M.mul_(torch.add(a, 1.0, out=tmp))  # d/du (2 e^u - 1) = 2 e^u = a + 1
             else:
                 M.mul_(a)
             if ti:
                 gA += M.sum((0, 1))
             else:
-                gdelta_a[:, s:e] = (M * A).sum(-1)
-                gA += (M * delta[:, s:e].unsqueeze(-1)).sum((0, 1))
+                gdelta_a[:, s:e] = torch.mul(M, A, out=tmp).sum(-1)
+                gA += torch.mul(M, delta[:, s:e].unsqueeze(-1), out=tmp).sum((0, 1))
             gdx[:, s:e] = torch.matmul(G, Bm[:, s:e].unsqueeze(-1)).squeeze(-1)
             gB[:, s:e] = torch.matmul(dx[:, s:e].unsqueeze(-2), G).squeeze(-2)
         return g, a_next
@@ -520,4 +552,7 @@ __all__ = [
     "selective_scan",
     "selective_scan_cuda",
     "mamba_ssm_available",
+    "set_scan_threads",
+    "get_scan_threads",
+    "set_huge_pages",
 ]

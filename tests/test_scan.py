@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hooks import scan
 from hooks.scan import (
     GATES,
     discretize,
@@ -162,3 +163,35 @@ def test_gate_ranges():
 def test_unknown_gate_raises():
     with pytest.raises(ValueError, match="unknown gate"):
         selective_scan(*_scan_inputs(1, 3, 2, 2)[:5], gate="complex")
+
+
+def test_scan_threads_setting_is_restored_and_results_do_not_depend_on_it():
+    ts = _scan_inputs(2, 40, 6, 3, seed=10, grad=True)
+    before = torch.get_num_threads()
+    old = scan.get_scan_threads()
+    outs = []
+    try:
+        for n in (1, None):
+            scan.set_scan_threads(n)
+            y, h = selective_scan(*ts)
+            y.sum().backward()
+            outs.append([y.detach(), h.detach(), ts[0].grad.clone()])
+            ts[0].grad = None
+            assert torch.get_num_threads() == before
+    finally:
+        scan.set_scan_threads(old)
+    for a, b in zip(*outs):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError):
+        scan.set_scan_threads(0)
+
+
+def test_huge_page_buffers_are_ordinary_tensors():
+    a = torch.rand(1, 300, 128, 128)  # 19 MB: above the huge-page threshold
+    b = torch.randn(1, 300, 128, 128)
+    h = linear_recurrence(a, b)
+    scan.set_huge_pages(False)
+    try:
+        assert torch.equal(h, linear_recurrence(a, b))
+    finally:
+        scan.set_huge_pages(True)

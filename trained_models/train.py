@@ -231,7 +231,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
             if state["step"] >= total_steps or finish:
                 return json.loads((out / "card.json").read_text())
             # A larger budget (--epochs / --max-steps) extends a finished run: train on from here.
-            state.update(done=False, bad_evals=0)
+            state.update(done=False, bad_evals=0, stop_reason=None)
     if state.get("command") is None:
         state["command"] = command  # the first session's command is the one that trained the model
     elif command and command != state["command"] and command not in state.setdefault("resumed_with", []):
