@@ -8,6 +8,7 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test test-slow demo bench clean
 

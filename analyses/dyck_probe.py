@@ -44,20 +44,20 @@ IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 class Settings:
     K: int = 8
     h: int = 10
-    n: int = 120  # strings per evaluation set
+    n: int = 40  # strings per evaluation set
     in_window: tuple[int, int] = (2, 300)
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
-    probe_positions: int = 6000
-    test_positions: int = 2000
-    ood_positions: int = 2000
-    iia_pairs: int = 96
+    probe_positions: int = 3000
+    test_positions: int = 1000
+    ood_positions: int = 1000
+    iia_pairs: int = 48
     iia_window: tuple[int, int] = (20, 120)
     seed: int = 0
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
-        base = dict(n=48, probe_positions=2500, test_positions=1000, ood_positions=1000, iia_pairs=48,
+        base = dict(n=24, probe_positions=1500, test_positions=600, ood_positions=600, iia_pairs=32,
                     out_window=(701, 900))
         base.update(kw)
         return cls(**base)
