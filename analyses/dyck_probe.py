@@ -23,7 +23,6 @@ every file atomically.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from analyses.common import (Subject, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
+from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
                              random_like, safe_figures, write_report)
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
@@ -44,11 +43,11 @@ IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 class Settings:
     K: int = 8
     h: int = 10
-    n: int = 40  # strings per evaluation set
+    n: int = 30  # strings per evaluation set
     in_window: tuple[int, int] = (2, 300)
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
-    probe_positions: int = 3000
+    probe_positions: int = 2500
     test_positions: int = 1000
     ood_positions: int = 1000
     iia_pairs: int = 48
@@ -312,7 +311,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    configure_threads()
     language = languages.get("dyck", K=st.K, h=st.h)
     subjects, skipped = load_dyck_subjects(names, st.K, st.h)
     strings = {

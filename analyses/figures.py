@@ -111,6 +111,8 @@ def state_projection(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, tit
         xc = xs - xs.mean(0)
         _, s, vt = np.linalg.svd(xc, full_matrices=False)
         p = xc @ vt[:2].T
+        if p.shape[1] < 2:  # a one-dimensional state (e.g. a depth counter): plot it against zero
+            p = np.concatenate([p, np.zeros((p.shape[0], 2 - p.shape[1]))], axis=1)
         var = (s[:2] ** 2).sum() / max((s ** 2).sum(), 1e-30)
         sc = ax.scatter(p[:, 0], p[:, 1], c=depth, s=4, cmap=cmap, alpha=0.8, linewidths=0)
         ax.set_title(f"{label}\n(PC1-2: {100 * var:.0f}% of variance)")
