@@ -60,3 +60,14 @@ def test_construction_numbers_are_exact(report):
 def test_cli_rejects_a_model_of_another_language(tmp_path):
     with pytest.raises(SystemExit, match="not dyck"):
         main(["--model", "dyck1-mamba", "--quick", "--no-progress", "--no-figures", "--out", str(tmp_path)])
+
+
+def test_steering_the_construction_by_one_depth_matches_the_automaton():
+    import languages
+    from analyses.dyck_steering import steering_accuracy
+    from hooks import constructions
+
+    lang = languages.get("dyck", K=8, h=10)
+    r = steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang,
+                          lang.sample(20, 20, 80, seed=5), fit_n=40, positions=1500)
+    assert r["n"] > 10 and r["accuracy"] == 1.0 and r["unchanged"] < r["n"]
