@@ -159,9 +159,8 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     from probe.interventions import interchange_accuracy, sample_pairs
 
-    pairs = sample_pairs(language, st.iia_pairs, *st.iia_window, seed=st.seed + 7, group=16)
-    if subject.family == "transformer":  # KV swaps need equal prefix lengths
-        pairs = [(b, s, tb, tb) for b, s, tb, _ in pairs]
+    pairs = sample_pairs(language, st.iia_pairs, *st.iia_window, seed=st.seed + 7, group=16,
+                         equal_splits=subject.family == "transformer")
     out = []
     for layer in range(subject.n_layers):
         for variable in ("depth", "top"):

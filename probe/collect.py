@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -205,18 +204,13 @@ class Collection:
         }
         arrays.update({f"act_{i}": self.acts[s] for i, s in enumerate(sites)})
         arrays.update({f"label_{i}": self.labels[v] for i, v in enumerate(variables)})
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".collection-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        from trained_models.io import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:  # a file handle: np.savez would add ".npz" to a temp name
                 np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Collection":

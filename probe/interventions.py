@@ -268,8 +268,11 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
 
 
 def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int = 0,
-                 group: int = 16) -> list[tuple[str, str, int, int]]:
-    """``n`` (base, source, base_split, source_split) pairs; split points shared within groups."""
+                 group: int = 16, equal_splits: bool = False) -> list[tuple[str, str, int, int]]:
+    """``n`` (base, source, base_split, source_split) pairs; split points shared within groups.
+
+    ``equal_splits``: the source splits where the base does (a Transformer's key/value swap needs
+    prefixes of equal length)."""
     rng = np.random.default_rng(seed)
     strings = language.sample(2 * n, min_len, max_len, seed=seed)
     bases, sources = strings[:n], strings[n:]
@@ -280,6 +283,7 @@ def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int
         hi = min(min(len(x) for x in b), min(len(x) for x in s))
         tb = int(rng.integers(lo, hi + 1))
         ts = int(rng.integers(lo, hi + 1))
+        ts = tb if equal_splits else ts
         pairs.extend((x, y, tb, ts) for x, y in zip(b, s))
     return pairs
 
