@@ -241,6 +241,7 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     import languages
     from analyses.figures import save_figure, state_projection, state_trajectory
     from probe.collect import collect
+    from probe.conditional import ConditionalProbe
     from probe.linear import LinearProbe
 
     language = languages.get("dyck", K=K, h=h)
@@ -256,18 +257,21 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
             site = subj.state_site(l)
             c = collect(subj.model, language, train, [site], ["depth", "top"], positions=4000, seed=seed)
             dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"])
-            tprobe = LinearProbe(kind="classification").fit(c.acts[site], c.labels["top"])
+            # The top bracket given the depth (one probe per depth): the construction's last layer
+            # holds it as block[depth], which no single linear probe reads (see probe.conditional).
+            tprobe = ConditionalProbe(kind="classification").fit(c.acts[site], c.labels["top"], c.labels["depth"])
             one = collect(subj.model, language, [string], [site], ["depth"])
             label = f"{subj.name} L{l + 1}"
             readouts[label] = dprobe.predict(one.acts[site])
             classes = c.classes["top"]
-            tops[label] = [classes[i] for i in tprobe.predict(one.acts[site])]
+            tops[label] = [classes[i] if i >= 0 else "?" for i in tprobe.predict(one.acts[site], one.labels["depth"])]
             if l == subj.n_layers - 1 or subj.family == "construction" and l == 0:
                 panels[f"{subj.name}: layer {l + 1}"] = (c.acts[site][:2000], c.labels["depth"][:2000])
     last = {f"{s.name} L{s.n_layers}" for s in subjects}
     f1 = state_trajectory(string, tr["depth"], readouts, top=tr["top"],
                           top_readouts={k: v for k, v in tops.items() if k in last},
-                          title=f"Depth along one Dyck({K},{h}) string: automaton vs linear probes")
+                          title=f"Depth along one Dyck({K},{h}) string: automaton vs linear probes "
+                                "(top bracket: one probe per depth)")
     f2 = state_projection(panels, title="States projected on their first two principal components")
     paths = save_figure(f1, out / "trajectory", formats) + save_figure(f2, out / "projection", formats)
     return paths

@@ -8,9 +8,12 @@
   tasks; :func:`majority_baseline`; :func:`random_init_like`.
 * :func:`probe_grid` / :func:`format_table` / :func:`length_bins` -- the tidy results table
   (``probe.grid``).
+* :class:`ConditionalProbe` -- one probe per value of a conditioning variable (top | depth)
+  (``probe.conditional``).
 * :func:`online_code_length` -- Voita & Titov online code (``probe.mdl``).
 """
 from .collect import CATEGORICAL_NAMES, Collection, collect, layer_of, sites_matching
+from .conditional import ConditionalProbe
 from .grid import format_table, length_bins, probe_given, probe_grid
 from .linear import (
     LinearProbe,
@@ -28,6 +31,7 @@ from .mdl import online_code_length
 __all__ = [
     "CATEGORICAL_NAMES",
     "Collection",
+    "ConditionalProbe",
     "LinearProbe",
     "LogisticProbe",
     "RidgeProbe",

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .collect import Collection, layer_of
+from .conditional import ConditionalProbe
 from .linear import LinearProbe, apply_control, control_mapping, majority_baseline, with_hyperparameters
 from .mdl import online_code_length
 
@@ -180,40 +181,27 @@ def probe_given(
     """
     tr, te = collection_train, collection_test
     kind = "classification" if tr.kinds[variable] == "categorical" else "regression"
-    params = dict(probe_params or {})
     ytr, yte = tr.labels[variable], _labels_like(te, variable, tr)
     gtr, gte = tr.labels[given], _labels_like(te, given, tr)
-    Xtr, Xte = tr.acts[site], te.acts[site]
-    per_value, hits, sq, scored_y = {}, 0.0, 0.0, []
+    Xte = te.acts[site]
+    cp = ConditionalProbe(kind=kind, random_state=seed, probe_params=probe_params)
+    cp.fit(tr.acts[site], ytr, gtr, groups=tr.seq_id)
+    pred = cp.predict(Xte, gte)
+    per_value = {}
     for v in np.unique(gte[~np.isnan(gte)] if gte.dtype.kind == "f" else gte):
-        rows_te = np.flatnonzero(gte == v)
-        rows_tr = np.flatnonzero(gtr == v)
+        rows = np.flatnonzero(gte == v)
         value = tr.classes[given][int(v)] if tr.kinds[given] == "categorical" and v >= 0 else v
-        if isinstance(value, np.generic):
-            value = value.item()
-        if len(rows_tr) == 0:
-            per_value[value] = (float("nan"), len(rows_te))
-            continue
-        probe = LinearProbe(kind=kind, random_state=seed, **params)
-        probe.fit(Xtr[rows_tr], ytr[rows_tr], groups=tr.seq_id[rows_tr])
-        if kind == "classification":
-            pred = probe.predict(Xte[rows_te])
-            correct = float(np.sum(pred == yte[rows_te]))
-            hits += correct
-            per_value[value] = (correct / len(rows_te), len(rows_te))
+        value = value.item() if isinstance(value, np.generic) else value
+        if v.item() not in cp.probes_:
+            per_value[value] = (float("nan"), len(rows))
+        elif kind == "classification":
+            per_value[value] = (float(np.mean(pred[rows] == yte[rows])), len(rows))  # every row covered
         else:
-            keep = rows_te[~np.isnan(yte[rows_te])]
-            pred = probe.predict(Xte[keep])
-            sq += float(np.sum((pred - yte[keep]) ** 2))
-            scored_y.append(yte[keep])
-            per_value[value] = (probe.score(Xte[keep], yte[keep]) if len(keep) > 1 else float("nan"),
+            keep = rows[~np.isnan(yte[rows])]
+            per_value[value] = (cp.probes_[v.item()].score(Xte[keep], yte[keep]) if len(keep) > 1 else float("nan"),
                                 len(keep))
-    if kind == "classification":
-        score, metric = hits / max(1, len(yte)), "accuracy"
-    else:
-        y_all = np.concatenate(scored_y) if scored_y else np.zeros(0)
-        tot = float(np.sum((y_all - y_all.mean()) ** 2)) if len(y_all) else 0.0
-        score, metric = (1.0 - sq / tot if tot > 0 else float("nan")), "r2"
+    score = cp.score(Xte, yte, gte)
+    metric = "accuracy" if kind == "classification" else "r2"
     return {"score": float(score), "metric": metric, "per_value": per_value, "n_test": len(yte)}
 
 

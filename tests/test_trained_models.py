@@ -168,3 +168,52 @@ def test_construction_evaluates_perfectly_through_the_same_code():
     language = languages.get("dyck", K=8, h=10)
     res = evaluate_strings(model, language, language.sample(8, 100, 300, seed=0))
     assert res["strict_accuracy"] == 1.0 and res["close_accuracy"] == 1.0
+
+
+def test_decay_matrices_exempts_a_log_d_biases_and_norms():
+    from trained_models.build import build_model
+    from trained_models.train import model_spec, param_groups
+
+    cfg = _tiny_cfg(decay="matrices", weight_decay=0.5, lr=0.1)
+    language = languages.get("dyck", K=2, h=3)
+    model = build_model(model_spec(cfg, Vocab(language.alphabet).size, language))
+    groups = param_groups(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    exempt = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[1]["weight_decay"] == 0.0
+    assert any(n.endswith("A_log") for n in exempt) and any(n.endswith(".D") for n in exempt)
+    assert any("norm" in n for n in exempt)
+    assert not any(n.endswith("in_proj.weight") or n.endswith("out_proj.weight") for n in exempt)
+    # Every parameter appears once (the tied embedding too).
+    all_ids = [id(p) for g in groups for p in g["params"]]
+    assert len(all_ids) == len(set(all_ids)) == len({id(p) for p in model.parameters()})
+    # With a zero gradient one AdamW step multiplies decayed parameters by (1 - lr * wd), and
+    # leaves exempt ones unchanged: a hand computation of decoupled weight decay.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        factor = 1.0 if n in exempt else 1 - cfg.lr * cfg.weight_decay
+        assert torch.allclose(p.detach(), before[n] * factor, atol=1e-7), n
+    with pytest.raises(ValueError, match="decay"):
+        _tiny_cfg(decay="some")
+
+
+def test_saved_configs_without_decay_resume_as_decay_all():
+    d = _tiny_cfg().to_dict()
+    d.pop("decay")
+    assert TrainConfig.from_dict(d).decay == "all"
+
+
+def test_a_dev_tie_keeps_the_later_weights_without_resetting_patience(tmp_path, monkeypatch):
+    import trained_models.train as tr
+
+    monkeypatch.setattr(tr, "selection_metric", lambda language, res: 0.5)  # a saturated dev metric
+    card = train(_tiny_cfg(epochs=5, patience=2), tmp_path / "run", progress=False)
+    # 64 strings / batch 16 = 4 steps an epoch, one evaluation each: steps 4 (best), 8 and 12 (ties).
+    assert card["best_step"] == 12 and card["steps"] == 12
+    assert card["stop_reason"] == "no improvement in 2 evaluations"
+    st = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert [h["step"] for h in st["history"]] == [4, 8, 12]

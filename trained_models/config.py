@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 LOSSES = ("bce", "lm")
+DECAYS = ("all", "matrices")
 FAMILIES = ("mamba", "transformer")
 
 
@@ -21,6 +22,12 @@ class TrainConfig:
     SPEC §2), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
     language-modelling objective Yao et al. use for Dyck). Both are decoded as allowed sets by
     ``sigmoid(logits) > 0.5`` for ``bce`` and ``softmax > threshold`` for ``lm`` (see ``decode``).
+
+    ``decay="all"`` applies AdamW's weight decay to every parameter (the first runs' behaviour, kept
+    as the default so saved runs resume unchanged). ``decay="matrices"`` decays weight matrices only:
+    Mamba's ``A_log`` and ``D``, every bias and every norm gain are left alone. Decaying
+    ``dt_proj.bias`` pulls the step size towards softplus(0) = 0.69 and ``A_log`` towards 0, both of
+    which shorten the state's memory; see :func:`trained_models.train.param_groups`.
     """
 
     language: str
@@ -41,6 +48,7 @@ class TrainConfig:
     loss: str = "bce"
     lr: float = 1e-3
     weight_decay: float = 0.1
+    decay: str = "all"
     batch_size: int = 32
     epochs: int = 20
     max_steps: Optional[int] = None
@@ -63,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"model must be one of {FAMILIES}, got {self.model!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}, got {self.decay!r}")
         for name in ("layers", "d_model", "batch_size", "epochs", "n_train", "n_dev", "n_test", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -11,8 +11,8 @@ symbol (Bhattamishra et al.); ``--loss lm`` is next-symbol cross-entropy on memb
 Optimiser AdamW with linear warm-up then cosine decay; gradient clipping; length-bucketed batches
 (strings sorted by length, so a batch pads little); evaluation on the held-out in-distribution bin
 (``bin0`` strings, disjoint from training; its first ``--n-dev`` strings) ``--evals-per-epoch`` times an epoch; the best weights are
-kept; early stopping after ``--patience`` evaluations without improvement or once ``--target`` is
-reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
+kept (on a tie, the later ones); early stopping after ``--patience`` evaluations without improvement
+or once ``--target`` is reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
 flip-flop, strict accuracy otherwise.
 
 Every evaluation writes the best model + card and a resumable checkpoint atomically; ``--resume``
@@ -130,6 +130,22 @@ def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
     return F.cross_entropy(out, tgt, ignore_index=-100)
 
 
+def no_decay(name: str, p: torch.nn.Parameter) -> bool:
+    """Whether ``decay="matrices"`` exempts a parameter: vectors (biases, norm gains, ``D``) and
+    Mamba's ``A_log`` (a matrix whose decay would pull every eigenvalue towards exp(-dt))."""
+    return p.ndim < 2 or name.split(".")[-1] == "A_log"
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: one decayed group, plus an undecayed one under ``decay="matrices"``.
+    Parameters shared by several modules (tied embeddings) appear once."""
+    named = list(model.named_parameters())  # deduplicates tied parameters
+    if cfg.decay == "all":
+        return [{"params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
+    return [{"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0}]
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -214,7 +230,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     data_seconds = time.time() - t_data
 
     model = build_model(spec)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = len(train_batches)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
@@ -285,8 +301,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
                 state["history"].append({"step": state["step"], "epoch": round(state["epoch"], 3),
                                          "loss": float(loss.item()), "dev": metric,
                                          "train_seconds": round(state["train_seconds"], 1)})
-                if metric > state["best"]:
-                    state.update(best=metric, best_step=state["step"], bad_evals=0)
+                if metric >= state["best"]:
+                    # A tie keeps the later weights (trained longer, same dev score: what matters once
+                    # the dev metric saturates) but does not reset the patience count.
+                    state.update(best=metric, best_step=state["step"],
+                                 bad_evals=0 if metric > state["best"] else state["bad_evals"] + 1)
                     save_model(model, out, _card(cfg, spec, language, state, command, metrics=None))
                 else:
                     state["bad_evals"] += 1
@@ -385,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--loss", choices=("bce", "lm"), default="bce")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--decay", choices=("all", "matrices"), default="all",
+                    help="which parameters AdamW decays: all (default) or weight matrices only "
+                         "(not A_log, D, biases, norms)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--max-steps", type=int)
@@ -431,7 +453,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         language=args.language, language_params=params, model=args.model, layers=args.layers,
         d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
-        weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs,
+        weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, max_minutes=args.max_minutes, warmup_steps=args.warmup_steps,
         patience=args.patience, target=args.target, evals_per_epoch=args.evals_per_epoch,
         n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, train_window=window,
