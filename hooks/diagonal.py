@@ -72,6 +72,8 @@ from torch import Tensor
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from hooks.state import LayeredState
+
 __all__ = [
     "DiagonalSSMConfig",
     "DiagonalLayer",
@@ -233,33 +235,11 @@ class DiagonalLayerState:
 
 
 @dataclass
-class DiagonalSSMState:
+class DiagonalSSMState(LayeredState):
     """Per-layer recurrent state; swap ``layers[l]`` between runs for an interchange intervention.
-    Same methods as :class:`hooks.mamba.MambaState`."""
+    Same methods as :class:`hooks.mamba.MambaState` (both are :class:`hooks.state.LayeredState`)."""
 
     layers: list[DiagonalLayerState] = field(default_factory=list)
-
-    def _map(self, fn) -> "DiagonalSSMState":
-        return DiagonalSSMState([ls._map(fn) for ls in self.layers])
-
-    def clone(self) -> "DiagonalSSMState":
-        return self._map(lambda t: t.clone())
-
-    def detach(self) -> "DiagonalSSMState":
-        return self._map(lambda t: t.detach())
-
-    def to(self, *args, **kwargs) -> "DiagonalSSMState":
-        return self._map(lambda t: t.to(*args, **kwargs))
-
-    def select(self, index) -> "DiagonalSSMState":
-        """Batch rows ``index`` (an int keeps a batch dim of 1)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return self._map(lambda t: t[index])
-
-    @property
-    def batch_size(self) -> int:
-        return self.layers[0].ssm.shape[0]
 
 
 # ---------------------------------------------------------------------------------------------- layer

@@ -57,6 +57,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
+from hooks.state import LayeredState
 
 GATES = _scan.GATES
 SCANS = ("auto", "fast", "sequential", "cuda")
@@ -175,36 +176,15 @@ class LayerState:
 
 
 @dataclass
-class MambaState:
+class MambaState(LayeredState):
     """Everything needed to continue a run: ``layers[l]`` is layer l's :class:`LayerState`.
 
     Swap one layer's state with another run's (``state.layers[l] = other.layers[l]``) for an
-    interchange intervention on the recurrent model.
+    interchange intervention on the recurrent model. ``clone``, ``detach``, ``to``, ``select`` and
+    ``batch_size`` come from :class:`hooks.state.LayeredState`.
     """
 
-    layers: list[LayerState]
-
-    def _map(self, fn) -> "MambaState":
-        return MambaState(layers=[ls._map(fn) for ls in self.layers])
-
-    def clone(self) -> "MambaState":
-        return self._map(lambda t: t.clone())
-
-    def detach(self) -> "MambaState":
-        return self._map(lambda t: t.detach())
-
-    def to(self, *args, **kwargs) -> "MambaState":
-        return self._map(lambda t: t.to(*args, **kwargs))
-
-    def select(self, index) -> "MambaState":
-        """Batch rows ``index`` (an int keeps a batch dim of 1, a slice/tensor selects rows)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1)
-        return self._map(lambda t: t[index])
-
-    @property
-    def batch_size(self) -> int:
-        return self.layers[0].ssm.shape[0]
+    layers: list[LayerState] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------------
