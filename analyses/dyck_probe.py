@@ -164,10 +164,11 @@ def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     out = []
     for layer in range(subject.n_layers):
         for variable in ("depth", "top"):
-            r = interchange_accuracy(subject.model, language, pairs, [layer], variable, seed=st.seed)
+            r = interchange_accuracy(subject.model, language, pairs, [layer], variable, seed=st.seed,
+                                     decode=subject.decode)
             out.append({"layer": layer, "variable": variable, "iia": r.iia, "baseline": r.baseline,
                         "n_pairs": r.n_pairs, "n_excluded": r.n_excluded})
-    r = interchange_accuracy(subject.model, language, pairs, "all", "all", seed=st.seed)
+    r = interchange_accuracy(subject.model, language, pairs, "all", "all", seed=st.seed, decode=subject.decode)
     out.append({"layer": "all", "variable": "all", "iia": r.iia, "baseline": r.baseline, "n_pairs": r.n_pairs,
                 "n_excluded": r.n_excluded})
     return out

@@ -18,10 +18,13 @@ import torch
 
 
 def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings: Sequence[str], *,
-                      fit_n: int = 150, positions: int = 4000, seed: int = 3) -> dict[str, Any]:
-    """Fraction of strings whose allowed set after steering equals the automaton's (depth + 1)."""
+                      fit_n: int = 150, positions: int = 4000, seed: int = 3,
+                      decode: str = "sigmoid") -> dict[str, Any]:
+    """Fraction of strings whose allowed set after steering equals the automaton's (depth + 1);
+    ``decode`` turns outputs into sets (the model card's ``decode``)."""
     import languages
     from languages.datasets import Vocab, encode_batch
+    from hooks.metrics import END_ID, allowed_from_logits
     from probe import LinearProbe, collect
     from probe.interventions import DyckCausalModel, steer
 
@@ -42,9 +45,9 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
             continue
         tokens = torch.as_tensor(encode_batch(language, [s], vocab).tokens)
         with torch.no_grad():
-            before = torch.sigmoid(model(tokens)[0, t, 2:]) > 0.5
+            before = allowed_from_logits(model(tokens)[0, t], decode=decode)[END_ID:]
             with steer(model, site, w, 1.0, positions=t):
-                after = torch.sigmoid(model(tokens)[0, t, 2:]) > 0.5
+                after = allowed_from_logits(model(tokens)[0, t], decode=decode)[END_ID:]
         want = language.allowed_next("".join(memory[d] for d in range(1, depth + 2)))[-1]
         got = {symbols[i] for i in after.nonzero().flatten().tolist()}
         ok += got == set(want)
@@ -66,13 +69,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(1)
     language = languages.get("dyck", K=8, h=10)
     strings = language.sample(args.n, 20, 120, seed=args.seed)
-    subjects = [("construction", constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state")]
+    subjects = [("construction", constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", "sigmoid")]
     for name in args.model:
         model, card = load(name)
         site = "blocks.0.mixer.hook_ssm_state" if card["model"]["family"] == "mamba" else "blocks.0.hook_resid_post"
-        subjects.append((name, model, site))
-    for name, model, site in subjects:
-        r = steering_accuracy(model, site, language, strings)
+        subjects.append((name, model, site, card.get("decode", "sigmoid")))
+    for name, model, site, decode in subjects:
+        r = steering_accuracy(model, site, language, strings, decode=decode)
         print(f"{name}: steering depth +1 at {site} matches the automaton on {r['accuracy']:.2f} of {r['n']} "
               f"strings; predictions unchanged on {r['unchanged']}")
     return 0

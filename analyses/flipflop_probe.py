@@ -219,7 +219,8 @@ def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     out = []
     for layers in [[l] for l in range(subject.n_layers)] + ["all"]:
         variable = "all" if layers == "all" else "stored"
-        r = interchange_accuracy(subject.model, language, pairs, layers, variable, seed=st.seed)
+        r = interchange_accuracy(subject.model, language, pairs, layers, variable, seed=st.seed,
+                                 decode=subject.decode)
         out.append({"layer": "all" if layers == "all" else layers[0], "variable": variable, "iia": r.iia,
                     "baseline": r.baseline, "n_pairs": r.n_pairs, "n_excluded": r.n_excluded})
     return out

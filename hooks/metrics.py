@@ -7,7 +7,8 @@ multi-hot of ``Language.allowed_next``, END in column ``END_ID``). A *language* 
 ``pairs`` (Dyck(K, h): the (open, close) symbol pairs); a *vocab* anything with ``encode``.
 
 * :func:`allowed_from_logits` -- the decoded sets: ``sigmoid(logits) > 0.5`` on the END and symbol
-  columns; the PAD and BOS columns are never allowed.
+  columns (or, ``decode="softmax"``, next-symbol probability > :data:`SOFTMAX_THRESHOLD`); the PAD and
+  BOS columns are never allowed. :func:`output_probs` -- the probabilities themselves.
 * :func:`strict_accuracy` -- fraction of strings whose decoded set is right at every position.
 * :func:`close_accuracy` -- Dyck close accuracy (Yao et al. 2021): at every position whose stack is
   non-empty (exactly one closing bracket allowed), correct iff
@@ -25,9 +26,14 @@ from torch import Tensor
 
 PAD_ID, BOS_ID, END_ID = 0, 1, 2
 CLOSE_THRESHOLD = 0.8
+#: ``decode="softmax"`` (models trained with ``--loss lm``): a symbol is allowed iff its next-symbol
+#: probability exceeds this.
+SOFTMAX_THRESHOLD = 0.05
+DECODES = ("sigmoid", "softmax")
 
 __all__ = [
     "allowed_from_logits",
+    "output_probs",
     "strict_correct",
     "strict_accuracy",
     "close_accuracy",
@@ -40,16 +46,27 @@ def _t(x: Any, dtype: torch.dtype) -> Tensor:
     return x.to(dtype) if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x), dtype=dtype)
 
 
-def allowed_from_logits(logits: Tensor, vocab: Optional[Any] = None) -> Tensor:
-    """Decoded allowed-next sets ``[B, L, V]`` (bool): ``sigmoid(logit) > 0.5``, i.e. ``logit > 0``.
+def output_probs(logits: Tensor, decode: str = "sigmoid") -> Tensor:
+    """Per-symbol probabilities over the END + alphabet columns, ``[..., V - 2]``: ``sigmoid`` per
+    column (models trained on allowed sets) or ``softmax`` across them (next-symbol models)."""
+    out = logits[..., END_ID:].float()
+    if decode == "sigmoid":
+        return torch.sigmoid(out)
+    if decode == "softmax":
+        return torch.softmax(out, dim=-1)
+    raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+
+
+def allowed_from_logits(logits: Tensor, vocab: Optional[Any] = None, decode: str = "sigmoid") -> Tensor:
+    """Decoded allowed-next sets ``[B, L, V]`` (bool): ``sigmoid(logit) > 0.5``, i.e. ``logit > 0``
+    (``decode="softmax"``: next-symbol probability above :data:`SOFTMAX_THRESHOLD`).
 
     PAD and BOS columns are always False. ``vocab`` (optional) checks the width: ``V == vocab.size``.
     """
     if vocab is not None and logits.shape[-1] != vocab.size:
         raise ValueError(f"logits have {logits.shape[-1]} columns, vocab has {vocab.size} ids")
-    out = torch.sigmoid(logits.float()) > 0.5
-    out[..., PAD_ID] = False
-    out[..., BOS_ID] = False
+    out = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    out[..., END_ID:] = output_probs(logits, decode) > (0.5 if decode == "sigmoid" else SOFTMAX_THRESHOLD)
     return out
 
 

@@ -34,13 +34,19 @@ def _embedding_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position: int, target_id: int, *,
                          baseline: str | torch.Tensor = "pad", n_steps: int = 64,
-                         pad_id: int = 0, bos_id: int = 1) -> Attribution:
-    """Layer integrated gradients of ``sigmoid(logit[position, target_id])`` on ``hook_embed``.
+                         pad_id: int = 0, bos_id: int = 1, decode: str = "sigmoid") -> Attribution:
+    """Layer integrated gradients of ``sigmoid(logit[position, target_id])`` on ``hook_embed``
+    (``decode="softmax"``: of the next-symbol probability, for models trained with ``--loss lm``).
 
     ``tokens [L]`` or ``[1, L]`` (with BOS). Baselines: ``"pad"`` (every token but BOS replaced by
     PAD, the usual "absent input"), or an explicit token tensor of the same shape.
     """
     from captum.attr import LayerIntegratedGradients
+
+    from hooks.metrics import END_ID, output_probs
+
+    if target_id < END_ID:
+        raise ValueError(f"target_id {target_id} is PAD or BOS, which are never predicted")
 
     tokens = torch.as_tensor(tokens, dtype=torch.long)
     if tokens.ndim == 1:
@@ -60,7 +66,7 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     def f(inp: torch.Tensor) -> torch.Tensor:
         out = model(inp)
         out = out[0] if isinstance(out, tuple) else out
-        return torch.sigmoid(out[:, position, target_id])
+        return output_probs(out[:, position], decode)[:, target_id - END_ID]
 
     was_training = model.training
     model.eval()

@@ -195,8 +195,10 @@ def _expected_sets(language: Any, witness: str, suffix: str, horizon: Optional[i
     return out
 
 
-def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str]) -> list[list[frozenset]]:
-    pred = torch.sigmoid(logits[..., FIRST_SYMBOL_ID:].float()) > 0.5
+def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str], decode: str = "sigmoid") -> list[list[frozenset]]:
+    from hooks.metrics import allowed_from_logits
+
+    pred = allowed_from_logits(logits, decode=decode)[..., FIRST_SYMBOL_ID:]
     res = []
     for b in range(pred.shape[0]):
         rows = pred[b].nonzero().tolist()
@@ -209,8 +211,11 @@ def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str]) -> list[li
 
 def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[tuple[str, str, int, int]],
                          layers: Sequence[int] | str, variable: str, *, causal: Optional[CausalModel] = None,
-                         horizon: Optional[int] = None, seed: int = 0) -> IIAResult:
+                         horizon: Optional[int] = None, seed: int = 0, decode: str = "sigmoid") -> IIAResult:
     """IIA of swapping ``layers`` against the causal model's ``variable`` counterfactual.
+
+    ``decode`` is how the model's outputs become allowed sets (its card's ``decode``; see
+    :func:`hooks.metrics.allowed_from_logits`).
 
     ``pairs`` are ``(base, source, base_split, source_split)``; pairs are grouped by their split
     points so each group runs as one batch.
@@ -235,7 +240,7 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
             bt = torch.as_tensor(encode_batch(language, bases, vocab).tokens)
             st = torch.as_tensor(encode_batch(language, sources, vocab).tokens)
             logits = interchange(model, bt, st, tb, ts, layers)
-            predicted = _predicted_sets(logits, out_symbols)
+            predicted = _predicted_sets(logits, out_symbols, decode)
             for j, i in enumerate(idx):
                 base, source = bases[j], sources[j]
                 base_prefix, suffix = base[: tb - 1], base[tb - 1:]

@@ -217,3 +217,33 @@ def test_a_dev_tie_keeps_the_later_weights_without_resetting_patience(tmp_path, 
     assert card["stop_reason"] == "no improvement in 2 evaluations"
     st = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
     assert [h["step"] for h in st["history"]] == [4, 8, 12]
+
+
+def test_bce_plus_lm_loss_is_the_sum_and_decodes_as_sets():
+    from trained_models.train import loss_fn
+
+    language = languages.get("dyck", K=2, h=3)
+    strings = language.sample(6, 4, 12, seed=2)
+    batch = TorchBatch.from_batch(encode_batch(language, strings, Vocab(language.alphabet)))
+    logits = torch.randn(*batch.allowed.shape, generator=torch.Generator().manual_seed(0))
+    both = loss_fn(logits, batch, "bce+lm")
+    assert both == pytest.approx(float(loss_fn(logits, batch, "bce") + loss_fn(logits, batch, "lm")), rel=1e-6)
+    # By hand: the LM term is the mean next-symbol cross-entropy over real positions.
+    m = batch.mask
+    logp = torch.log_softmax(logits, -1)
+    ce = -logp.gather(-1, batch.next_tokens.clamp_min(0)[..., None])[..., 0][m].mean()
+    assert float(loss_fn(logits, batch, "lm")) == pytest.approx(float(ce), rel=1e-6)
+    assert _tiny_cfg(loss="bce+lm").decode == "sigmoid" and _tiny_cfg(loss="lm").decode == "softmax"
+
+
+def test_softmax_decoding_by_hand():
+    from hooks.metrics import SOFTMAX_THRESHOLD, allowed_from_logits, output_probs
+
+    logits = torch.tensor([[[9.0, 9.0, 0.0, 2.0, 2.0, -5.0]]])  # PAD, BOS, END, a, b, c
+    p = torch.exp(logits[0, 0, 2:]) / torch.exp(logits[0, 0, 2:]).sum()
+    assert torch.allclose(output_probs(logits, "softmax")[0, 0], p)
+    assert allowed_from_logits(logits, decode="softmax")[0, 0].tolist() == \
+        [False, False] + (p > SOFTMAX_THRESHOLD).tolist()
+    assert allowed_from_logits(logits)[0, 0].tolist() == [False, False, False, True, True, False]
+    with pytest.raises(ValueError, match="decode"):
+        output_probs(logits, "argmax")

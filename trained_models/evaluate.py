@@ -29,25 +29,9 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-SOFTMAX_THRESHOLD = 0.05
-CLOSE_THRESHOLD = 0.8
+from hooks.metrics import CLOSE_THRESHOLD, SOFTMAX_THRESHOLD, output_probs  # noqa: F401 (re-exported)
+
 FIRST_SYMBOL_ID = 2  # END = 2, then the alphabet; PAD (0) and BOS (1) are never predicted.
-
-
-def output_probs(logits: torch.Tensor, decode: str = "sigmoid") -> torch.Tensor:
-    """Per-symbol probabilities over the END + alphabet columns: ``[..., V - 2]``."""
-    out = logits[..., FIRST_SYMBOL_ID:].float()
-    if decode == "sigmoid":
-        return torch.sigmoid(out)
-    if decode == "softmax":
-        return torch.softmax(out, dim=-1)
-    raise ValueError(f"decode must be 'sigmoid' or 'softmax', got {decode!r}")
-
-
-def decode_allowed(logits: torch.Tensor, decode: str = "sigmoid") -> torch.Tensor:
-    """Boolean allowed-next sets ``[..., V - 2]`` (END column first, then the alphabet)."""
-    p = output_probs(logits, decode)
-    return p > (0.5 if decode == "sigmoid" else SOFTMAX_THRESHOLD)
 
 
 @dataclass

@@ -119,15 +119,21 @@ def bucket_batches(strings: list[str], batch_size: int) -> list[list[str]]:
 
 
 def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
+    """``bce``: mean over positions of the mean per-symbol BCE against the allowed-next set; ``lm``:
+    next-symbol cross-entropy; ``bce+lm``: their sum (the sets stay sigmoid-decodable while the
+    cross-entropy gives the sharp which-symbol-next signal, e.g. which bracket closes)."""
     mask = tb.mask
-    if loss == "bce":
+    total = logits.new_zeros(())
+    if loss in ("bce", "bce+lm"):
         out = logits[..., FIRST_SYMBOL_ID:]
         target = tb.allowed[..., FIRST_SYMBOL_ID:].to(out.dtype)
         per = F.binary_cross_entropy_with_logits(out, target, reduction="none").mean(-1)
-        return (per * mask).sum() / mask.sum()
-    out = logits.reshape(-1, logits.shape[-1])
-    tgt = tb.next_tokens.masked_fill(~mask, -100).reshape(-1)
-    return F.cross_entropy(out, tgt, ignore_index=-100)
+        total = total + (per * mask).sum() / mask.sum()
+    if loss in ("lm", "bce+lm"):
+        out = logits.reshape(-1, logits.shape[-1])
+        tgt = tb.next_tokens.masked_fill(~mask, -100).reshape(-1)
+        total = total + F.cross_entropy(out, tgt, ignore_index=-100)
+    return total
 
 
 def no_decay(name: str, p: torch.nn.Parameter) -> bool:
@@ -401,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
     ap.add_argument("--n-heads", type=int, default=4)
     ap.add_argument("--pos-encoding", choices=("learned", "sinusoidal", "none"), default="learned")
-    ap.add_argument("--loss", choices=("bce", "lm"), default="bce")
+    ap.add_argument("--loss", choices=("bce", "lm", "bce+lm"), default="bce")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--decay", choices=("all", "matrices"), default="all",
