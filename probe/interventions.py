@@ -211,11 +211,17 @@ def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str], decode: st
 
 def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[tuple[str, str, int, int]],
                          layers: Sequence[int] | str, variable: str, *, causal: Optional[CausalModel] = None,
-                         horizon: Optional[int] = None, seed: int = 0, decode: str = "sigmoid") -> IIAResult:
+                         horizon: Optional[int] = None, seed: int = 0, decode: str = "sigmoid",
+                         score: str = "sets") -> IIAResult:
     """IIA of swapping ``layers`` against the causal model's ``variable`` counterfactual.
 
-    ``decode`` is how the model's outputs become allowed sets (its card's ``decode``; see
-    :func:`hooks.metrics.allowed_from_logits`).
+    ``decode`` is how the model's outputs become probabilities and allowed sets (its card's
+    ``decode``; see :func:`hooks.metrics.allowed_from_logits`). ``score="sets"``: a pair is a hit iff
+    the decoded allowed set equals the counterfactual's at every scored continuation position.
+    ``score="close"`` (bracket languages): the task's own criterion instead, at the continuation
+    positions whose counterfactual stack is non-empty: p(counterfactual close) / sum p(closes) >
+    0.8 (Dyck close accuracy); pairs without such a position are excluded. It needs no set
+    decoding, so it also suits next-symbol (``--loss lm``) models, whose sets are poorly defined.
 
     ``pairs`` are ``(base, source, base_split, source_split)``; pairs are grouped by their split
     points so each group runs as one batch.
@@ -226,6 +232,12 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
     causal = causal or causal_model_for(language)
     vocab = Vocab(language.alphabet)
     out_symbols = [_languages.END] + list(language.alphabet)
+    if score not in ("sets", "close"):
+        raise ValueError(f"score must be 'sets' or 'close', got {score!r}")
+    closes = [c for _, c in getattr(language, "pairs", None) or []]
+    if score == "close" and not closes:
+        raise ValueError(f"score='close' needs a bracket language; {language.name!r} has no closing brackets")
+    close_cols = [out_symbols.index(c) for c in closes]
     rng = np.random.default_rng(seed)
     hits = base_hits = scored_pairs = excluded = positions = 0
     groups: dict[tuple[int, int], list[int]] = {}
@@ -241,6 +253,18 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
             st = torch.as_tensor(encode_batch(language, sources, vocab).tokens)
             logits = interchange(model, bt, st, tb, ts, layers)
             predicted = _predicted_sets(logits, out_symbols, decode)
+            if score == "close":
+                from hooks.metrics import CLOSE_THRESHOLD, output_probs
+
+                pc = output_probs(logits, decode)[..., close_cols].double()
+                ratio = pc / pc.sum(-1, keepdim=True).clamp_min(1e-300)  # [B, L, K]
+
+                def agrees(j: int, want: list[frozenset]) -> Optional[bool]:
+                    ks = [(k, closes.index(c)) for k, w in enumerate(want) for c in closes if c in w]
+                    return all(bool(ratio[j, k, c] > CLOSE_THRESHOLD) for k, c in ks) if ks else None
+            else:
+                def agrees(j: int, want: list[frozenset]) -> Optional[bool]:
+                    return predicted[j][: len(want)] == want
             for j, i in enumerate(idx):
                 base, source = bases[j], sources[j]
                 base_prefix, suffix = base[: tb - 1], base[tb - 1:]
@@ -252,10 +276,13 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
                 if not want:  # the base's next symbol is illegal in the counterfactual state
                     excluded += 1
                     continue
-                got = predicted[j][: len(want)]
+                hit = agrees(j, want)
+                if hit is None:  # score="close": no position with a closing bracket to predict
+                    excluded += 1
+                    continue
                 scored_pairs += 1
                 positions += len(want)
-                hits += got == want
+                hits += hit
                 # Random-pair baseline: the counterfactual of an unrelated source prefix.
                 k = int(rng.integers(len(pairs)))
                 other = pairs[k][1][: pairs[k][3] - 1]
@@ -263,7 +290,7 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
                 if wb is not None:
                     want_b = _expected_sets(language, wb, suffix, horizon)
                     n = min(len(want_b), len(want))
-                    base_hits += bool(n) and predicted[j][:n] == want_b[:n]
+                    base_hits += bool(n) and bool(agrees(j, want_b[:n]))
     finally:
         model.train(model_was_training)
     return IIAResult(layer=layers if isinstance(layers, str) else (list(layers) if len(layers) > 1 else layers[0]),

@@ -59,18 +59,31 @@ def test_witness_counterfactuals_by_hand():
         cm.witness(base, source, "colour")
 
 
+@pytest.mark.parametrize("score", ["sets", "close"])
 @pytest.mark.parametrize("layer,variable", [(0, "depth"), (1, "top"), ("all", "all")])
-def test_construction_iia_is_one_on_its_own_variable(dyck, pairs, layer, variable):
+def test_construction_iia_is_one_on_its_own_variable(dyck, pairs, layer, variable, score):
     layers = "all" if layer == "all" else [layer]
-    res = interchange_accuracy(dyck.model, DYCK, pairs, layers, variable)
-    assert res.n_pairs > 40
+    res = interchange_accuracy(dyck.model, DYCK, pairs, layers, variable, score=score)
+    assert res.n_pairs > 30
     assert res.iia == 1.0
     assert res.baseline < 0.5
 
 
-def test_swapping_the_wrong_layer_does_not_implement_the_variable(dyck, pairs):
-    res = interchange_accuracy(dyck.model, DYCK, pairs, [1], "depth")
+@pytest.mark.parametrize("score", ["sets", "close"])
+def test_swapping_the_wrong_layer_does_not_implement_the_variable(dyck, pairs, score):
+    res = interchange_accuracy(dyck.model, DYCK, pairs, [1], "depth", score=score)
     assert res.iia < 0.6
+
+
+def test_close_scoring_is_decoding_agnostic_and_checks_its_input(dyck, pairs):
+    """Softmax decoding of the construction's logits keeps the close ratio above 0.8 (its wrong closes
+    sit far below the right one), so close scoring does not depend on the decoding for it."""
+    sharp = interchange_accuracy(dyck.model, DYCK, pairs, "all", "all", score="close", decode="softmax")
+    assert sharp.iia == 1.0 and sharp.n_pairs > 30
+    with pytest.raises(ValueError, match="score"):
+        interchange_accuracy(dyck.model, DYCK, pairs, "all", "all", score="argmax")
+    with pytest.raises(ValueError, match="bracket"):
+        interchange_accuracy(dyck.model, languages.get("flipflop"), [], "all", "all", score="close")
 
 
 def test_interchange_equals_running_the_source_prefix_with_the_base_suffix(dyck):
