@@ -6,6 +6,7 @@ exercised on tiny budgets (a full run is a shipped model's job, not a test's).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,15 @@ def test_softmax_decoding_by_hand():
     assert allowed_from_logits(logits)[0, 0].tolist() == [False, False, False, True, True, False]
     with pytest.raises(ValueError, match="decode"):
         output_probs(logits, "argmax")
+
+
+def test_every_shipped_model_was_trained_by_its_recipe():
+    """The card's training command is the recipe's (plus seed, output and budget flags), so
+    ``python -m trained_models.recipes NAME`` reproduces what ships."""
+    from trained_models import names
+    from trained_models.recipes import RECIPES
+
+    assert set(RECIPES) <= set(names())
+    for name, argv in RECIPES.items():
+        card = json.loads((Path(__file__).parents[1] / "trained_models" / "shipped" / name / "card.json").read_text())
+        assert card["train_command"].startswith("python -m trained_models.train " + " ".join(argv) + " "), name
