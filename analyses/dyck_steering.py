@@ -2,7 +2,10 @@
 
 For each string, at a position just after a closing bracket (so the counterfactual is "depth + 1,
 the same per-depth memory"), add one unit of the layer-1 depth probe's readout to the state
-(:func:`probe.interventions.steer`) and check the allowed-next set there against the automaton's.
+(:func:`probe.interventions.steer`) and check the prediction there against the automaton's:
+``score="close"`` (default) asks whether the closing bracket of the memory block at depth + 1 now
+wins by the close-accuracy criterion (p / sum p(closes) > 0.8; no set decoding, so allowed-set and
+next-symbol models are scored alike); ``score="sets"`` compares the whole decoded allowed set.
 
 ::
 
@@ -19,18 +22,23 @@ import torch
 
 def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings: Sequence[str], *,
                       fit_n: int = 150, positions: int = 4000, seed: int = 3,
-                      decode: str = "sigmoid") -> dict[str, Any]:
-    """Fraction of strings whose allowed set after steering equals the automaton's (depth + 1);
-    ``decode`` turns outputs into sets (the model card's ``decode``)."""
+                      decode: str = "sigmoid", score: str = "close") -> dict[str, Any]:
+    """Fraction of strings whose prediction after steering matches the automaton's at depth + 1
+    (``score``: "close" or "sets", see the module docstring); ``decode`` is the model card's.
+    ``unchanged`` counts strings whose scored prediction (the winning close, or the set) did not move."""
+    if score not in ("close", "sets"):
+        raise ValueError(f"score must be 'close' or 'sets', got {score!r}")
     import languages
     from languages.datasets import Vocab, encode_batch
-    from hooks.metrics import END_ID, allowed_from_logits
+    from hooks.metrics import CLOSE_THRESHOLD, END_ID, allowed_from_logits, output_probs
     from probe import LinearProbe, collect
     from probe.interventions import DyckCausalModel, steer
 
     vocab = Vocab(language.alphabet)
     causal = DyckCausalModel(language)
     symbols = [languages.END] + list(language.alphabet)
+    closes = [c for _, c in language.pairs]
+    close_cols = [symbols.index(c) for c in closes]
     col = collect(model, language, {"n": fit_n, "min_len": 20, "max_len": 200, "seed": seed}, [site], ["depth"],
                   positions=positions)
     w = np.ravel(LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0)).fit(col.acts[site], col.labels["depth"]).coef_)
@@ -45,13 +53,20 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
             continue
         tokens = torch.as_tensor(encode_batch(language, [s], vocab).tokens)
         with torch.no_grad():
-            before = allowed_from_logits(model(tokens)[0, t], decode=decode)[END_ID:]
+            before = model(tokens)[0, t]
             with steer(model, site, w, 1.0, positions=t):
-                after = allowed_from_logits(model(tokens)[0, t], decode=decode)[END_ID:]
+                after = model(tokens)[0, t]
         want = language.allowed_next("".join(memory[d] for d in range(1, depth + 2)))[-1]
-        got = {symbols[i] for i in after.nonzero().flatten().tolist()}
-        ok += got == set(want)
-        unchanged += bool((before == after).all())
+        if score == "sets":
+            sb = allowed_from_logits(before, decode=decode)[END_ID:]
+            sa = allowed_from_logits(after, decode=decode)[END_ID:]
+            ok += {symbols[i] for i in sa.nonzero().flatten().tolist()} == set(want)
+            unchanged += bool((sb == sa).all())
+        else:
+            pb, pa = (output_probs(x, decode)[close_cols].double() for x in (before, after))
+            right = [o for o, _ in language.pairs].index(memory[depth + 1])
+            ok += bool(pa[right] / pa.sum() > CLOSE_THRESHOLD)
+            unchanged += int(pb.argmax()) == int(pa.argmax())
         n += 1
     return {"accuracy": ok / max(n, 1), "n": n, "unchanged": unchanged}
 

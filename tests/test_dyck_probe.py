@@ -68,6 +68,20 @@ def test_steering_the_construction_by_one_depth_matches_the_automaton():
     from hooks import constructions
 
     lang = languages.get("dyck", K=8, h=10)
-    r = steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang,
-                          lang.sample(20, 20, 80, seed=5), fit_n=40, positions=1500)
-    assert r["n"] > 10 and r["accuracy"] == 1.0 and r["unchanged"] < r["n"]
+    strings = lang.sample(20, 20, 80, seed=5)
+    for score in ("close", "sets"):
+        r = steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang, strings,
+                              fit_n=40, positions=1500, score=score)
+        assert r["n"] > 10 and r["accuracy"] == 1.0 and r["unchanged"] < r["n"]
+    # A step of 0 along the probe changes nothing: the close at depth + 1 is (almost never) the one
+    # already winning, so the close score drops far below 1.
+    from unittest import mock
+
+    import analyses.dyck_steering as ds
+    from probe import interventions
+
+    real = interventions.steer
+    with mock.patch.object(interventions, "steer", lambda m, site, w, alpha, **k: real(m, site, w, 0.0, **k)):
+        r0 = ds.steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang, strings,
+                                  fit_n=40, positions=1500)
+    assert r0["unchanged"] == r0["n"] and r0["accuracy"] < 0.5

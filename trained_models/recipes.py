@@ -28,7 +28,7 @@ DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-
 # are evaluated on 1,000 fresh sequences each by ``extra_metrics``.
 FLIPFLOP = ["--language", "flipflop", "--min-len", "512", "--max-len", "512", "--test-window", "bin0=512:512",
             "--n-train", "4000", "--n-dev", "200", "--n-test", "1000", "--evals-per-epoch", "2",
-            "--loss", "lm", "--decay", "matrices"]
+            "--decay", "matrices"]
 DYCK1 = ["--language", "dyck1", "--n-train", "5000", "--n-dev", "300", "--n-test", "1000"]
 ANBN = ["--language", "anbn", "--n-train", "70", "--n-dev", "29", "--n-test", "100"]
 PARITY = ["--language", "parity", "--n-train", "5000", "--n-dev", "300", "--n-test", "1000"]
@@ -43,7 +43,7 @@ RECIPES: dict[str, list[str]] = {
                                        "--n-heads", "4", "--pos-encoding", "none", "--lr", "1e-3",
                                        "--epochs", "6", "--patience", "4"],
     "flipflop-mamba-1l": FLIPFLOP + ["--model", "mamba", "--layers", "1", "--d-model", "32", "--lr", "3e-3",
-                                     "--epochs", "16", "--patience", "20"],
+                                     "--epochs", "40", "--patience", "1000"],
     "flipflop-transformer": FLIPFLOP + ["--model", "transformer", "--layers", "2", "--d-model", "32",
                                         "--n-heads", "4", "--pos-encoding", "learned", "--lr", "1e-3",
                                         "--epochs", "6", "--patience", "4"],
