@@ -260,3 +260,17 @@ def test_every_shipped_model_was_trained_by_its_recipe():
     for name, argv in RECIPES.items():
         card = json.loads((Path(__file__).parents[1] / "trained_models" / "shipped" / name / "card.json").read_text())
         assert card["train_command"].startswith("python -m trained_models.train " + " ".join(argv) + " "), name
+
+
+def test_dt_init_sets_the_initial_step_sizes():
+    from trained_models.build import build_model
+    from trained_models.train import model_spec
+
+    language = languages.get("dyck", K=2, h=3)
+    cfg = _tiny_cfg(dt_init=(1e-4, 1e-3))
+    model = build_model(model_spec(cfg, Vocab(language.alphabet).size, language))
+    dt = torch.nn.functional.softplus(model.blocks[0].mixer.dt_proj.bias.detach())
+    assert dt.min() >= 1e-4 * 0.999 and dt.max() <= 1e-3 * 1.001
+    assert TrainConfig.from_dict(cfg.to_dict()).dt_init == (1e-4, 1e-3)
+    with pytest.raises(ValueError, match="dt_init"):
+        _tiny_cfg(dt_init=(1e-2, 1e-3))

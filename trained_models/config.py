@@ -43,6 +43,7 @@ class TrainConfig:
     d_conv: int = 4
     expand: int = 2
     gate: str = "nonnegative"
+    dt_init: Optional[tuple[float, float]] = None  # (dt_min, dt_max) of the step-size init; None: Mamba's
     # Transformer
     n_heads: int = 4
     pos_encoding: str = "learned"
@@ -81,6 +82,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.dt_init is not None:
+            lo, hi = self.dt_init
+            if not 0 < lo <= hi:
+                raise ValueError(f"dt_init must satisfy 0 < min <= max, got {self.dt_init}")
+            self.dt_init = (float(lo), float(hi))
         if self.train_window is not None:
             lo, hi = self.train_window
             if not 0 <= lo <= hi:
@@ -103,6 +109,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")
         d = dict(d)
-        if d.get("train_window") is not None:
-            d["train_window"] = tuple(d["train_window"])
+        for key in ("train_window", "dt_init"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         return cls(**d)

@@ -88,6 +88,10 @@ BUDGETS: dict[str, Budget] = {
     # The paper's protocol scale: 10,000 / 2,000 strings, d_model 32, up to 20 epochs, early stopping.
     "full": Budget(n_train=10_000, n_test=2_000, n_dev=500, d_model=32, epochs=20, lr_mamba=1e-3,
                    lr_transformer=1e-3, patience=4, evals_per_epoch=1, min_steps=2_000, patience_steps=1_000),
+    # Between the two: ~4x small's examples, a few minutes a run (for a subset of cells, e.g. one family).
+    "medium": Budget(n_train=5_000, n_test=1_000, n_dev=300, d_model=32, epochs=8, lr_mamba=3e-3,
+                     lr_transformer=1e-3, patience=6, evals_per_epoch=2, batch_size=32, warmup_steps=100,
+                     min_steps=1_000, patience_steps=600, max_minutes=8.0, target=1.0),
     # Fits a 2-core CPU: a few minutes a run.
     "small": Budget(n_train=2_000, n_test=500, n_dev=200, d_model=32, epochs=3, lr_mamba=3e-3,
                     lr_transformer=1e-3, patience=6, evals_per_epoch=2, batch_size=16, warmup_steps=50,

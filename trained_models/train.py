@@ -63,6 +63,7 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
             d_conv=cfg.d_conv,
             expand=cfg.expand,
             gate=cfg.gate,
+            **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
         )
         return {"family": "mamba", "config": mc.to_dict()}
     from hooks.transformer import TransformerConfig
@@ -405,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--d-state", type=int, default=16)
     ap.add_argument("--expand", type=int, default=2)
     ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
+    ap.add_argument("--dt-init", type=float, nargs=2, metavar=("MIN", "MAX"),
+                    help="Mamba: initial step sizes drawn log-uniformly in [MIN, MAX] (default 0.001 0.1); "
+                         "smaller steps start with longer memory")
     ap.add_argument("--n-heads", type=int, default=4)
     ap.add_argument("--pos-encoding", choices=("learned", "sinusoidal", "none"), default="learned")
     ap.add_argument("--loss", choices=("bce", "lm", "bce+lm"), default="bce")
@@ -458,6 +462,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
         d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
+        dt_init=tuple(args.dt_init) if args.dt_init else None,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, max_minutes=args.max_minutes, warmup_steps=args.warmup_steps,
