@@ -84,7 +84,7 @@ def get(name: str, **params: Any) -> Language:
     and immutable in use."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown language {name!r}; known: {', '.join(_ORDER)}")
-    key = (name, tuple(sorted(params.items())))
+    key = (name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
     lang = _CACHE.get(key)
     if lang is None:
         try:

@@ -8,6 +8,8 @@ instruction is ``i`` with probability ``p`` and ``w`` or ``r`` with probability 
 bits after ``w`` and ``i`` are uniform; the bit after ``r`` is the stored bit. Train: FFL(0.8) with
 256 pairs (length 512); evaluate on FFL(0.8) and on the sparse FFL(0.98)
 (``languages.get("flipflop", p=0.98)``), both at length 512 (``default_bins``: train and bin0 (512, 512)).
+``p`` may also be a list, e.g. ``p=[0.8, 0.98]``: each string draws its ``p`` uniformly from it (a
+mixture of densities, Liu et al.'s remedy for long-range glitches; the language is unchanged).
 
 It is regular and star-free (a set/reset memory: its transition monoid is aperiodic, computed by
 :meth:`DFA.is_star_free` on the 9-state minimal DFA below). Trace: ``state`` (minimal DFA state),
@@ -17,7 +19,7 @@ It is regular and star-free (a set/reset memory: its transition monoid is aperio
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import Optional, Sequence
 
 from .dfa import DFA, explore_spec
 
@@ -46,16 +48,22 @@ class FlipFlop(DFA):
 
     state_variables = ("state", "stored", "instruction")
 
-    def __init__(self, p: float = 0.8):
-        p = float(p)
-        if not 0 <= p < 1:
-            raise ValueError(f"p must be in [0, 1), got {p}")
-        self.p = p
+    def __init__(self, p: float | Sequence[float] = 0.8):
+        ps = (p,) if isinstance(p, (int, float)) else tuple(p)
+        if not ps:
+            raise ValueError("p must be a probability or a non-empty list of them")
+        ps = tuple(float(x) for x in ps)
+        for x in ps:
+            if not 0 <= x < 1:
+                raise ValueError(f"p must be in [0, 1), got {x}")
+        self.ps = ps
+        self.p = ps[0] if len(ps) == 1 else ps
+        label = "|".join(f"{x:g}" for x in ps)
         super().__init__(
             *explore_spec("wri01", ("start", None), _step, lambda q: q[0] == "instr"),
             name="flipflop",
-            params={"p": p},
-            description=f"flip-flop FFL({p}): w/r/i instructions with bits; r repeats the last written bit",
+            params={"p": self.p if len(ps) == 1 else list(ps)},
+            description=f"flip-flop FFL({label}): w/r/i instructions with bits; r repeats the last written bit",
             default_bins={"train": (512, 512), "bin0": (512, 512)},
         )
 
@@ -75,7 +83,8 @@ class FlipFlop(DFA):
     def _sample_length(self, rng: random.Random, length: int) -> Optional[str]:
         if length < 2 or length % 2:
             return None
-        rand, p = rng.random, self.p
+        rand = rng.random
+        p = self.ps[0] if len(self.ps) == 1 else rng.choice(self.ps)  # a mixture: one p per string
         out = []
         stored = None
         for t in range(length // 2):

@@ -12,6 +12,8 @@ import itertools
 import random
 import re
 
+import numpy as np
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -680,3 +682,22 @@ def test_empty_string():
         assert set(lang.allowed_next("")[0]) == oracle_allowed(name, "")
         assert all(len(v) == 1 for v in lang.trace("", initial=True).values())
         assert all(len(v) == 0 for v in lang.trace("").values())
+
+
+def test_flipflop_mixture_draws_one_density_per_string():
+    mix = languages.get("flipflop", p=[0.5, 0.98])
+    assert mix is languages.get("flipflop", p=[0.5, 0.98])  # lists are cached like scalars
+    assert mix.params == {"p": [0.5, 0.98]} and "0.5|0.98" in mix.description
+    strings = mix.sample(400, 512, 512, seed=1)
+    assert all(mix.accepts(s) for s in strings)
+    ignore = np.array([s[2::2].count("i") / 255 for s in strings])  # instructions after the first w
+    # Two clusters, one per density (binomial sd at n=255: 0.031 and 0.009), about half each.
+    dense, sparse = ignore[ignore < 0.74], ignore[ignore >= 0.74]
+    assert abs(dense.mean() - 0.5) < 0.02 and abs(sparse.mean() - 0.98) < 0.01
+    assert 0.35 < len(dense) / len(strings) < 0.65
+    # A one-element list is the plain language, and the scalar's strings are unchanged by the feature.
+    assert languages.get("flipflop", p=[0.8]).sample(5, 64, 64, seed=2) == languages.get("flipflop").sample(5, 64, 64, seed=2)
+    with pytest.raises(ValueError, match="p must"):
+        languages.get("flipflop", p=[])
+    with pytest.raises(ValueError, match="p must"):
+        languages.get("flipflop", p=[0.8, 1.0])

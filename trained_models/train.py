@@ -399,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--language", required=True)
     ap.add_argument("--K", type=int, help="Dyck(K, h): bracket types")
     ap.add_argument("--h", type=int, help="Dyck(K, h): maximal depth")
-    ap.add_argument("--p", type=float, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--p", type=float, nargs="+",
+                    help="flip-flop: probability of the ignore instruction (several: a mixture, one p drawn per "
+                         "string); boolean3/5: the sampler's operator probability")
     ap.add_argument("--model", choices=("mamba", "transformer"), default="mamba")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=32)
@@ -443,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    params = {k: getattr(args, k) for k in ("K", "h", "p") if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in ("K", "h") if getattr(args, k) is not None}
+    if args.p is not None:
+        params["p"] = args.p[0] if len(args.p) == 1 else list(args.p)
     window = None
     if args.min_len is not None or args.max_len is not None:
         if args.min_len is None or args.max_len is None:
