@@ -274,3 +274,23 @@ def test_dt_init_sets_the_initial_step_sizes():
     assert TrainConfig.from_dict(cfg.to_dict()).dt_init == (1e-4, 1e-3)
     with pytest.raises(ValueError, match="dt_init"):
         _tiny_cfg(dt_init=(1e-2, 1e-3))
+
+
+def test_a_run_killed_before_its_final_evaluation_is_evaluated_not_retrained(tmp_path, monkeypatch):
+    import trained_models.train as tr
+
+    cfg = _tiny_cfg(epochs=6, patience=1)
+    monkeypatch.setattr(tr, "selection_metric", lambda language, res: 0.5)  # early stop after one tie
+    first = train(cfg, tmp_path / "run", progress=False)
+    assert first["stop_reason"].startswith("no improvement") and first["steps"] < 24
+    # The kill: the checkpoint says done, but the card was never given its metrics.
+    card_path = tmp_path / "run" / "card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = None
+    card_path.write_text(json.dumps(card))
+    again = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert again["steps"] == first["steps"] and again["metrics"] == first["metrics"]
+    # Re-running the same finished, early-stopped run changes nothing; a larger budget extends it.
+    assert train(cfg, tmp_path / "run", resume=True, progress=False)["steps"] == first["steps"]
+    longer = train(_tiny_cfg(epochs=8, patience=1), tmp_path / "run", resume=True, progress=False)
+    assert longer["steps"] > first["steps"]

@@ -245,16 +245,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     state: dict[str, Any] = {"step": 0, "epoch": 0, "best": -1.0, "best_step": 0, "bad_evals": 0,
                              "train_seconds": 0.0, "history": [], "done": False, "command": None}
     ck = out / CKPT_DIR
+    evaluate_only = False
     if resume and (ck / "state.json").exists():
         saved_state = json.loads((ck / "state.json").read_text())
         load_weights(model, ck / "model.safetensors", what=f"{ck}/model.safetensors")
         _restore_optimizer(opt, ck / "optim.safetensors", saved_state.pop("optimizer_meta"))
         state.update(saved_state)
         if state.get("done"):
-            if state["step"] >= total_steps or finish:
-                return json.loads((out / "card.json").read_text())
-            # A larger budget (--epochs / --max-steps) extends a finished run: train on from here.
-            state.update(done=False, bad_evals=0, stop_reason=None)
+            planned = state.get("total_steps")  # the step budget the run finished under (older runs: unknown)
+            extend = total_steps > planned if planned is not None else state["step"] < total_steps
+            if extend and not finish:
+                # A larger budget (--epochs / --max-steps) extends a finished run: train on from here.
+                state.update(done=False, bad_evals=0, stop_reason=None)
+            else:
+                card = json.loads((out / "card.json").read_text())
+                if card.get("metrics"):
+                    return card
+                # Interrupted between the end of training and the final evaluation: evaluate now.
+                evaluate_only = True
     if state.get("command") is None:
         state["command"] = command  # the first session's command is the one that trained the model
     elif command and command != state["command"] and command not in state.setdefault("resumed_with", []):
@@ -273,7 +281,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc=f"train {cfg.language}",
                dynamic_ncols=True) if tqdm else None
 
-    if finish:
+    if evaluate_only:
+        stop_reason = state["stop_reason"]
+    elif finish:
         if state["best_step"] == 0:
             raise ValueError(f"--finish: no evaluated checkpoint in {out} to finish with")
         stop_reason = f"finished early by request at step {state['step']}"
@@ -330,6 +340,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     finished = stop_reason is None or not stop_reason.startswith("wall budget")
     state["done"] = finished
     state["stop_reason"] = stop_reason or "step budget reached"
+    state["total_steps"] = total_steps
     _save_checkpoint(out, model, opt, state)
 
     if not finished:  # interrupted by the wall budget: --resume continues from the checkpoint
