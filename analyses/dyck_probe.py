@@ -266,7 +266,8 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
             dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"])
             # The top bracket given the depth (one probe per depth): the construction's last layer
             # holds it as block[depth], which no single linear probe reads (see probe.conditional).
-            tprobe = ConditionalProbe(kind="classification").fit(c.acts[site], c.labels["top"], c.labels["depth"])
+            tprobe = ConditionalProbe(kind="classification", probe_params={"Cs": (1.0,)}).fit(
+                c.acts[site], c.labels["top"], c.labels["depth"])
             one = collect(subj.model, language, [string], [site], ["depth"])
             label = f"{subj.name} L{l + 1}"
             readouts[label] = dprobe.predict(one.acts[site])
