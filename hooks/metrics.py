@@ -49,7 +49,8 @@ def _t(x: Any, dtype: torch.dtype) -> Tensor:
 def output_probs(logits: Tensor, decode: str = "sigmoid") -> Tensor:
     """Per-symbol probabilities over the END + alphabet columns, ``[..., V - 2]``: ``sigmoid`` per
     column (models trained on allowed sets) or ``softmax`` across them (next-symbol models)."""
-    out = logits[..., END_ID:].float()
+    out = logits[..., END_ID:]
+    out = out if out.dtype == torch.float64 else out.float()
     if decode == "sigmoid":
         return torch.sigmoid(out)
     if decode == "softmax":
@@ -94,7 +95,8 @@ def _close_ids(language: Any, vocab: Any) -> list[int]:
     return [vocab.encode(c)[0] for _, c in pairs]
 
 
-def close_accuracy_counts(logits: Tensor, batch: Any, language: Any, vocab: Optional[Any] = None) -> tuple[int, int]:
+def close_accuracy_counts(logits: Tensor, batch: Any, language: Any, vocab: Optional[Any] = None,
+                          decode: str = "sigmoid") -> tuple[int, int]:
     """(correct, total) over the positions with a non-empty stack (one closing bracket allowed)."""
     if vocab is None:
         from languages.datasets import Vocab  # a lazy import: the metric itself needs no languages
@@ -104,12 +106,13 @@ def close_accuracy_counts(logits: Tensor, batch: Any, language: Any, vocab: Opti
     mask = _t(batch.mask, torch.bool).to(logits.device)
     target = _t(batch.allowed, torch.bool).to(logits.device)[..., ids]
     where = (target.sum(-1) == 1) & mask
-    p = torch.sigmoid(logits.double())[..., ids]
+    p = output_probs(logits.double(), decode)[..., ids - END_ID]
     ratio = (p * target).sum(-1) / p.sum(-1).clamp_min(1e-300)
     return int(((ratio > CLOSE_THRESHOLD) & where).sum()), int(where.sum())
 
 
-def close_accuracy(logits: Tensor, batch: Any, language: Any, vocab: Optional[Any] = None) -> float:
+def close_accuracy(logits: Tensor, batch: Any, language: Any, vocab: Optional[Any] = None,
+                   decode: str = "sigmoid") -> float:
     """Dyck close accuracy pooled over the batch's non-empty-stack positions (nan if there are none)."""
-    correct, total = close_accuracy_counts(logits, batch, language, vocab)
+    correct, total = close_accuracy_counts(logits, batch, language, vocab, decode)
     return correct / total if total else float("nan")

@@ -294,3 +294,15 @@ def test_a_run_killed_before_its_final_evaluation_is_evaluated_not_retrained(tmp
     assert train(cfg, tmp_path / "run", resume=True, progress=False)["steps"] == first["steps"]
     longer = train(_tiny_cfg(epochs=8, patience=1), tmp_path / "run", resume=True, progress=False)
     assert longer["steps"] > first["steps"]
+
+
+def test_hooks_close_accuracy_agrees_with_the_accumulator_for_both_decodings():
+    from hooks.metrics import close_accuracy
+
+    language = languages.get("dyck", K=3, h=4)
+    strings = language.sample(30, 10, 40, seed=4)
+    logits, batch = _near_perfect_logits(language, strings, noise=0.05, seed=2)
+    for decode in ("sigmoid", "softmax"):
+        acc = MetricAccumulator(language, Vocab(language.alphabet), decode)
+        acc.update(logits, TorchBatch.from_batch(batch))
+        assert close_accuracy(logits, batch, language, decode=decode) == pytest.approx(acc.result()["close_accuracy"])
