@@ -178,7 +178,9 @@ def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
     import languages
 
     if args.language:
-        params = {k: getattr(args, k) for k in ("K", "h", "p") if getattr(args, k) is not None}
+        params = {k: getattr(args, k) for k in ("K", "h") if getattr(args, k) is not None}
+        if args.p is not None:
+            params["p"] = args.p[0] if len(args.p) == 1 else list(args.p)
         return languages.get(args.language, **params)
     if card is None:
         raise SystemExit("--language is required when --model is not a shipped model or run directory")
@@ -203,7 +205,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--language", help="language name (default: the model card's)")
     ap.add_argument("--K", type=int)
     ap.add_argument("--h", type=int)
-    ap.add_argument("--p", type=float, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--p", type=float, nargs="+",
+                    help="flip-flop: probability of the ignore instruction (several: a mixture)")
     ap.add_argument("--min-len", type=int)
     ap.add_argument("--max-len", type=int)
     ap.add_argument("--n", type=int, default=500)
