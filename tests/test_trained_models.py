@@ -306,3 +306,21 @@ def test_hooks_close_accuracy_agrees_with_the_accumulator_for_both_decodings():
         acc = MetricAccumulator(language, Vocab(language.alphabet), decode)
         acc.update(logits, TorchBatch.from_batch(batch))
         assert close_accuracy(logits, batch, language, decode=decode) == pytest.approx(acc.result()["close_accuracy"])
+
+
+def test_init_from_starts_from_the_given_weights_and_checks_the_architecture(tmp_path):
+    from trained_models import load
+
+    train(_tiny_cfg(), tmp_path / "base", progress=False)
+    base, _ = load(tmp_path / "base")
+    # lr ~ 0: the fine-tuned weights stay the base's (a fresh init would differ everywhere).
+    tuned_card = train(_tiny_cfg(init_from=str(tmp_path / "base"), lr=1e-12, epochs=1, weight_decay=0.0),
+                       tmp_path / "tuned", progress=False)
+    assert tuned_card["train_config"]["init_from"] == str(tmp_path / "base")
+    tuned, _ = load(tmp_path / "tuned")
+    for (k, v), (_, w) in zip(base.state_dict().items(), tuned.state_dict().items()):
+        assert torch.allclose(v, w, atol=1e-6), k
+    with pytest.raises(CheckpointMismatch):
+        train(_tiny_cfg(init_from=str(tmp_path / "base"), d_model=12), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="init-from"):
+        train(_tiny_cfg(init_from=str(tmp_path / "nowhere")), tmp_path / "bad2", progress=False)

@@ -69,6 +69,7 @@ class TrainConfig:
     train_window: Optional[tuple[int, int]] = None
     test_windows: Optional[dict[str, tuple[int, int]]] = None
     threads: int = 2
+    init_from: Optional[str] = None  # initial weights: a run directory or a shipped name (fine-tuning)
 
     def __post_init__(self) -> None:
         if self.model not in FAMILIES:

@@ -137,6 +137,17 @@ def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
     return total
 
 
+def init_weights_path(source: str) -> Path:
+    """The weights ``--init-from`` names: a run directory (its best ``model.safetensors``) or a shipped
+    model's name."""
+    from trained_models.registry import SHIPPED
+
+    for cand in (Path(source) / "model.safetensors", SHIPPED / source / "model.safetensors"):
+        if cand.exists():
+            return cand
+    raise ValueError(f"--init-from {source!r}: neither a run directory with model.safetensors nor a shipped model")
+
+
 def no_decay(name: str, p: torch.nn.Parameter) -> bool:
     """Whether ``decay="matrices"`` exempts a parameter: vectors (biases, norm gains, ``D``) and
     Mamba's ``A_log`` (a matrix whose decay would pull every eigenvalue towards exp(-dt))."""
@@ -237,6 +248,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     data_seconds = time.time() - t_data
 
     model = build_model(spec)
+    if cfg.init_from and not (resume and (out / CKPT_DIR / "state.json").exists()):
+        load_weights(model, init_weights_path(cfg.init_from), what=f"--init-from {cfg.init_from}")
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = len(train_batches)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -448,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--init-from", metavar="RUN_OR_NAME",
+                    help="start from these weights (a run directory or a shipped name; same architecture), "
+                         "with a fresh optimiser and schedule: e.g. fine-tune on longer strings")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--finish", action="store_true",
                     help="with --resume: stop an interrupted run now and evaluate its best weights")
@@ -477,7 +493,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
         d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
-        dt_init=tuple(args.dt_init) if args.dt_init else None,
+        dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, max_minutes=args.max_minutes, warmup_steps=args.warmup_steps,
