@@ -324,3 +324,13 @@ def test_init_from_starts_from_the_given_weights_and_checks_the_architecture(tmp
         train(_tiny_cfg(init_from=str(tmp_path / "base"), d_model=12), tmp_path / "bad", progress=False)
     with pytest.raises(ValueError, match="init-from"):
         train(_tiny_cfg(init_from=str(tmp_path / "nowhere")), tmp_path / "bad2", progress=False)
+
+
+def test_fine_tuning_recipes_name_a_base_stage():
+    from trained_models.recipes import BASES, RECIPES
+
+    for name, argv in RECIPES.items():
+        if "--init-from" in argv:
+            src = argv[argv.index("--init-from") + 1]
+            assert src.startswith("runs/") and src.split("/", 1)[1] in BASES, name
+    assert not set(BASES) & set(RECIPES)

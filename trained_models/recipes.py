@@ -28,6 +28,9 @@ DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-
 # mixture of FFL(0.8) and FFL(0.98). Trained on FFL(0.8) alone, the 1-layer Mamba read 3-16% of
 # FFL(0.98) sequences wrong (errors at write-read gaps of ~270 tokens; worse the longer it trained).
 # FFL(0.8) and FFL(0.98) at 512 are evaluated on 1,000 fresh sequences each by ``extra_metrics``.
+DYCK700 = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "700",
+           "--test-window", "bin0=2:700", "--test-window", "bin1=701:1400", "--n-train", "6000", "--n-dev", "300",
+           "--n-test", "500", "--evals-per-epoch", "4"]
 FLIPFLOP = ["--language", "flipflop", "--p", "0.8", "0.98", "--min-len", "512", "--max-len", "512",
             "--test-window", "bin0=512:512",
             "--n-train", "4000", "--n-dev", "200", "--n-test", "1000", "--evals-per-epoch", "2",
@@ -37,9 +40,12 @@ ANBN = ["--language", "anbn", "--n-train", "70", "--n-dev", "29", "--n-test", "1
 PARITY = ["--language", "parity", "--n-train", "5000", "--n-dev", "300", "--n-test", "1000"]
 
 RECIPES: dict[str, list[str]] = {
-    "dyck8-10-mamba-2l": DYCK + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "3e-3",
-                                 "--loss", "lm", "--decay", "matrices",
-                                 "--epochs", "150", "--patience", "40", "--target", "0.995"],
+    # Two stages: BASES["dyck8-10-mamba-2l-base"] on lengths <= 300, then this fine-tune on <= 700 (the
+    # paper's training lengths), which ``train_and_ship`` runs after the base.
+    "dyck8-10-mamba-2l": DYCK700 + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "1e-3",
+                                    "--loss", "lm", "--decay", "matrices", "--epochs", "10", "--patience", "40",
+                                    "--target", "0.995", "--warmup-steps", "50",
+                                    "--init-from", "runs/dyck8-10-mamba-2l-base"],
     # Same objective, decay and schedule as the 2-layer model; early stopping ends the plateau.
     "dyck8-10-mamba-1l": DYCK + ["--model", "mamba", "--layers", "1", "--d-model", "32", "--lr", "3e-3",
                                  "--loss", "lm", "--decay", "matrices",
@@ -69,6 +75,14 @@ RECIPES: dict[str, list[str]] = {
 }
 
 
+# Pre-training stages of shipped models (trained into runs/NAME, not shipped themselves).
+BASES: dict[str, list[str]] = {
+    "dyck8-10-mamba-2l-base": DYCK + ["--model", "mamba", "--layers", "2", "--d-model", "32", "--lr", "3e-3",
+                                      "--loss", "lm", "--decay", "matrices",
+                                      "--epochs", "150", "--patience", "40", "--target", "0.995"],
+}
+
+
 def run_dir(name: str, root: str | Path = "runs") -> Path:
     return Path(root) / name
 
@@ -79,15 +93,21 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
     """Train (resuming if a run exists) and, when the run finished, ship it."""
     from trained_models.train import build_parser, config_from_args, train
 
-    if name not in RECIPES:
-        raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    recipe = RECIPES.get(name) or BASES.get(name)
+    if recipe is None:
+        raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES) + sorted(BASES))}")
+    if "--init-from" in recipe:  # a fine-tuning stage: its base first (resumable, skipped once finished)
+        base = Path(recipe[recipe.index("--init-from") + 1]).name
+        if base in BASES:
+            train_and_ship(base, root=root, max_minutes=max_minutes, seed=seed, progress=progress,
+                           threads=threads)
     out = run_dir(name, root)
-    argv = RECIPES[name] + ["--seed", str(seed), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
+    argv = recipe + ["--seed", str(seed), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
     extra = (["--max-minutes", str(max_minutes)] if max_minutes else []) + (["--epochs", str(epochs)] if epochs else [])
     args = build_parser().parse_args(argv + extra)
     command = "python -m trained_models.train " + " ".join(argv + extra)
     card = train(config_from_args(args), out, resume=True, command=command, progress=progress, finish=finish)
-    if card.get("metrics"):
+    if card.get("metrics") and name in RECIPES:
         ship(name, out)
     return card
 
@@ -119,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. to extend a finished-early run)")
     args = ap.parse_args(argv)
     if args.list or not args.names:
-        for name, argv_ in RECIPES.items():
+        for name, argv_ in {**BASES, **RECIPES}.items():
             print(f"{name}: python -m trained_models.train {' '.join(argv_)}")
         return 0
     for name in args.names:
