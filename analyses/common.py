@@ -208,6 +208,25 @@ def bin_name(window: Sequence[int]) -> str:
 # --------------------------------------------------------------------------- probes
 
 
+def probe_collections(subject: Subject, coll: Callable[..., Any], train: Any, test: Any, st: Any
+                      ) -> tuple[Any, Any, Optional[tuple[Any, Any]], list[str]]:
+    """The held-out probing sets every study uses: ``(train, test, random_init, baselines)``.
+
+    ``coll(model, what, positions, seed)`` collects activations (``what``: the study's key or strings);
+    train uses ``st.probe_positions`` and ``st.seed``, test ``st.test_positions`` and ``st.seed + 1``.
+    ``random_init`` is the same pair collected from :func:`random_like` (None for a construction);
+    ``baselines`` are the :func:`probe.grid.probe_grid` baselines that apply."""
+    tr = coll(subject.model, train, st.probe_positions, st.seed)
+    te = coll(subject.model, test, st.test_positions, st.seed + 1)
+    baselines = ["control", "majority", "input_token", "input_counts"]
+    rand = None
+    rmodel = random_like(subject)
+    if rmodel is not None:
+        rand = (coll(rmodel, train, st.probe_positions, st.seed), coll(rmodel, test, st.test_positions, st.seed + 1))
+        baselines.append("random_init")
+    return tr, te, rand, baselines
+
+
 def probe_rows(records: Sequence[dict], ood_names: Sequence[str] = ()) -> list[dict]:
     """Flatten :func:`probe.grid.probe_grid` records into report rows.
 

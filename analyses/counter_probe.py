@@ -49,7 +49,7 @@ from analyses.common import (
     load_subjects,
     md_table,
     probe_rows,
-    random_like,
+    probe_collections,
     safe_figures,
     save_and_close,
     sample_upto,
@@ -137,21 +137,13 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
         return collect(model, language, strs, sites, [TRACE_VARIABLE[language.name]], positions=positions,
                        batch_size=subject.batch_size, seed=seed)
 
-    tr = coll(subject.model, strings["probe_train"], st.probe_positions, st.seed)
-    te = coll(subject.model, strings["probe_test"], st.test_positions, st.seed + 1)
+    tr, te, rand, baselines = probe_collections(subject, coll, strings["probe_train"], strings["probe_test"], st)
     ood = {}
     for name in in_bins:  # the held-out test positions, split by length
         lo, hi = (int(x) for x in name.split("-"))
         ood.update(split_by_length(te, [lo, hi + 1]))
     for i, b in enumerate(out_bins):
         ood[b] = coll(subject.model, strings[b], st.ood_positions, st.seed + 5 + i)
-    baselines = ["control", "majority", "input_token", "input_counts"]
-    rand = None
-    rmodel = random_like(subject)
-    if rmodel is not None:
-        rand = (coll(rmodel, strings["probe_train"], st.probe_positions, st.seed),
-                coll(rmodel, strings["probe_test"], st.test_positions, st.seed + 1))
-        baselines.append("random_init")
     recs = probe_grid(tr, te, variables=[var], sites=sites, ood=ood, baselines=baselines, random_init=rand,
                       seed=st.seed, probe_params={"alphas": ALPHAS, "cv": 2}, depth_var=None)
     rows = probe_rows(recs, list(ood))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
-                             random_like, safe_figures, write_report)
+                             probe_collections, safe_figures, write_report)
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
 PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
@@ -127,16 +127,8 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
         return collect(model, language, strings[key], sites, variables, positions=positions, batch_size=bs,
                        seed=seed)
 
-    tr = coll(subject.model, "probe_train", st.probe_positions, st.seed)
-    te = coll(subject.model, "probe_test", st.test_positions, st.seed + 1)
+    tr, te, rand, baselines = probe_collections(subject, coll, "probe_train", "probe_test", st)
     ood = {"out": coll(subject.model, "out", st.ood_positions, st.seed + 2)}
-    baselines = ["control", "majority", "input_token", "input_counts"]
-    rand = None
-    rmodel = random_like(subject)
-    if rmodel is not None:
-        rand = (coll(rmodel, "probe_train", st.probe_positions, st.seed),
-                coll(rmodel, "probe_test", st.test_positions, st.seed + 1))
-        baselines.append("random_init")
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
                       seed=st.seed, probe_params={"Cs": (0.1, 1.0), "alphas": (1.0, 10.0, 100.0), "cv": 2})
     params = {"Cs": (0.1, 1.0), "cv": 2}

@@ -48,7 +48,7 @@ from analyses.common import (
     load_subjects,
     md_table,
     probe_rows,
-    random_like,
+    probe_collections,
     safe_figures,
     save_and_close,
     sample_upto,
@@ -179,16 +179,8 @@ def probe_records(subject: Subject, st: Settings, langs: dict[str, Any], strings
         return collect(model, lang, strings[key], sites, variables, positions=positions,
                        batch_size=subject.batch_size, seed=seed)
 
-    tr = coll(subject.model, "probe_train", st.probe_positions, st.seed)
-    te = coll(subject.model, "probe_test", st.test_positions, st.seed + 1)
+    tr, te, rand, baselines = probe_collections(subject, coll, "probe_train", "probe_test", st)
     ood = {k: coll(subject.model, k, st.ood_positions, st.seed + 2 + i) for i, k in enumerate(("dense", "sparse"))}
-    baselines = ["control", "majority", "input_token", "input_counts"]
-    rand = None
-    rmodel = random_like(subject)
-    if rmodel is not None:
-        rand = (coll(rmodel, "probe_train", st.probe_positions, st.seed),
-                coll(rmodel, "probe_test", st.test_positions, st.seed + 1))
-        baselines.append("random_init")
     params = {"Cs": (0.1, 1.0, 10.0), "cv": 2}
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
                       seed=st.seed, probe_params=params, depth_var=None)
