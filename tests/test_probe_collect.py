@@ -13,15 +13,8 @@ from probe import Collection, collect, layer_of, sites_matching
 SITES = ["blocks.0.hook_counts", "blocks.1.hook_pair"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small forward passes on a shared two-core machine run several times faster on one thread."""
-    import torch
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 VARS = ["n_a", "last", "pair", "state", "parity_b"]
 
 

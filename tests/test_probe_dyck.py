@@ -17,15 +17,7 @@ from probe import collect, probe_given, probe_grid, random_init_like  # noqa: E4
 SITES = ["blocks.0.hook_ssm_state", "blocks.1.hook_ssm_state"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small forward passes on a shared two-core machine run several times faster on one thread."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TRAIN = {"n": 200, "min_len": 20, "max_len": 200, "seed": 0}
 TEST = {"n": 40, "min_len": 20, "max_len": 200, "seed": 1}
 LONG = {"n": 6, "min_len": 701, "max_len": 1400, "seed": 2}
