@@ -275,6 +275,15 @@ def _mid(name: str) -> float:
 def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
     from analyses.figures import iia_heatmap, length_curves, probe_heatmap
 
+    def by_distance_figure(curves: dict, ylabel: str, title: str, path: Path) -> list[Path]:
+        """One line per curve against the instructions since the last write (log x); none if empty."""
+        if not curves:
+            return []
+        fig = length_curves(curves, ylabel=ylabel, title=title)
+        fig.axes[0].set_xscale("log")
+        fig.axes[0].set_xlabel("instructions since the last write")
+        return save_and_close(fig, path, formats)
+
     paths = []
     curves = {}
     for name, m in report["models"].items():
@@ -283,11 +292,8 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
                    if b["error_rate"] is not None]
             if pts:
                 curves[f"{name} ({k})"] = pts
-    if curves:
-        fig = length_curves(curves, ylabel="read error rate", title="Wrong reads against read distance")
-        fig.axes[0].set_xscale("log")
-        fig.axes[0].set_xlabel("instructions since the last write")
-        paths += save_and_close(fig, out / "read_errors_by_distance", formats)
+    paths += by_distance_figure(curves, "read error rate", "Wrong reads against read distance",
+                                out / "read_errors_by_distance")
     curves = {}
     for name, m in report["models"].items():
         best = best_row(m["probes"], "stored")
@@ -295,11 +301,8 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
             pts = [(_mid(b["distance"]), b["accuracy"]) for b in pts if b["accuracy"] is not None]
             if pts and k != "in":
                 curves[f"{name} ({k})"] = pts
-    if curves:
-        fig = length_curves(curves, ylabel="stored-bit probe accuracy", title="Stored bit against its age")
-        fig.axes[0].set_xscale("log")
-        fig.axes[0].set_xlabel("instructions since the last write")
-        paths += save_and_close(fig, out / "stored_probe_by_distance", formats)
+    paths += by_distance_figure(curves, "stored-bit probe accuracy", "Stored bit against its age",
+                                out / "stored_probe_by_distance")
     for name, m in report["models"].items():
         recs = [dict(r, score=r["accuracy"]) for r in m["probes"] if r["accuracy"] is not None]
         if recs:
