@@ -101,6 +101,12 @@ PAPER_WINDOWS: dict[str, dict[str, tuple[int, int]]] = {
 """The windows the suite uses (``default_bins``): :data:`CONFIG_WINDOWS` except bin1 of
 :data:`BEYOND_TRAINING`."""
 
+# Flip-flop (the paper loads Liu et al.'s ``synthseq/flipflop``: length 512; 1,000 FFL(0.8) and 1,000
+# FFL(0.98) test sequences) and Dyck(8, 10) (``bounded_dyck_expt``: train and dev lengths 1-700 and
+# test 701-1400 *including* the END token, i.e. 0-698 / 700-1398 brackets; the empty string aside).
+PAPER_WINDOWS["flipflop"] = {"train": (512, 512), "bin0": (512, 512)}
+PAPER_WINDOWS["dyck"] = {"train": (2, 698), "bin0": (2, 698), "bin1": (700, 1398)}
+
 PAPER_SIZES: dict[str, tuple[int, int]] = {name: (c[6], c[7]) for name, c in PAPER_CONFIGS.items()}
 
 

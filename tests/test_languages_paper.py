@@ -230,3 +230,56 @@ def test_training_selects_on_the_dev_split_and_the_card_says_so(tmp_path):
     assert "disjoint" in card["dev"]["drawn"]
     assert card["metrics"]["bin0"]["n"] == 16
     assert np.isfinite(card["best_dev"])
+    from trained_models.evaluate import held_out_bin0
+
+    assert held_out_bin0(card, lang)["strings"] == splits["bin0"][:16]  # already disjoint from dev
+
+
+# --------------------------------------------------------------------------- re-measuring shipped models
+
+
+def test_intervals_against_hand_values():
+    from trained_models.evaluate import ratio_interval, wilson_interval
+
+    lo, hi = wilson_interval(5, 10)
+    assert abs(lo - 0.2366) < 1e-4 and abs(hi - 0.7634) < 1e-4
+    assert wilson_interval(0, 10)[0] == 0.0 and abs(wilson_interval(0, 10)[1] - 3.8416 / 13.8416) < 1e-4
+    # equal cluster totals: the ratio is the mean of the cluster means, se = sd / sqrt(k)
+    correct, total = [8, 9, 10, 7], [10, 10, 10, 10]
+    m = np.array(correct) / 10
+    half = 1.96 * m.std(ddof=1) / 2
+    lo, hi = ratio_interval(correct, total)
+    assert abs(lo - (m.mean() - half)) < 1e-12 and abs(hi - (m.mean() + half)) < 1e-12
+
+
+def test_legacy_splits_are_rebuilt_exactly_and_held_out_strings_avoid_train_and_dev():
+    pytest.importorskip("torch")
+    from trained_models.evaluate import _legacy_sizes, evaluate_strings, held_out_bin0
+    from trained_models.registry import load
+
+    # anbn-mamba asked for 70 train and max(29, 100) bin0 strings of 99: its card reports bin0 n = 58
+    assert _legacy_sizes(languages.get("anbn"), (4, 200), 70, 100) == (41, 58)
+    model, card = load("parity-mamba-nonnegative")
+    lang = languages.get("parity")
+    h = held_out_bin0(card, lang)
+    tc = card["train_config"]
+    # the old figure, recomputed on the rebuilt strings, is the card's exactly
+    redo = evaluate_strings(model, lang, h["in_sample"], decode=card["decode"])
+    assert redo["strict_accuracy"] == card["metrics"]["bin0"]["strict_accuracy"]
+    assert len(h["in_sample"]) == card["metrics"]["bin0"]["n"]
+    train = make_splits(lang, tc["n_train"], max(tc["n_dev"], tc["n_test"]), tc["seed"],
+                        bins={"train": tuple(card["train_window"]), "bin0": tuple(card["test_windows"]["bin0"])})
+    dev = train["bin0"][: tc["n_dev"]]
+    held = set(h["strings"])
+    assert len(held) == len(h["strings"]) == tc["n_test"]
+    assert not held & set(train["train"]) and not held & set(dev)
+    lo, hi = card["test_windows"]["bin0"]
+    assert all(lo <= len(s) <= hi and lang.accepts(s) for s in held)
+
+
+def test_flipflop_and_dyck_windows():
+    # Liu et al.'s flip-flop data (the paper loads synthseq/flipflop): length 512 throughout
+    assert languages.get("flipflop").default_bins == {"train": (512, 512), "bin0": (512, 512)}
+    # Yao et al.'s Dyck(8, 10) (bounded_dyck_expt/experiments/*.yaml): train/dev lengths 1-700 and test
+    # 701-1400 counting the END token -> even bracket counts 2-698 and 700-1398
+    assert languages.get("dyck").default_bins == {"train": (2, 698), "bin0": (2, 698), "bin1": (700, 1398)}
