@@ -66,6 +66,11 @@ def main(repo: str) -> None:
                 cell += f" nested={sum(nested(x, lang.pairs) for x in ss)}"
             cells.append(cell)
         print(f"{name}: " + " | ".join(cells))
+    from languages.regular import tomita3_anywhere
+
+    aw = tomita3_anywhere()
+    t3 = [x for split in ("train", "bin0", "bin1") for x in read(repo, f"generated_ds/Tomita-3/{SPLITS[split][0]}.txt")]
+    print(f"tomita3: {len(t3)} stored strings; rejected by the 'anywhere' reading: {sum(not aw.accepts(x) for x in t3)}")
     for name, d in (("tomita3", "Tomita-3"), ("zot", "012Star_0_2Star")):
         paper = languages.get(name, targets="paper")
         total = affected = mismatched = 0
