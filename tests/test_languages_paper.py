@@ -150,15 +150,13 @@ def test_targets_option_is_checked():
 
 
 def _nested(s, pairs):
-    stack = []
-    close = {c: o for o, c in pairs}
-    for ch in s:
-        if ch in close:
-            if not stack or stack.pop() != close[ch]:
-                return False
-        else:
-            stack.append(ch)
-    return not stack
+    """Properly nested: deleting adjacent matched pairs until none is left empties the string."""
+    adjacent = re.compile("|".join(re.escape(o + c) for o, c in pairs))
+    while True:
+        shorter = adjacent.sub("", s)
+        if shorter == s:
+            return not s
+        s = shorter
 
 
 @pytest.mark.parametrize("k", [2, 4, 6])
