@@ -15,7 +15,12 @@ Public API
   ``trace(s, initial=False)``, ``count(length)``, ``count_window(lo, hi)``, ``is_star_free()``.
 * :class:`DFA` ``(states, alphabet, transitions, start, accepting)`` -- a user-defined regular
   language with everything above plus ``minimize()``, ``transition_monoid()``, ``run(s)``.
-* :mod:`languages.datasets` -- ``Vocab``, ``encode_batch``, ``Batch``, ``make_splits``.
+* :mod:`languages.datasets` -- ``Vocab``, ``encode_batch``, ``Batch``, ``make_splits`` (train, test bins
+  and a ``dev`` split drawn last from the training window, disjoint from all of them).
+* :mod:`languages.paper` -- the paper's windows (every suite language's ``default_bins``) and sizes.
+* Options: ``get("tomita3", targets="paper")``, ``get("zot", targets="paper")`` (the original
+  repository's targets, see :mod:`languages.regular`); ``get("shuffle4", sampler="interleave")``
+  (general interleavings; the default ``"nested"`` draws the paper's properly nested strings).
 
 The suite (SPEC §3; definitions and judgment calls in the docstrings of :mod:`languages.regular`,
 :mod:`languages.counter`, :mod:`languages.flipflop`, :mod:`languages.dyck`):
@@ -80,7 +85,8 @@ def names() -> list[str]:
 
 def get(name: str, **params: Any) -> Language:
     """The language ``name`` (see :func:`names`) with its parameters (flipflop: ``p``; dyck: ``K``,
-    ``h``; boolean3/boolean5: ``p``, the operator probability of the sampler). Instances are cached
+    ``h``; boolean3/boolean5: ``p``, the operator probability of the sampler; tomita3/zot: ``targets``;
+    shuffle2/4/6: ``sampler``). Instances are cached
     and immutable in use."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown language {name!r}; known: {', '.join(_ORDER)}")

@@ -363,16 +363,19 @@ class Language:
         """Split name -> number of strings for :func:`languages.datasets.make_splits` with its defaults.
 
         10,000 train / 2,000 per test split (SPEC §3), reduced where :attr:`default_bins` windows hold
-        fewer strings: splits sharing the training window keep 20% of it for testing.
+        fewer strings: splits sharing the training window keep 20% of it for testing; a window that
+        overlaps an earlier one counts only its lengths outside it (the splits are disjoint).
         """
         if self._default_sizes is None:
             sizes: dict[str, int] = {}
             groups: dict[tuple, list[str]] = {}
             for k, w in self.default_bins.items():
                 groups.setdefault(tuple(w), []).append(k)
+            covered: set[int] = set()
             for w, ks in groups.items():
-                N = self.count_window(*w)
-                N = math.inf if N is None else N
+                counts = [self.count(L) for L in range(max(0, w[0]), w[1] + 1) if L not in covered]
+                N = math.inf if None in counts else sum(counts)
+                covered.update(range(w[0], w[1] + 1))
                 others = [k for k in ks if k != "train"]
                 if "train" in ks:
                     each = int(min(DEFAULT_N_TEST, max(1, N // (5 * max(1, len(others))))))

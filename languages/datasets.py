@@ -22,8 +22,9 @@ vocab           Vocab               the vocabulary used
 ==============  ==================  ==========================================================
 
 :func:`make_splits` draws the length-binned splits (``train``, ``bin0``, ``bin1``, ``bin2`` by default
-from ``language.default_bins``): pairwise disjoint (each split excludes every string drawn before
-it), deterministic for a seed (each split has its own seed derived from ``(seed, split name)``).
+from ``language.default_bins``) and, with ``n_dev``, a ``dev`` split drawn last from the training
+window: pairwise disjoint (each split excludes every string drawn before it), deterministic for a
+seed (each split has its own seed derived from ``(seed, split name)``).
 """
 from __future__ import annotations
 
@@ -227,6 +228,7 @@ def make_splits(
     seed=0,
     bins: Optional[dict] = None,
     *,
+    n_dev: int = 0,
     allow_fewer: bool = False,
 ) -> dict[str, list[str]]:
     """Length-binned, pairwise-disjoint splits of member strings, deterministic for ``seed``.
@@ -234,14 +236,26 @@ def make_splits(
     ``bins``: split name -> ``(min_len, max_len)`` (default ``language.default_bins``: train, bin0,
     bin1 and where given bin2). ``train`` is drawn first (``n_train`` strings), then every other split
     in order (``n_test`` each), each excluding all strings drawn before it; so splits sharing the
-    training window (``bin0``) hold held-out strings. ``None`` sizes take ``language.default_sizes``
-    (10,000 / 2,000, reduced where the windows hold fewer strings). A window with too few strings
-    raises ValueError, unless ``allow_fewer``: then splits sharing a window share what it holds in
-    proportion to their requests and every split takes at most what is left.
+    training window (``bin0``) hold held-out strings. With ``n_dev > 0`` a ``dev`` split (the
+    model-selection set) of ``n_dev`` strings is drawn last from the training window, excluding train
+    and every test bin: no test string is ever a dev string (and train and the test bins are the same
+    strings as without it). ``None`` sizes take ``language.default_sizes`` (10,000 / 2,000, reduced
+    where the windows hold fewer strings). A window with too few strings raises ValueError, unless
+    ``allow_fewer``: then the splits sharing a window share what it holds -- where the training window
+    is one of them, each other split (dev included) gets at most a fifth of the window divided among
+    them (at least one string) and train the rest; otherwise in proportion to their requests -- and
+    every split takes at most what is left.
     """
     bins = dict(bins if bins is not None else language.default_bins)
     if not bins:
         raise ValueError(f"{language.name!r} has no default bins: pass bins={{'train': (lo, hi), ...}}")
+    n_dev = int(n_dev)
+    if n_dev and "dev" in bins:
+        raise ValueError("n_dev draws the 'dev' split from the training window: do not also pass a 'dev' bin")
+    if n_dev < 0:
+        raise ValueError(f"n_dev must be >= 0, got {n_dev}")
+    if n_dev and "train" not in bins:
+        raise ValueError("a dev split needs a 'train' window to draw from")
     order = (["train"] if "train" in bins else []) + [k for k in bins if k != "train"]
     defaults = language.default_sizes if (n_train is None or n_test is None) else {}
     sizes = {}
@@ -251,6 +265,10 @@ def make_splits(
         else:
             sizes[k] = int(n_test if n_test is not None else defaults.get(k, 2_000))
     windows = {k: (int(bins[k][0]), int(bins[k][1])) for k in order}
+    if n_dev:
+        order.append("dev")
+        sizes["dev"] = n_dev
+        windows["dev"] = windows["train"]
     if allow_fewer:
         groups: dict[tuple, list[str]] = {}
         for k in order:
@@ -258,17 +276,24 @@ def make_splits(
         for w, ks in groups.items():
             N = language.count_window(*w)
             want = sum(sizes[k] for k in ks)
-            if N is not None and want > N:
+            if N is None or want <= N:
+                continue
+            if "train" in ks and len(ks) > 1:
+                others = [k for k in ks if k != "train"]
+                each = max(1, N // (5 * len(others)))
+                share = {k: min(sizes[k], each) for k in others}
+                share["train"] = min(sizes["train"], N - sum(share.values()))
+            else:
                 share = {k: (sizes[k] * N) // want for k in ks}
-                for k in ks:  # give every split that asked for strings at least one, if possible
-                    if sizes[k] and not share[k] and sum(share.values()) < N:
-                        share[k] = 1
-                left = N - sum(share.values())
-                for k in ks:
-                    take = min(left, sizes[k] - share[k])
-                    share[k] += take
-                    left -= take
-                sizes.update(share)
+            for k in ks:  # give every split that asked for strings at least one, if possible
+                if sizes[k] and not share[k] and sum(share.values()) < N:
+                    share[k] = 1
+            left = N - sum(share.values())
+            for k in ks:
+                take = min(left, sizes[k] - share[k])
+                share[k] += take
+                left -= take
+            sizes.update(share)
     taken: set[str] = set()
     out: dict[str, list[str]] = {}
     for k in order:
@@ -277,7 +302,7 @@ def make_splits(
         if allow_fewer:
             N = language.count_window(lo, hi)
             if N is not None:
-                n = min(n, N - sum(1 for x in taken if lo <= len(x) <= hi))
+                n = max(0, min(n, N - sum(1 for x in taken if lo <= len(x) <= hi)))
         try:
             out[k] = language.sample(n, lo, hi, seed=_split_seed(seed, k), exclude=taken, _exclude_are_members=True)
         except ValueError as e:

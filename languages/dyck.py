@@ -24,8 +24,10 @@ Dyck(2, 2) and Dyck(2, 3); Dyck(8, 10) has sum 8^d, d <= 10, about 1.2e9 states)
 
 Sampling (target length L, even): at depth 0 open; when the remaining length equals the depth, or the
 depth is h, close; otherwise open with probability ``p_open`` (default 1/2). Opens pick a uniformly
-random type; closes match the top. ``default_bins``: train and bin0 (2, 700), bin1 (701, 1400) (Yao et
-al.'s Dyck(8, 10) setting); only even lengths have members.
+random type; closes match the top. ``default_bins``: train and bin0 (2, 698), bin1 (700, 1398): Yao et
+al.'s Dyck(8, 10) setting (lengths up to 700 and 701-1400 counting their END token, as the paper's
+stored files show: dev strings of 2-686 brackets, test strings of 702-1268); only even lengths have
+members.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import numpy as np
 
 from .base import Language
 from .dfa import DFA
+from .paper import PAPER_WINDOWS
 
 __all__ = ["Dyck", "dyck_pairs"]
 
@@ -70,7 +73,7 @@ class Dyck(Language):
             name="dyck",
             params={"K": K, "h": h},
             description=f"Dyck({K}, {h}): {K} bracket types, depth <= {h}",
-            default_bins={"train": (2, 700), "bin0": (2, 700), "bin1": (701, 1400)},
+            default_bins=PAPER_WINDOWS["dyck"],
         )
         self.opens = tuple(o for o, _ in self.pairs)
         self.closes = tuple(c for _, c in self.pairs)

@@ -22,6 +22,7 @@ import random
 from typing import Optional, Sequence
 
 from .dfa import DFA, explore_spec
+from .paper import PAPER_WINDOWS
 
 __all__ = ["FlipFlop"]
 
@@ -64,7 +65,7 @@ class FlipFlop(DFA):
             name="flipflop",
             params={"p": self.p if len(ps) == 1 else list(ps)},
             description=f"flip-flop FFL({label}): w/r/i instructions with bits; r repeats the last written bit",
-            default_bins={"train": (512, 512), "bin0": (512, 512)},
+            default_bins=PAPER_WINDOWS["flipflop"],
         )
 
     def _extra_trace(self, ids, s, states):

@@ -9,13 +9,13 @@ Definitions (alphabet in brackets):
 
 * ``tomita1`` [0,1]: ``1*``.
 * ``tomita2`` [0,1]: ``(10)*``.
-* ``tomita3`` [0,1]: no odd-length maximal block of 1s followed, anywhere later, by an odd-length
-  maximal block of 0s (SPEC §3; the reading of Weiss et al.'s widely used Tomita code). A 0-block is
-  complete when a 1 or the end of the string follows it: ``10`` and ``100110`` are rejected, ``100``,
-  ``1001`` and ``110`` accepted. Judgment call: Bhattamishra et al.'s generator (used by the paper's
-  repository) implements a different 5-state automaton in which only the 0-block *immediately* after
-  the odd 1-block counts (it accepts ``100110``); it is available, unregistered, as
-  :func:`tomita3_next_block`. Both are non-star-free (5-state minimal DFAs, dead state included).
+* ``tomita3`` [0,1]: no odd-length maximal block of 1s *immediately* followed by an odd-length
+  maximal block of 0s (the canonical Tomita DFA; Bhattamishra et al.'s generator, used by the paper's
+  repository). A 0-block is complete when a 1 or the end of the string follows it: ``10`` and ``1000``
+  are rejected; ``100``, ``1001``, ``110`` and ``100110`` accepted (only the 0-block right after the
+  odd 1-block counts). The other reading -- an odd 0-block *anywhere later* (Weiss et al.'s code;
+  rejects ``100110``) -- is available, unregistered, as :func:`tomita3_anywhere`. Both are
+  non-star-free (5-state minimal DFAs, dead state included).
 * ``tomita4`` [0,1]: no ``000`` substring.
 * ``tomita5`` [0,1]: even number of 0s and even number of 1s.
 * ``tomita6`` [0,1]: ``(#0 - #1) ≡ 0 (mod 3)``.
@@ -31,30 +31,70 @@ Definitions (alphabet in brackets):
 
 Membership-target languages (SPEC §2): parity, aa_star, aaaa_star, abab_star, tomita5, tomita6.
 
-Default length windows (``default_bins``): Tomita train/bin0 [1, 100], bin1 [101, 150]; D_n train/bin0
-[1, 100], bin1 [101, 200] (SPEC §3). parity, abcde, ab_d_bc, zot: train/bin0 [2, 50], bin1 [51, 100].
-aa_star [2, 500] / [501, 600] and aaaa_star, abab_star [4, 500] / [501, 600], as in the paper's
-repository: these languages have one string per admissible length, so [2, 50] would hold only 25 / 12
-strings (judgment call; ``default_sizes`` then shrinks the splits to what the windows hold).
+The original repository's targets (``languages.get(name, targets="paper")``). Our targets are the
+exact allowed-next sets; the original's differ in two languages, and ``targets="paper"`` reproduces
+them (same language, same strings; only ``allowed_matrix``/``allowed_next`` change) so one can test
+whether a paper result depends on them:
+
+* ``tomita3``: the original computes "may ``c`` follow" as "``c`` does not lead to a dead state", with
+  its state q3 (odd 1-block followed by an odd number of 0s: live, rejecting) in the dead set. So it
+  forbids every ``0`` right after an odd 1-block and after an odd 1-block plus an even number of 0s,
+  although ``100`` is a member. A member string meets such a forbidden ``0`` exactly when it contains
+  an odd maximal 1-block followed by a 0 (the tests count this on all members of length 12; in the
+  paper's stored Tomita-3 data 4,409 of 13,445 strings are affected, ``results/paper_data.md``).
+  The original has no END target for Tomita languages; ``targets="paper"`` keeps our END column.
+* ``zot``: the original allows END only right after a ``2`` in an accepting prefix, never right after
+  the final ``0`` (``0`` itself is a member): every member string has such a position.
+
+Length windows (``default_bins``) are the paper's, :data:`languages.paper.PAPER_WINDOWS` (from its
+``configs/dataset/*.yaml`` and corpus code): Tomita train/bin0 [1, 100], bin1 [101, 150]; D_n
+train/bin0 [2, 100], bin1 [101, 200]; abcde [5, 200] / [201, 300]; ab_d_bc, zot [2, 50] / [51, 100]
+(the original's star-free bin1 windows keep the lower bound, [2, 200] etc., but its generators put
+84-100% of bin1 beyond the training lengths: :data:`languages.paper.BEYOND_TRAINING`); parity
+[2, 50] / [51, 100]; aa_star
+[2, 500] / [501, 600]; aaaa_star, abab_star [4, 500] / [501, 600]. Splits are disjoint (each excludes
+the strings drawn before it), so a later bin that overlaps the training window holds only unseen
+strings.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .dfa import DFA, explore, explore_spec
+from .paper import PAPER_WINDOWS
 
-__all__ = ["REGULAR_FACTORIES", "DnLanguage", "tomita3_next_block"]
+__all__ = ["REGULAR_FACTORIES", "DnLanguage", "PaperTargetsDFA", "tomita3_anywhere", "TARGETS"]
 
-TOMITA_BINS = {"train": (1, 100), "bin0": (1, 100), "bin1": (101, 150)}
-DN_BINS = {"train": (1, 100), "bin0": (1, 100), "bin1": (101, 200)}
-SHORT_BINS = {"train": (2, 50), "bin0": (2, 50), "bin1": (51, 100)}
-AA_BINS = {"train": (2, 500), "bin0": (2, 500), "bin1": (501, 600)}
-AAAA_BINS = {"train": (4, 500), "bin0": (4, 500), "bin1": (501, 600)}
+TARGETS = ("correct", "paper")
+
+
+def _check_targets(targets: str) -> str:
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    return targets
+
+
+class PaperTargetsDFA(DFA):
+    """The same language with the original repository's per-position targets (``targets="paper"``).
+
+    Membership, sampling, counts and traces are those of the language; only :meth:`allowed_matrix`
+    (hence ``allowed_next`` and the training targets) is replaced by ``fix(ids, s, allowed)``, which
+    rewrites a copy of the correct matrix into the original's. See the module docstring for the two
+    languages that have one and what differs.
+    """
+
+    def __init__(self, *spec, fix, **kwargs):
+        super().__init__(*spec, params={"targets": "paper"}, **kwargs)
+        self._fix = fix
+
+    def _analyze(self, ids, s, want_trace):
+        allowed, member, tr = super()._analyze(ids, s, want_trace)
+        return self._fix(ids, s, allowed.copy()), member, tr
 
 
 def _tomita1() -> DFA:
     return explore("01", 0, lambda q, c: 0 if c == "1" else None, lambda q: True,
-                   name="tomita1", description="Tomita 1: 1*", default_bins=TOMITA_BINS)
+                   name="tomita1", description="Tomita 1: 1*", default_bins=PAPER_WINDOWS["tomita1"])
 
 
 def _tomita2() -> DFA:
@@ -66,37 +106,54 @@ def _tomita2() -> DFA:
         return None
 
     return explore("01", 0, step, lambda q: q == 0, name="tomita2", description="Tomita 2: (10)*",
-                   default_bins=TOMITA_BINS)
+                   default_bins=PAPER_WINDOWS["tomita2"])
 
 
-def _tomita3() -> DFA:
-    # E: no odd 1-block completed yet, not inside an odd 1-run (start, 0-runs, even 1-runs)
-    # O: inside an odd 1-run, no odd 1-block completed before
-    # Zo: an odd 1-block has been completed and we are inside an odd 0-run (rejecting: if it ends,
-    #     the forbidden pattern is complete); Ze: an odd 1-block has been completed, not in an odd 0-run
-    table = {
-        ("E", "0"): "E", ("E", "1"): "O",
-        ("O", "0"): "Zo", ("O", "1"): "E",
-        ("Zo", "0"): "Ze",
-        ("Ze", "0"): "Zo", ("Ze", "1"): "Ze",
-    }
-    return explore("01", "E", lambda q, c: table.get((q, c)), lambda q: q != "Zo", name="tomita3",
-                   description="Tomita 3: no odd-length 1-block followed later by an odd-length 0-block",
-                   default_bins=TOMITA_BINS)
-
-
-def tomita3_next_block() -> DFA:
-    """Bhattamishra et al.'s Tomita-3 automaton: forbidden is an odd-length 1-block whose *next* 0-block
-    has odd length (not registered; see the module docstring)."""
+def _tomita3(targets: str = "correct") -> DFA:
+    # E: start, 0-runs and even 1-runs (no pending constraint); O: inside an odd 1-run; Z1: an odd
+    # 1-block is followed by an odd number of 0s so far (rejecting); Z2: ... by an even number (> 0)
     table = {
         ("E", "0"): "E", ("E", "1"): "O",
         ("O", "0"): "Z1", ("O", "1"): "E",
         ("Z1", "0"): "Z2",
         ("Z2", "0"): "Z1", ("Z2", "1"): "O",
     }
-    return explore("01", "E", lambda q, c: table.get((q, c)), lambda q: q != "Z1", name="tomita3_next_block",
-                   description="Tomita 3 as in Bhattamishra et al.: no odd 1-block immediately followed by an "
-                               "odd 0-block", default_bins=TOMITA_BINS)
+    spec = explore_spec("01", "E", lambda q, c: table.get((q, c)), lambda q: q != "Z1")
+    kw = dict(name="tomita3", description="Tomita 3: no odd-length 1-block immediately followed by an "
+                                          "odd-length 0-block", default_bins=PAPER_WINDOWS["tomita3"])
+    if _check_targets(targets) == "paper":
+        return PaperTargetsDFA(*spec, fix=_tomita3_paper_fix, **kw)
+    return DFA(*spec, **kw)
+
+
+def tomita3_anywhere() -> DFA:
+    """The other reading of Tomita 3 (Weiss et al.'s code): no odd 1-block followed *anywhere later* by
+    an odd 0-block (``100110`` is rejected). Not registered; see the module docstring."""
+    table = {
+        ("E", "0"): "E", ("E", "1"): "O",
+        ("O", "0"): "Zo", ("O", "1"): "E",
+        ("Zo", "0"): "Ze",
+        ("Ze", "0"): "Zo", ("Ze", "1"): "Ze",
+    }
+    return explore("01", "E", lambda q, c: table.get((q, c)), lambda q: q != "Zo", name="tomita3_anywhere",
+                   description="Tomita 3, 'anywhere' reading: no odd-length 1-block followed later by an "
+                               "odd-length 0-block", default_bins=PAPER_WINDOWS["tomita3"])
+
+
+# The original's Tomita-3 automaton (states q0..q4, its naming): q0 start / even 1-run, q1 odd 1-run,
+# q2 odd 1-block + even 0s, q3 odd 1-block + odd 0s (live, rejecting), q4 dead.
+_PAPER_T3 = {("q0", "0"): "q0", ("q0", "1"): "q1", ("q1", "0"): "q3", ("q1", "1"): "q0",
+             ("q2", "0"): "q3", ("q2", "1"): "q1", ("q3", "0"): "q2", ("q3", "1"): "q4"}
+
+
+def _tomita3_paper_fix(ids: np.ndarray, s: str, allowed: np.ndarray) -> np.ndarray:
+    q = "q0"
+    for i in range(len(s) + 1):
+        for j, c in enumerate("01"):  # the original allows c iff it does not lead to q3 or q4
+            allowed[i, j] = _PAPER_T3.get((q, c), "q4") not in ("q3", "q4")
+        if i < len(s):
+            q = _PAPER_T3.get((q, s[i]), "q4")
+    return allowed
 
 
 def _tomita4() -> DFA:
@@ -106,7 +163,7 @@ def _tomita4() -> DFA:
         return q + 1 if q < 2 else None
 
     return explore("01", 0, step, lambda q: True, name="tomita4", description="Tomita 4: no 000 substring",
-                   default_bins=TOMITA_BINS)
+                   default_bins=PAPER_WINDOWS["tomita4"])
 
 
 def _tomita5() -> DFA:
@@ -115,13 +172,14 @@ def _tomita5() -> DFA:
         return ((z + 1) % 2, o) if c == "0" else (z, (o + 1) % 2)
 
     return explore("01", (0, 0), step, lambda q: q == (0, 0), name="tomita5", membership_target=True,
-                   description="Tomita 5: even number of 0s and even number of 1s", default_bins=TOMITA_BINS)
+                   description="Tomita 5: even number of 0s and even number of 1s",
+                   default_bins=PAPER_WINDOWS["tomita5"])
 
 
 def _tomita6() -> DFA:
     return explore("01", 0, lambda q, c: (q + (1 if c == "0" else -1)) % 3, lambda q: q == 0,
                    name="tomita6", membership_target=True,
-                   description="Tomita 6: (#0 - #1) = 0 mod 3", default_bins=TOMITA_BINS)
+                   description="Tomita 6: (#0 - #1) = 0 mod 3", default_bins=PAPER_WINDOWS["tomita6"])
 
 
 def _tomita7() -> DFA:
@@ -132,7 +190,7 @@ def _tomita7() -> DFA:
         return q + 1 if q < 3 else None
 
     return explore("01", 0, step, lambda q: True, name="tomita7", description="Tomita 7: 0*1*0*1*",
-                   default_bins=TOMITA_BINS)
+                   default_bins=PAPER_WINDOWS["tomita7"])
 
 
 class DnLanguage(DFA):
@@ -154,7 +212,7 @@ class DnLanguage(DFA):
 
         super().__init__(*explore_spec("ab", 0, step, lambda q: q == 0), name=f"d{self.n}",
                          description=f"D_{self.n}: Dyck-1 over a/b of depth <= {self.n}",
-                         default_bins=DN_BINS)
+                         default_bins=PAPER_WINDOWS["d2"])
 
     def _extra_trace(self, ids, s, states):
         depth = np.concatenate([[0], np.cumsum(1 - 2 * ids)]).tolist()
@@ -171,7 +229,7 @@ def _abcde() -> DFA:
         return None
 
     return explore("abcde", 0, step, lambda q: q == 5, name="abcde", description="aa*bb*cc*dd*ee*",
-                   default_bins=SHORT_BINS)
+                   default_bins=PAPER_WINDOWS["abcde"])
 
 
 def _ab_d_bc() -> DFA:
@@ -181,28 +239,39 @@ def _ab_d_bc() -> DFA:
         return 1 if c in "bc" else None
 
     return explore("abcd", 0, step, lambda q: q == 1, name="ab_d_bc", description="{a,b}* d {b,c}*",
-                   default_bins=SHORT_BINS)
+                   default_bins=PAPER_WINDOWS["ab_d_bc"])
 
 
-def _zot() -> DFA:
+def _zot(targets: str = "correct") -> DFA:
     # q = last symbol other than 2 ("" before any)
-    return explore("012", "", lambda q, c: q if c == "2" else c, lambda q: q == "0", name="zot",
-                   description="{0,1,2}* 0 2*", default_bins=SHORT_BINS)
+    spec = explore_spec("012", "", lambda q, c: q if c == "2" else c, lambda q: q == "0")
+    kw = dict(name="zot", description="{0,1,2}* 0 2*", default_bins=PAPER_WINDOWS["zot"])
+    if _check_targets(targets) == "paper":
+        return PaperTargetsDFA(*spec, fix=_zot_paper_fix, **kw)
+    return DFA(*spec, **kw)
+
+
+def _zot_paper_fix(ids: np.ndarray, s: str, allowed: np.ndarray) -> np.ndarray:
+    # the original allows END only right after a 2 (never right after the final 0)
+    allowed[1:, -1] &= ids == 2
+    return allowed
 
 
 def _parity() -> DFA:
     return explore("01", 0, lambda q, c: (q + (c == "1")) % 2, lambda q: q == 0, name="parity",
-                   membership_target=True, description="PARITY: even number of 1s", default_bins=SHORT_BINS)
+                   membership_target=True, description="PARITY: even number of 1s",
+                   default_bins=PAPER_WINDOWS["parity"])
 
 
-def _a_power(k: int, name: str, bins: dict) -> DFA:
+def _a_power(k: int, name: str) -> DFA:
     return explore("a", 0, lambda q, c: (q + 1) % k, lambda q: q == 0, name=name, membership_target=True,
-                   description=f"({'a' * k})*", default_bins=bins)
+                   description=f"({'a' * k})*", default_bins=PAPER_WINDOWS[name])
 
 
 def _abab_star() -> DFA:
     return explore("ab", 0, lambda q, c: (q + 1) % 4 if c == "abab"[q] else None, lambda q: q == 0,
-                   name="abab_star", membership_target=True, description="(abab)*", default_bins=AAAA_BINS)
+                   name="abab_star", membership_target=True, description="(abab)*",
+                   default_bins=PAPER_WINDOWS["abab_star"])
 
 
 REGULAR_FACTORIES = {
@@ -221,7 +290,7 @@ REGULAR_FACTORIES = {
     "ab_d_bc": _ab_d_bc,
     "zot": _zot,
     "parity": _parity,
-    "aa_star": lambda: _a_power(2, "aa_star", AA_BINS),
-    "aaaa_star": lambda: _a_power(4, "aaaa_star", AAAA_BINS),
+    "aa_star": lambda: _a_power(2, "aa_star"),
+    "aaaa_star": lambda: _a_power(4, "aaaa_star"),
     "abab_star": _abab_star,
 }

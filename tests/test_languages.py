@@ -46,6 +46,12 @@ def regex(pattern):
 
 
 def tomita3(s):
+    # forbidden: a maximal odd 1-block immediately followed by a maximal odd 0-block
+    runs = [m.group() for m in re.finditer(r"0+|1+", s)]
+    return not any(a[0] == "1" and len(a) % 2 and len(b) % 2 for a, b in zip(runs, runs[1:]))
+
+
+def tomita3_anywhere(s):
     # forbidden: a maximal odd 1-block and, anywhere later, a maximal odd 0-block
     runs = [m.group() for m in re.finditer(r"0+|1+", s)]
     odd_ones = [i for i, r in enumerate(runs) if r[0] == "1" and len(r) % 2]
@@ -309,13 +315,18 @@ def test_regular_trace_dfa_sizes():
 def test_tomita3_reading():
     t3 = languages.get("tomita3")
     for s, ok in [("", True), ("1", True), ("0", True), ("10", False), ("100", True), ("1001", True),
-                  ("110", True), ("1000", False), ("100110", False), ("1101", True), ("01110", False)]:
+                  ("110", True), ("1000", False), ("100110", True), ("1101", True), ("01110", False),
+                  ("10010", False), ("10011100", True), ("1001110", False)]:
         assert t3.accepts(s) == ok == tomita3(s), s
-    from languages.regular import tomita3_next_block
+    from languages.regular import tomita3_anywhere as anywhere
 
-    nb = tomita3_next_block()
-    assert nb.accepts("100110") and not nb.accepts("10") and not nb.accepts("1000")
-    assert nb.is_star_free() is False and nb.num_states == t3.num_states == 5
+    aw = anywhere()
+    assert not aw.accepts("100110") and not aw.accepts("10") and aw.accepts("100")
+    for L in range(11):
+        for bits in itertools.product("01", repeat=L):
+            s = "".join(bits)
+            assert aw.accepts(s) == tomita3_anywhere(s), s
+    assert aw.is_star_free() is False and aw.num_states == t3.num_states == 5
 
 
 # --------------------------------------------------------------------------- sampling

@@ -119,7 +119,8 @@ def test_make_splits_disjoint_and_deterministic(name):
 
 def test_make_splits_defaults_small_languages():
     anbn = languages.get("anbn")
-    assert anbn.default_bins == {"train": (4, 200), "bin0": (4, 200), "bin1": (202, 400), "bin2": (402, 600)}
+    # the paper's n windows [2, 100], [101, 200], [200, 300]: bin2 shares n = 200 with bin1 (drawn once)
+    assert anbn.default_bins == {"train": (4, 200), "bin0": (4, 200), "bin1": (202, 400), "bin2": (400, 600)}
     assert anbn.default_sizes == {"train": 80, "bin0": 19, "bin1": 100, "bin2": 100}
     sp = make_splits(anbn, seed=0)
     assert {k: len(v) for k, v in sp.items()} == anbn.default_sizes

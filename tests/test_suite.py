@@ -96,8 +96,8 @@ def test_printed_commands_build_the_same_configs():
     signed = next(r for r in runs if r.variant == "mamba-signed-2l").config()
     assert (signed.gate, signed.layers) == ("signed", 2)
     anbn = next(r for r in runs if r.language == "anbn" and r.variant == "mamba-2l").config()
-    assert anbn.max_steps == 300 and anbn.train_window == (4, 200) and anbn.test_windows["bin2"] == (402, 600)
-    eval_every = max(1, -(-80 // anbn.batch_size) // anbn.evals_per_epoch)  # 80 training strings
+    assert anbn.max_steps == 300 and anbn.train_window == (4, 200) and anbn.test_windows["bin2"] == (400, 600)
+    eval_every = max(1, -(-81 // anbn.batch_size) // anbn.evals_per_epoch)  # 81 training strings (99 - 9 bin0 - 9 dev)
     assert anbn.patience * eval_every >= 300  # small windows: patience in steps, not evaluations
     full = suite.plan("full", "runs/suite", ["parity"], ["mamba-3l"])[0].config()
     assert (full.n_train, full.n_test, full.d_model, full.epochs) == (10_000, 2_000, 32, 20)

@@ -17,11 +17,13 @@ CLI::
 
     python -m trained_models.evaluate --model dyck8-10-mamba-2l --min-len 701 --max-len 1400 --n 500
     python -m trained_models.evaluate --model construction:dyck --language dyck --K 8 --h 10 --json
+    python -m trained_models.evaluate --model parity-mamba-signed --held-out-bin0
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
@@ -171,6 +173,114 @@ def _logits(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
+# --------------------------------------------------------------------------- held-out re-measurement
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion ``k / n``."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def ratio_interval(correct: Sequence[int], total: Sequence[int], z: float = 1.96) -> tuple[float, float]:
+    """95% interval of a pooled ratio ``sum(correct) / sum(total)`` over clusters (groups of strings),
+    from the ratio estimator's cluster variance (positions within a string are not independent)."""
+    c, t = np.asarray(correct, float), np.asarray(total, float)
+    k = len(t)
+    if k < 2 or t.sum() <= 0:
+        raise ValueError("need at least two clusters with positions")
+    r = c.sum() / t.sum()
+    se = math.sqrt(((c - r * t) ** 2).sum() / (k * (k - 1))) / t.mean()
+    return max(0.0, r - z * se), min(1.0, r + z * se)
+
+
+def _legacy_sizes(language: Any, window: tuple[int, int], n_train: int, n_bin0: int) -> tuple[int, int]:
+    """Train and bin0 sizes of a run made before the dev split existed: a window holding fewer strings
+    than asked was shared in proportion to the requests (the rest in order, train first)."""
+    N = language.count_window(*window)
+    want = n_train + n_bin0
+    if N is None or want <= N:
+        return n_train, n_bin0
+    tr, b0 = n_train * N // want, n_bin0 * N // want
+    b0 = b0 or (1 if n_bin0 and tr + b0 < N else 0)
+    left = N - tr - b0
+    extra = min(left, n_train - tr)
+    return tr + extra, b0 + min(left - extra, n_bin0 - b0)
+
+
+def held_out_bin0(card: dict[str, Any], language: Any) -> dict[str, Any]:
+    """bin0 strings of a trained model that are in neither its training set nor its dev set.
+
+    A card with a ``dev`` record (dev drawn from the training window, disjoint from every test bin)
+    was already tested on such strings: its own bin0. An older card (``dev`` a sentence) chose its
+    checkpoint on the first ``n_dev`` of its ``n_test`` bin0 strings; its splits are rebuilt exactly
+    (``make_splits`` with the card's windows, seed and the then sizes: ``max(n_dev, n_test)`` bin0
+    strings) and the held-out set is bin0 without those ``n_dev`` strings, topped up to ``n_test``
+    with fresh window strings outside train and bin0 where the window holds them.
+    Returns ``{"strings", "in_sample" (the old figure's strings), "note"}``.
+    """
+    from languages.datasets import make_splits
+
+    tc = card["train_config"]
+    window = tuple(card["train_window"])
+    bin0_w = tuple(card["test_windows"].get("bin0", window))
+    n_dev, n_test, seed = int(tc["n_dev"]), int(tc["n_test"]), tc["seed"]
+    if isinstance(card.get("dev"), dict):
+        from trained_models.config import TrainConfig
+        from trained_models.train import make_data
+
+        sp = make_data(TrainConfig.from_dict(tc), language)
+        return {"strings": sp["bin0"][:n_test], "in_sample": sp["bin0"][:n_test],
+                "note": "the card's own bin0 (its dev set is a separate split)"}
+    n_tr, n_b0 = _legacy_sizes(language, window, int(tc["n_train"]), max(n_dev, n_test))
+    bins = {"train": window, "bin0": bin0_w}
+    sp = make_splits(language, n_tr, n_b0, seed, bins=bins)
+    old = sp["bin0"][:n_test]
+    kept = sp["bin0"][n_dev:n_test]
+    room = language.count_window(*bin0_w)
+    room = None if room is None else room - sum(1 for x in sp["train"] + sp["bin0"] if bin0_w[0] <= len(x) <= bin0_w[1])
+    extra = n_test - len(kept) if room is None else min(n_test - len(kept), room)
+    fresh = language.sample(extra, *bin0_w, seed=f"{seed}/held-out", exclude=set(sp["train"]) | set(sp["bin0"]),
+                            _exclude_are_members=True) if extra > 0 else []
+    return {"strings": kept + fresh, "in_sample": old,
+            "note": f"bin0 without its first {n_dev} strings (the dev set) plus {len(fresh)} fresh strings "
+                    f"outside train and bin0"}
+
+
+def remeasure_bin0(name_or_dir: str, batch_size: int = 8) -> dict[str, Any]:
+    """A model's bin0 figure on strings disjoint from its train and dev sets, with 95% intervals, beside
+    the card's figure and that figure recomputed on its own strings (a check of the rebuilt splits)."""
+    import languages
+    from trained_models.registry import load
+
+    model, card = load(name_or_dir)
+    lang = languages.get(card["language"]["name"], **card["language"].get("params", {}))
+    decode = card.get("decode", "sigmoid")
+    h = held_out_bin0(card, lang)
+    key = "close_accuracy" if "close_accuracy" in card["metrics"]["bin0"] else (
+        "read_error_rate" if "read_error_rate" in card["metrics"]["bin0"] else "strict_accuracy")
+    redo = evaluate_strings(model, lang, h["in_sample"], decode=decode, batch_size=32)
+    new = evaluate_strings(model, lang, h["strings"], decode=decode, batch_size=32)
+    if key == "close_accuracy":
+        parts = [evaluate_strings(model, lang, h["strings"][i:i + batch_size], decode=decode, batch_size=batch_size)
+                 for i in range(0, len(h["strings"]), batch_size)]
+        ci = ratio_interval([round(p["close_accuracy"] * p["close_positions"]) for p in parts],
+                            [p["close_positions"] for p in parts])
+    elif key == "read_error_rate":
+        ci = wilson_interval(round(new[key] * new["n"]), new["n"])
+    else:
+        ci = wilson_interval(round(new[key] * new["n"]), new["n"])
+    card_value = card["metrics"]["bin0"][key]
+    return {"model": str(name_or_dir), "metric": key, "card": card_value, "card_n": card["metrics"]["bin0"]["n"],
+            "recomputed": redo[key], "held_out": new[key], "held_out_n": new["n"], "ci95": list(ci),
+            "moved": not ci[0] <= card_value <= ci[1], "note": h["note"]}
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -213,7 +323,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--held-out-bin0", action="store_true",
+                    help="re-measure a trained model's bin0 on strings outside its train and dev sets "
+                         "(rebuilt from its card), with a 95%% interval, beside the card's figure")
     args = ap.parse_args(argv)
+
+    if args.held_out_bin0:
+        r = remeasure_bin0(args.model)
+        if args.json:
+            print(json.dumps(r))
+        else:
+            print(f"{r['model']}: bin0 {r['metric']} card {r['card']:.4f} (n={r['card_n']}; recomputed "
+                  f"{r['recomputed']:.4f}), held out {r['held_out']:.4f} (n={r['held_out_n']}, 95% "
+                  f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]){' MOVED' if r['moved'] else ''}; {r['note']}")
+        return 0
 
     from trained_models.registry import load_any
 

@@ -10,8 +10,10 @@
 
 Every run is one :class:`~trained_models.config.TrainConfig`, built from the argument list of
 ``python -m trained_models.train`` that ``--print-runs`` prints (so a cluster scheduler runs exactly the
-same list): the language's default windows (train on ``train``, early stopping on held-out ``bin0``
-strings, test on ``bin0``/``bin1``/``bin2``) and the budget's knobs (:data:`BUDGETS`). Variants
+same list): the language's default windows, the paper's (:mod:`languages.paper`; train on ``train``,
+early stopping on a dev set drawn from the training window disjoint from train and every test bin,
+test on ``bin0``/``bin1``/``bin2``), the budget's sizes capped by the paper's (Tomita 1/2, (aa)*,
+a^n b^n: fewer) and the budget's knobs (:data:`BUDGETS`). Variants
 (:data:`VARIANTS`): Mamba with 1, 2 and 3 layers (non-negative gates, as in the paper), Mamba with
 signed gates (2 layers; Grazzi et al.'s fix), and our 2-layer Transformer with Bhattamishra et al.'s
 best positional variant for the language ("pos mask" = ``--pos-encoding none``, "pos enc" =
@@ -43,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from languages.paper import paper_sizes
 from trained_models.io import atomic_write_json, atomic_write_text
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins, transformer_pos_encoding
 
@@ -57,8 +60,8 @@ class Budget:
     """The knobs a budget sets; everything else is the language's default or ``train``'s."""
 
     n_train: int  # requested; small windows hold fewer (a^n b^n, Tomita 1): all they hold, 4:1 train:bin0
-    n_test: int  # per test bin (bin0's first n_dev strings are the early-stopping dev set)
-    n_dev: int
+    n_test: int  # per test bin; train and test sizes are capped by the paper's (languages.paper.paper_sizes)
+    n_dev: int  # early-stopping set: training-window strings in no other split
     d_model: int
     epochs: int
     lr_mamba: float
@@ -79,7 +82,7 @@ class Budget:
         wait = f" and {self.patience_steps} steps" if self.patience_steps else ""
         return (f"≤{self.n_train:,} training strings (fewer where the window holds fewer), ≤{self.n_test:,} test "
                 f"strings per bin, d_model {self.d_model}, {self.epochs} epochs{floor} (batch {self.batch_size}, "
-                f"{self.evals_per_epoch} dev evaluation(s) an epoch on {self.n_dev} bin0 strings, early "
+                f"{self.evals_per_epoch} dev evaluation(s) an epoch on {self.n_dev} held-out training-window strings, early "
                 f"stopping after {self.patience} of them{wait} without improvement), AdamW lr {self.lr_mamba:g} (Mamba) / "
                 f"{self.lr_transformer:g} (Transformer){cap}")
 
@@ -145,7 +148,8 @@ class Run:
         # Explicit windows: the command is self-contained (and the Transformer's n_ctx covers bin2).
         argv += ["--min-len", str(windows["train"][0]), "--max-len", str(windows["train"][1])]
         argv += [x for k, (lo, hi) in windows.items() if k != "train" for x in ("--test-window", f"{k}={lo}:{hi}")]
-        n_train = _train_size(self.language, b.n_train, b.n_test, b.n_dev)
+        n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
+        n_train = _train_size(self.language, n_train_req, n_test_req, b.n_dev)
         steps_per_epoch = -(-n_train // b.batch_size)
         steps = max(b.epochs * steps_per_epoch, b.min_steps)
         # ``train`` evaluates every steps_per_epoch // evals_per_epoch steps; patience counts evaluations,
@@ -156,7 +160,7 @@ class Run:
                  "--batch-size", str(b.batch_size), "--epochs", str(b.epochs), "--max-steps", str(steps),
                  "--patience", str(patience),
                  "--evals-per-epoch", str(b.evals_per_epoch), "--warmup-steps", str(b.warmup_steps),
-                 "--n-train", str(b.n_train), "--n-dev", str(b.n_dev), "--n-test", str(b.n_test),
+                 "--n-train", str(n_train_req), "--n-dev", str(b.n_dev), "--n-test", str(n_test_req),
                  "--seed", "0", "--threads", "1"]
         if b.max_minutes:
             argv += ["--max-minutes", f"{b.max_minutes:g}"]

@@ -10,7 +10,8 @@ the prefix read so far; ``--loss bce`` (default) fits these allowed-next sets wi
 symbol (Bhattamishra et al.); ``--loss lm`` is next-symbol cross-entropy on member strings.
 Optimiser AdamW with linear warm-up then cosine decay; gradient clipping; length-bucketed batches
 (strings sorted by length, so a batch pads little); evaluation on the held-out in-distribution bin
-(``bin0`` strings, disjoint from training; its first ``--n-dev`` strings) ``--evals-per-epoch`` times an epoch; the best weights are
+(``--n-dev`` strings of the training window drawn after train and every test bin, so disjoint from
+all of them) ``--evals-per-epoch`` times an epoch; the best weights are
 kept (on a tie, the later ones); early stopping after ``--patience`` evaluations without improvement
 or once ``--target`` is reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
 flip-flop, strict accuracy otherwise.
@@ -109,9 +110,16 @@ def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
 
     train, tests = resolve_windows(cfg, language)
     bins = {"train": train, **tests}
-    n_test = max(cfg.n_dev, cfg.n_test)
-    # Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
-    return make_splits(language, cfg.n_train, n_test, cfg.seed, bins=bins, allow_fewer=True)
+    # dev (early stopping) is drawn last from the training window, disjoint from train and every test
+    # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
+    return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
+                       allow_fewer=True)
+
+
+def dev_description(train_window: tuple[int, int], n: Optional[int]) -> dict[str, Any]:
+    """What the card records about the early-stopping set (``n``: its size)."""
+    return {"window": list(train_window), "n": n,
+            "drawn": "last, from the training window: disjoint from train and from every test bin"}
 
 
 def bucket_batches(strings: list[str], batch_size: int) -> list[list[str]]:
@@ -242,9 +250,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     splits = make_data(cfg, language)
     train_batches = [TorchBatch.from_batch(encode_batch(language, b, vocab))
                      for b in bucket_batches(splits["train"], cfg.batch_size)]
-    dev = splits["bin0"][: cfg.n_dev]  # early stopping on the held-out in-distribution bin
+    dev = splits["dev"]  # early stopping: training-window strings in no other split
     if not dev or len(splits["train"]) == 0:
-        raise ValueError(f"{language.name}: the windows hold too few strings for training and bin0")
+        raise ValueError(f"{language.name}: the training window holds too few strings for train and dev")
     data_seconds = time.time() - t_data
 
     model = build_model(spec)
@@ -281,6 +289,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     elif command and command != state["command"] and command not in state.setdefault("resumed_with", []):
         state["resumed_with"].append(command)  # later sessions that changed the budget
     command = state["command"]
+    state["n_dev"] = len(dev)
 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
     t_session = time.time()
@@ -403,7 +412,7 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
         "train_command": command,
         "resumed_with": state.get("resumed_with", []),
         "train_window": list(train_w),
-        "dev": f"the first {cfg.n_dev} strings of bin0 (early stopping); they are also among bin0's test strings",
+        "dev": dev_description(train_w, state.get("n_dev")),
         "test_windows": {k: list(v) for k, v in tests.items()},
         "train_seconds": round(state["train_seconds"], 1),
         "steps": state["step"],
@@ -452,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--target", type=float, help="stop once the dev selection metric reaches this")
     ap.add_argument("--evals-per-epoch", type=int, default=1)
     ap.add_argument("--n-train", type=int, default=10_000)
-    ap.add_argument("--n-dev", type=int, default=500)
+    ap.add_argument("--n-dev", type=int, default=500,
+                    help="early-stopping strings, drawn last from the training window: in no other split")
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--min-len", type=int, help="training window (default: the language's)")
     ap.add_argument("--max-len", type=int)
