@@ -1,0 +1,128 @@
+"""Executors for the suite's runs: each takes :class:`~trained_models.suite.Run` records and trains the
+pending ones; the run directories are the only state they share, so any executor resumes any other's
+work (a finished run is skipped, an interrupted one continues from its checkpoint).
+
+* ``joblib`` (default): ``--jobs`` worker processes on this machine.
+
+Every run trains with one torch thread (the models are tiny: on a CPU a second thread costs more
+in synchronisation than it gains; two jobs on two cores beat one job with two threads). A run that
+raises is reported with its error and written to ``<run>.failed.json``; the others go on.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from typing import Any, Optional, Sequence
+
+from trained_models.io import atomic_write_json
+from trained_models.suite import BINS, Run, _train_size
+
+STATUSES = ("trained", "skipped", "deferred", "failed")
+
+
+def one_thread() -> int:
+    """Pin this process to one torch (intra-op) thread; returns the count now in force."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
+def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
+    """Train and evaluate one run unless its result exists; returns ``{"status": ..., "run": name, ...}``.
+
+    ``status``: ``skipped`` (result present), ``trained``, ``deferred`` (``deadline`` passed before it
+    started) or ``failed`` (the error is printed and saved beside the run, no result is written, so
+    the next invocation retries).
+    """
+    if run.result_path.exists():
+        return {"status": "skipped", "run": run.name}
+    if deadline is not None and time.time() > deadline:
+        return {"status": "deferred", "run": run.name}
+    threads = one_thread()
+    try:
+        result = _train_run(run)
+    except Exception as e:  # one bad run must not stop the suite
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr)
+        print(f"[suite] FAILED {run.name}: {e!r}", file=sys.stderr, flush=True)
+        atomic_write_json(run.failure_path, {"run": run.name, "error": repr(e), "traceback": tb,
+                                             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return {"status": "failed", "run": run.name, "error": repr(e)}
+    result["torch_threads"] = threads
+    atomic_write_json(run.result_path, result)
+    if run.failure_path.exists():
+        run.failure_path.unlink()
+    s = result["strict"]
+    print(f"[suite] {run.budget} {run.language:9s} {run.variant:15s} seed {run.seed} "
+          + " ".join(f"{b} {s[b]:6.2f}" for b in BINS if b in s)
+          + f"  ({result['steps']} steps, train {result['train_seconds']:.0f}s, wall {result['wall_seconds']:.0f}s)",
+          flush=True)
+    return {"status": "trained", "run": run.name, "wall_seconds": result["wall_seconds"]}
+
+
+def _train_run(run: Run) -> dict[str, Any]:
+    import languages
+    from trained_models.train import train
+
+    cfg = run.config()
+    t0 = time.time()
+    card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
+    stop_reason = card["stop_reason"]
+    if not card.get("metrics"):  # stopped by the per-run wall budget: evaluate the best weights so far
+        card = train(cfg, run.train_dir, resume=True, finish=True, command=run.command(), progress=False)
+        stop_reason = f"{stop_reason} at step {card['steps']} (best weights evaluated)"
+    wall = time.time() - t0
+    language = languages.get(run.language)
+    n_train = _train_size(run.language, cfg.n_train, cfg.n_test, cfg.n_dev)
+    metrics = card["metrics"]
+    return {
+        "language": run.language,
+        "class": language.kind,
+        "variant": run.variant,
+        "budget": run.budget,
+        "seed": run.seed,
+        "strict": {b: 100.0 * metrics[b]["strict_accuracy"] for b in BINS if b in metrics},
+        "n_test": {b: metrics[b]["n"] for b in BINS if b in metrics},
+        "metrics": metrics,
+        "n_train": n_train,
+        "steps": card["steps"],
+        "best_step": card["best_step"],
+        "stop_reason": stop_reason,
+        "train_seconds": card["train_seconds"],
+        "wall_seconds": round(wall, 1),
+        "train_command": run.command(),
+        "train_config": cfg.to_dict(),
+        "machine": card.get("machine"),
+    }
+
+
+def summarise(outcomes: Sequence[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """Counts per status, the wall time since ``t0``, the trained runs' wall times and the failures."""
+    counts = {k: sum(o["status"] == k for o in outcomes) for k in STATUSES}
+    walls = [o["wall_seconds"] for o in outcomes if o["status"] == "trained"]
+    return {**counts, "wall_seconds": round(time.time() - t0, 1), "run_wall_seconds": walls,
+            "failures": [o for o in outcomes if o["status"] == "failed"]}
+
+
+def run_joblib(runs: Sequence[Run], *, jobs: int = 1, deadline: Optional[float] = None) -> list[dict[str, Any]]:
+    """The outcomes of ``runs`` (pending ones trained by ``jobs`` joblib worker processes)."""
+    from joblib import Parallel, delayed
+
+    if jobs == 1:  # in this process: no worker start-up, and a debugger sees the run
+        return [run_one(r, deadline) for r in runs]
+    return Parallel(n_jobs=jobs)(delayed(run_one)(r, deadline) for r in runs)
+
+
+def run_suite(runs: Sequence[Run], *, jobs: int = 1, max_total_minutes: Optional[float] = None) -> dict[str, Any]:
+    """Run the pending ones of ``runs``; returns counts per status, the wall time and the failures."""
+    t0 = time.time()
+    deadline = t0 + 60 * max_total_minutes if max_total_minutes is not None else None
+    pending = [r for r in runs if not r.result_path.exists()]
+    outcomes = [{"status": "skipped", "run": r.name} for r in runs if r.result_path.exists()]
+    if pending:
+        outcomes += run_joblib(pending, jobs=jobs, deadline=deadline)
+    return summarise(outcomes, t0)
