@@ -281,3 +281,40 @@ def test_paper_numbers_cover_the_suite_with_the_published_values():
     assert paper_bins("boolean5", "Mamba3") == {"bin0": 99.25, "bin1": 60.7, "bin2": 6.25}
     assert paper_bins("anbncndn", "Transformer") == {"bin0": 100.0, "bin1": 100.0, "bin2": 99.4}
     assert [x for x in SUITE if transformer_pos_encoding(x) == "learned"] == ["tomita4", "tomita6"]
+
+
+def test_ray_task_resources():
+    assert executors.ray_task_options("cpu", {"CPU": 8.0, "GPU": 2.0}) == {"num_cpus": 1, "num_gpus": 0,
+                                                                         "max_retries": 0}
+    assert executors.ray_task_options("cuda", {"CPU": 8.0, "GPU": 2.0})["num_gpus"] == 1
+    assert executors.ray_task_options("cuda", {"CPU": 8.0})["num_gpus"] == 0  # no GPU: never wait for one
+
+
+def test_ray_backend_shares_run_directories_with_joblib(tmp_path, capsys):
+    pytest.importorskip("ray", reason="the [ray] extra is not installed (pip install -e '.[ray]'): Ray path untested")
+    runs = suite.plan("quick", tmp_path / "runs", ["tomita2", "anbn"], ["mamba-1l"])
+    assert executors.run_suite(runs[:1])["trained"] == 1  # the first cell by joblib (in process)
+    ref = suite.plan("quick", tmp_path / "ref", ["anbn"], ["mamba-1l"])
+    assert executors.run_suite(ref)["trained"] == 1  # what the second cell gives without Ray
+    before = runs[0].result_path.stat().st_mtime_ns
+    argv = ["--budget", "quick", "--seeds", "1", "--languages", "tomita2", "anbn", "--models", "mamba-1l",
+            "--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    capsys.readouterr()
+    assert suite.main(argv) == 0  # a local Ray with 2 CPUs, started and stopped by the command
+    summary = json.loads(next(x for x in capsys.readouterr().out.splitlines() if x.startswith("{")))
+    assert (summary["skipped"], summary["trained"], summary["failed"]) == (1, 1, 0)
+    assert runs[0].result_path.stat().st_mtime_ns == before  # joblib's result kept
+    got, want = (json.loads(p.read_text()) for p in (runs[1].result_path, ref[0].result_path))
+    assert got["torch_threads"] == 1 and got["metrics"] == want["metrics"]  # same run, same numbers
+    rows, done = _rows(tmp_path / "results" / "quick" / "suite.csv")
+    assert {(r["language"], r["variant"]) for r in done} == {("tomita2", "mamba-1l"), ("anbn", "mamba-1l")}
+
+
+def test_ray_backend_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        suite.main(["--budget", "quick", "--address", "auto", "--out", str(tmp_path), "--runs-dir", str(tmp_path)])
+    assert e.value.code == 2 and "--address" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        suite.main(["--budget", "quick", "--device", "cuda", "--out", str(tmp_path), "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--device" in err

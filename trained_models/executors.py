@@ -3,6 +3,10 @@ pending ones; the run directories are the only state they share, so any executor
 work (a finished run is skipped, an interrupted one continues from its checkpoint).
 
 * ``joblib`` (default): ``--jobs`` worker processes on this machine.
+* ``ray`` (``pip install -e .[ray]``): every run one Ray task with one CPU (and one GPU where the run
+  trains on ``cuda`` and the cluster has GPUs), on a local Ray started for the call (``--jobs`` CPUs)
+  or on an existing cluster (``--address``; its nodes need this package installed and the runs
+  directory on a shared filesystem, since results and checkpoints are plain files).
 
 Every run trains with one torch thread (the models are tiny: on a CPU a second thread costs more
 in synchronisation than it gains; two jobs on two cores beat one job with two threads). A run that
@@ -117,12 +121,66 @@ def run_joblib(runs: Sequence[Run], *, jobs: int = 1, deadline: Optional[float] 
     return Parallel(n_jobs=jobs)(delayed(run_one)(r, deadline) for r in runs)
 
 
-def run_suite(runs: Sequence[Run], *, jobs: int = 1, max_total_minutes: Optional[float] = None) -> dict[str, Any]:
-    """Run the pending ones of ``runs``; returns counts per status, the wall time and the failures."""
+def ray_task_options(device: str, cluster: dict[str, float]) -> dict[str, Any]:
+    """Ray resources of one run: one CPU; one GPU as well where it trains on ``cuda`` and the cluster
+    has one (otherwise it would wait forever for a GPU that does not exist)."""
+    gpu = device == "cuda" and cluster.get("GPU", 0) >= 1
+    return {"num_cpus": 1, "num_gpus": 1 if gpu else 0, "max_retries": 0}
+
+
+def run_ray(runs: Sequence[Run], *, address: Optional[str] = None, cpus: int = 1, device: str = "cpu",
+            deadline: Optional[float] = None) -> list[dict[str, Any]]:
+    """The outcomes of ``runs``, each trained as one Ray task, on the cluster at ``address`` or on a
+    local Ray with ``cpus`` CPUs started (and stopped) here."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+
+    started = not ray.is_initialized()
+    if started:
+        # No runtime_env: setting one up costs seconds a worker; Ray gives a 1-CPU task
+        # OMP_NUM_THREADS=1 itself and run_one pins torch to one thread.
+        try:
+            if address:
+                ray.init(address=address)
+            else:  # tasks pass small records: a small object store
+                ray.init(num_cpus=cpus, num_gpus=0 if device == "cpu" else None, include_dashboard=False,
+                         object_store_memory=100 * 2**20)
+        except Exception as e:  # no cluster at the address, ports taken, ...
+            raise RuntimeError(f"cannot {'reach Ray at ' + repr(address) if address else 'start a local Ray'}: "
+                               f"{str(e).splitlines()[0] if str(e) else repr(e)}") from e
+    try:
+        task = ray.remote(run_one).options(**ray_task_options(device, ray.cluster_resources()))
+        refs = {task.remote(r, deadline): r for r in runs}
+        outcomes = []
+        for ref, run in refs.items():
+            try:
+                outcomes.append(ray.get(ref))
+            except Exception as e:  # the worker died (killed, out of memory): that run fails, not the suite
+                print(f"[suite] FAILED {run.name}: {e!r}", file=sys.stderr, flush=True)
+                outcomes.append({"status": "failed", "run": run.name, "error": repr(e)})
+        return outcomes
+    finally:
+        if started:
+            ray.shutdown()
+
+
+BACKENDS = ("joblib", "ray")
+
+
+def run_suite(runs: Sequence[Run], *, jobs: int = 1, max_total_minutes: Optional[float] = None,
+              backend: str = "joblib", address: Optional[str] = None, device: str = "cpu") -> dict[str, Any]:
+    """Run the pending ones of ``runs`` on ``backend``; returns counts per status, the wall time and the
+    failures. ``jobs``: parallel runs on this machine (joblib processes, or the CPUs of a local Ray)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     t0 = time.time()
     deadline = t0 + 60 * max_total_minutes if max_total_minutes is not None else None
     pending = [r for r in runs if not r.result_path.exists()]
     outcomes = [{"status": "skipped", "run": r.name} for r in runs if r.result_path.exists()]
-    if pending:
+    if pending and backend == "ray":
+        outcomes += run_ray(pending, address=address, cpus=jobs, device=device, deadline=deadline)
+    elif pending:
         outcomes += run_joblib(pending, jobs=jobs, deadline=deadline)
     return summarise(outcomes, t0)

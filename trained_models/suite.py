@@ -151,6 +151,7 @@ class Run:
     budget: str
     runs_dir: str
     seed: int = 0
+    device: str = "cpu"  # not part of the run's identity: a run resumes on any device
 
     @property
     def stem(self) -> str:
@@ -205,6 +206,8 @@ class Run:
             argv += ["--max-minutes", f"{b.max_minutes:g}"]
         if b.target is not None:
             argv += ["--target", f"{b.target:g}"]
+        if self.device != "cpu":
+            argv += ["--device", self.device]
         return argv
 
     def command(self) -> str:
@@ -229,7 +232,7 @@ def _train_size(language: str, n_train: int, n_test: int, n_dev: int) -> int:
 
 
 def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] = None,
-         variants: Optional[Sequence[str]] = None, seeds: int = 1) -> list[Run]:
+         variants: Optional[Sequence[str]] = None, seeds: int = 1, device: str = "cpu") -> list[Run]:
     """The selected runs in training order: seed by seed (every cell gets its seed 0 before any cell
     its seed 1), and within a seed :data:`FIRST_VARIANTS` for every language, then the rest."""
     if budget not in BUDGETS:
@@ -246,7 +249,7 @@ def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] =
         raise ValueError(f"unknown variants: {bad}; known: {', '.join(VARIANTS)}")
     groups = [[v for v in VARIANTS if v in vars_ and v in FIRST_VARIANTS],
               [v for v in VARIANTS if v in vars_ and v not in FIRST_VARIANTS]]
-    return [Run(lang, v, budget, str(runs_dir), seed)
+    return [Run(lang, v, budget, str(runs_dir), seed, device)
             for seed in range(seeds) for group in groups for lang in langs for v in group]
 
 
@@ -274,6 +277,12 @@ def _positive(kind):
     return parse
 
 
+def _train_has_device() -> bool:
+    from trained_models.train import build_parser as train_parser
+
+    return any("--device" in a.option_strings for a in train_parser()._actions)
+
+
 def _names(values: Optional[Iterable[str]]) -> Optional[list[str]]:
     if not values:
         return None
@@ -289,7 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--languages", nargs="+", metavar="NAME", help=f"subset (default all 27): {' '.join(SUITE)}")
     ap.add_argument("--models", nargs="+", metavar="VARIANT", help=f"subset (default all): {' '.join(VARIANTS)}")
     ap.add_argument("--jobs", type=_positive(int), default=1,
-                    help="parallel runs on this machine (joblib backend), one torch thread each")
+                    help="parallel runs on this machine (joblib processes, or the CPUs of the local Ray "
+                         "--backend ray starts), one torch thread each")
+    ap.add_argument("--backend", choices=("joblib", "ray"), default="joblib",
+                    help="joblib (default): processes on this machine; ray: one Ray task per run")
+    ap.add_argument("--address", metavar="ADDR",
+                    help="with --backend ray: an existing cluster ('auto', or host:port); default: start a local Ray")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where each run trains; with Ray, cuda asks one GPU a run where the cluster has GPUs")
     ap.add_argument("--out", default="results",
                     help="report root: the report goes to OUT/<budget>/suite.{csv,md} (default results)")
     ap.add_argument("--runs-dir", default="runs/suite", help="run results and training directories")
@@ -307,8 +323,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.address and args.backend != "ray":
+        ap.error(f"argument --address: only with --backend ray (got --backend {args.backend})")
+    if args.device != "cpu" and not _train_has_device():
+        ap.error(f"argument --device: {args.device!r} needs a --device option in trained_models.train, "
+                 "which trains on the CPU only")
     try:
-        runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds)
+        runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds,
+                    args.device)
     except ValueError as e:
         ap.error(str(e))
     if args.print_runs:
@@ -325,7 +347,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         ap.error(str(e))
     summary = None
     if not args.report_only:
-        summary = run_suite(runs, jobs=args.jobs, max_total_minutes=args.max_total_minutes)
+        try:
+            summary = run_suite(runs, jobs=args.jobs, max_total_minutes=args.max_total_minutes,
+                                backend=args.backend, address=args.address, device=args.device)
+        except RuntimeError as e:  # Ray missing or unreachable
+            ap.error(f"argument --backend: {e}")
     paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds)
     if summary is not None:
         walls = summary.pop("run_wall_seconds")
