@@ -40,6 +40,9 @@ def test_quick_suite_writes_per_seed_results_in_a_folder_per_budget(quick_suite)
     root, _ = quick_suite
     report = root / "results" / "quick"
     assert (report / "suite.csv").exists() and (report / "suite.md").exists()
+    for v in ("mamba-3l", "transformer"):
+        assert (report / f"figure5_{v}.png").stat().st_size > 0 and (report / f"figure5_{v}.svg").stat().st_size > 0
+        assert f"(figure5_{v}.svg)" in (report / "suite.md").read_text()
     rows, done = _rows(report / "suite.csv")
     assert len(rows) == 27 * len(suite.VARIANTS) * SEEDS  # the whole grid, every seed, missing runs included
     assert {(r["language"], r["variant"], int(r["seed"])) for r in done} == \
@@ -318,3 +321,29 @@ def test_ray_backend_errors_are_one_line(tmp_path, capsys):
         suite.main(["--budget", "quick", "--device", "cuda", "--out", str(tmp_path), "--runs-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "--device" in err
+
+
+def test_figure_bars_are_our_means_with_intervals_beside_the_papers_numbers(tmp_path):
+    from matplotlib.container import BarContainer
+
+    from trained_models import suite_figure
+
+    cells = suite_report.collect("/nonexistent", "quick", 3)
+    for seed, (b0, b1) in enumerate([(98.0, 50.0), (99.0, 52.0), (100.0, 54.0)]):
+        cells[("d12", "mamba-3l")].runs[seed] = _fake("d12", "mamba-3l", seed, bin0=b0, bin1=b1)
+    fig = suite_figure.draw(cells, "quick", "mamba-3l")
+    star_free = [x for x in SUITE if PAPER[x]["class"] == "star-free"]
+    i, j = star_free.index("d12"), star_free.index("tomita1")
+    bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
+    assert [c.get_label() for c in bars] == ["ours bin0", "paper bin0", "ours bin1", "paper bin1"]
+    heights = [[p.get_height() for p in c.patches] for c in bars]
+    assert [h[i] for h in heights] == pytest.approx([99.0, 99.99, 52.0, 99.85])
+    assert heights[0][j] != heights[0][j] and heights[1][j] == 100  # tomita1: no run of ours (NaN), paper's 100
+    half = 4.302652730 / 3 ** 0.5  # t_{0.975,2} * s / sqrt(3), s = 1 (bin0) and 2 (bin1)
+    (seg0,), (seg1,) = ([s for s in c.errorbar.lines[2][0].get_segments()][i:i + 1] for c in (bars[0], bars[2]))
+    assert [seg0[0][1], seg0[1][1]] == pytest.approx([99 - half, 100.0])  # clipped at 100
+    assert [seg1[0][1], seg1[1][1]] == pytest.approx([52 - 2 * half, 52 + 2 * half])
+    paths = suite_figure.write_figure(cells, "quick", tmp_path, "transformer")
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths["svg"].read_bytes()[:400]
+    with pytest.raises(ValueError, match="paper column"):
+        suite_figure.draw(cells, "quick", "mamba-signed-2l")

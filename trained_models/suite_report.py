@@ -282,13 +282,28 @@ def check_report_target(out: str | Path, budget: str) -> Path:
     return folder
 
 
-def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int = 1) -> dict[str, Path]:
-    """Render ``budget``'s report into ``<out>/<budget>/`` (atomically; refused over another budget's)."""
+FIGURE_VARIANTS = ("mamba-3l", "transformer")  # the two the paper's Figure 5 shows
+
+
+def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int = 1,
+                 figures: bool = True) -> dict[str, Path]:
+    """Render ``budget``'s report into ``<out>/<budget>/`` (atomically; refused over another budget's):
+    ``suite.csv``, ``suite.md`` and, with ``figures``, ``figure5_<variant>.{png,svg}``."""
+    from trained_models.suite_figure import write_figure
+
     folder = check_report_target(out, budget)
     cells = collect(runs_dir, budget, seeds)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_rows(cells, budget, seeds))
-    return {"csv": atomic_write_text(folder / "suite.csv", buf.getvalue()),
-            "md": atomic_write_text(folder / "suite.md", render_md(cells, budget, runs_dir, seeds))}
+    md = render_md(cells, budget, runs_dir, seeds)
+    paths = {}
+    if figures:
+        for v in FIGURE_VARIANTS:
+            paths.update({f"{v}.{k}": p for k, p in write_figure(cells, budget, folder, v).items()})
+        md += ("\nFigures (the paper's Figure 5 view, bin0 / bin1 ours beside the paper's, 95% intervals): "
+               + ", ".join(f"[{VARIANT_LABELS[v]}](figure5_{v}.svg)" for v in FIGURE_VARIANTS) + ".\n")
+    paths["csv"] = atomic_write_text(folder / "suite.csv", buf.getvalue())
+    paths["md"] = atomic_write_text(folder / "suite.md", md)
+    return paths
