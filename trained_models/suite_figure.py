@@ -53,8 +53,8 @@ def draw(cells: dict, budget: str, variant: str = "mamba-3l"):
                     h = cell.mean(b)
                     lo, hi = cell.interval(b)
                 heights.append(np.nan if h is None else h)
-                err_lo.append(0.0 if lo is None else h - lo)
-                err_hi.append(0.0 if hi is None else hi - h)
+                err_lo.append(np.nan if lo is None else h - lo)  # NaN: no error bar drawn
+                err_hi.append(np.nan if hi is None else hi - h)
             label = f"{'ours' if whose == 'ours' else 'paper'} {b}"
             ax.bar(x + (k - 1.5) * width, heights, width, color=colour, hatch=hatch, edgecolor="white",
                    linewidth=0.5, label=label,
@@ -65,7 +65,8 @@ def draw(cells: dict, budget: str, variant: str = "mamba-3l"):
         ax.set_ylabel("strict accuracy (%)")
         ax.set_title(TITLES[cls], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(ncol=4, fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, ncol=4, fontsize=9, loc="outside lower center")
     seeds = sorted({c.n for c in cells.values() if c.n})
     fig.suptitle(f"{VARIANT_LABELS[variant]}: ours (budget {budget}, seeds per cell: "
                  f"{', '.join(map(str, seeds)) or 'none yet'}; error bars: 95% t-interval) vs the paper's "
@@ -80,9 +81,10 @@ def write_figure(cells: dict, budget: str, folder: str | Path, variant: str = "m
     fig = draw(cells, budget, variant)
     try:
         paths = {}
-        for fmt in ("png", "svg"):
-            path = Path(folder) / f"figure5_{variant}.{fmt}"
-            paths[fmt] = atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=120))
+        with plt.rc_context({"svg.fonttype": "none"}):  # SVG text as text: smaller, searchable
+            for fmt in ("png", "svg"):
+                path = Path(folder) / f"figure5_{variant}.{fmt}"
+                paths[fmt] = atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=100))
         return paths
     finally:
         plt.close(fig)
