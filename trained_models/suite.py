@@ -1,53 +1,54 @@
-"""The paper's main experiment as one command: the 27 Bhattamishra-suite languages x model variants.
+"""The paper's main experiment as one command: the 27 Bhattamishra-suite languages x model variants x seeds.
 
 ::
 
-    python -m trained_models.suite --budget quick                       # seconds a run (tests)
-    python -m trained_models.suite --budget small --jobs 1 --max-total-minutes 40
-    python -m trained_models.suite --budget full --jobs 2 --languages parity d12 --models mamba-3l
-    python -m trained_models.suite --budget full --print-runs > runs.txt  # one train command per line
-    python -m trained_models.suite --budget small --report-only         # re-render results/ only
+    python -m trained_models.suite --budget quick --seeds 1                 # seconds a run (tests)
+    python -m trained_models.suite --budget small --jobs 2 --max-total-minutes 40
+    python -m trained_models.suite --budget paper --languages parity d12 --models mamba-3l
+    python -m trained_models.suite --budget medium --backend ray --address auto   # an existing Ray cluster
+    python -m trained_models.suite --budget full --print-runs > runs.txt    # one train command per line
+    python -m trained_models.suite --budget small --report-only             # re-render results/small/ only
 
-Every run is one :class:`~trained_models.config.TrainConfig`, built from the argument list of
-``python -m trained_models.train`` that ``--print-runs`` prints (so a cluster scheduler runs exactly the
-same list): the language's default windows, the paper's (:mod:`languages.paper`; train on ``train``,
-early stopping on a dev set drawn from the training window disjoint from train and every test bin,
-test on ``bin0``/``bin1``/``bin2``), the budget's sizes capped by the paper's (Tomita 1/2, (aa)*,
-a^n b^n: fewer) and the budget's knobs (:data:`BUDGETS`). Variants
-(:data:`VARIANTS`): Mamba with 1, 2 and 3 layers (non-negative gates, as in the paper), Mamba with
-signed gates (2 layers; Grazzi et al.'s fix), and our 2-layer Transformer with Bhattamishra et al.'s
-best positional variant for the language ("pos mask" = ``--pos-encoding none``, "pos enc" =
-``learned``; see :mod:`trained_models.paper_numbers`).
+A *cell* is one language x variant; it is ``--seeds N`` (default 3) independent *runs* (seeds
+0..N-1: the seed draws the training strings, the initial weights and the batch order). Every run is
+one :class:`~trained_models.config.TrainConfig`, built from the argument list of
+``python -m trained_models.train`` that ``--print-runs`` prints (so a cluster scheduler runs exactly
+the same list): the language's default windows, the paper's (:mod:`languages.paper`; train on ``train``, early
+stopping on a dev set drawn from the training window disjoint from train and every test bin, test on
+``bin0``/``bin1``/``bin2``), the budget's sizes capped by the paper's (Tomita 1/2, (aa)*, a^n b^n:
+fewer) and the budget's knobs (:data:`BUDGETS`). Variants (:data:`VARIANTS`): Mamba with 1, 2 and 3 layers (non-negative gates, as
+in the paper), Mamba with signed gates (2 layers; Grazzi et al.'s fix), and our 2-layer Transformer
+with Bhattamishra et al.'s best positional variant for the language ("pos mask" =
+``--pos-encoding none``, "pos enc" = ``learned``; see :mod:`trained_models.paper_numbers`).
 
-Resumable: a finished run writes ``<runs-dir>/<budget>/<language>/<variant>.json`` atomically and is
-skipped from then on; its training directory ``<variant>/`` keeps the checkpoint, so an interrupted
-run continues where it stood, and a run finished elsewhere (a ``--print-runs`` line) is collected
-without retraining. Pending runs go through joblib (``--jobs``, one torch thread each).
+Resumable: a finished run writes ``<runs-dir>/<budget>/<language>/<variant>.json`` (seed 0; seed k
+writes ``<variant>.seed<k>.json``) atomically and is skipped from then on; its training directory
+(``<variant>/``, ``<variant>.seed<k>/``) keeps the checkpoint, so an interrupted run continues where it
+stood, and a run finished elsewhere (a ``--print-runs`` line) is collected without retraining. A run
+that raises writes ``<variant>[.seed<k>].failed.json`` with its error (the others go on; the next call
+retries it). Pending runs go through an executor (:mod:`trained_models.executors`: joblib on this
+machine, ``--jobs`` processes, or Ray with ``--backend ray``), one torch thread each; the run
+directories are the only state the executors share.
 
-The report covers the whole grid of the budget (27 languages x 5 variants), whatever subset was
-trained: ``<out>/suite.csv`` (one row per language x variant) and ``<out>/suite.md`` (per language
-class, our numbers beside the paper's and a pattern summary computed from them; "–" for runs not done
-yet, and a count of them), both written atomically.
+The report (:mod:`trained_models.suite_report`) covers the whole grid of the budget (27 languages x
+5 variants x seeds), whatever subset was trained, in a folder per budget: ``<out>/<budget>/suite.csv``
+(one row per run: per-seed numbers) and ``<out>/<budget>/suite.md`` (per language class, mean and 95%
+t-interval over seeds beside the paper's numbers, marked where the paper's lies outside ours), both
+written atomically; a folder holding another budget's report is never overwritten.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import json
-import os
 import shlex
 import sys
-import time
-import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from languages.paper import paper_sizes
-from trained_models.io import atomic_write_json, atomic_write_text
-from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins, transformer_pos_encoding
+from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 
 BINS = ("bin0", "bin1", "bin2")
 
@@ -74,6 +75,7 @@ class Budget:
     patience_steps: int = 0  # early-stopping patience is at least this many steps' worth of evaluations
     max_minutes: Optional[float] = None  # per run, wall clock; the run is then evaluated as it stands
     target: Optional[float] = None  # stop once the dev strict accuracy reaches this (fraction)
+    differs: tuple[str, ...] = ()  # where this budget departs from the paper's protocol (table header)
 
     def describe(self) -> str:
         cap = f", at most {self.max_minutes:g} min a run" if self.max_minutes else ""
@@ -87,7 +89,30 @@ class Budget:
                 f"{self.lr_transformer:g} (Transformer){cap}")
 
 
+# The paper's Bhattamishra-suite protocol (lacoco-lab/ssm_expressivity: configs/defaults.yaml,
+# configs/train/defaults.yaml, configs/model/mamba.yaml, configs/dataset/*.yaml, train_with_mse.py):
+# 10,000 training / 2,000 test strings a bin (1,000 / 50 for the small windows: Tomita 1, a^n b^n),
+# batch 32, 50 epochs, d_model (d_channels) 16, d_state 16, d_conv 4, expand 2, AdamW on every
+# parameter (SPEC §4: lr 1e-4..1e-3, weight decay 0.1), no scheduler (use_scheduler: False), no early
+# stopping (the last epoch is reported), MSE on the allowed-next vectors. The Dyck(8,10) runs add a
+# plateau schedule (halve on a dev-loss plateau) and early stopping after 3 epochs.
+PAPER_DIFFERS = (
+    "objective: a sigmoid per symbol against the allowed-next set (BCE), the paper's is MSE on the same vectors",
+    "schedule: 100 warm-up steps, then cosine decay to 0.1x (`train` has no constant or plateau schedule; the "
+    "paper's suite script uses none, its Dyck runs a plateau schedule)",
+    "stopping: best dev weights, early stopping after 5 epochs without dev improvement or once dev strict "
+    "accuracy reaches 100%, and at most 60 min a run on one CPU thread (the paper trains all 50 epochs on a "
+    "GPU and reports the last); the best weights so far are evaluated when the cap is hit",
+    "Transformer: our 2-layer TransformerLens model at this same budget; the paper's Transformer numbers are "
+    "Bhattamishra et al.'s, trained with their own hyperparameters",
+    "data: the language's default windows and sizes of this toolkit (SPEC §3), capped at 10,000 / 2,000",
+)
+
 BUDGETS: dict[str, Budget] = {
+    # The paper's hyperparameters as far as a CPU allows; where not: PAPER_DIFFERS (in the table header).
+    "paper": Budget(n_train=10_000, n_test=2_000, n_dev=500, d_model=16, epochs=50, lr_mamba=1e-3,
+                    lr_transformer=1e-3, patience=5, evals_per_epoch=1, batch_size=32, warmup_steps=100,
+                    max_minutes=60.0, target=1.0, differs=PAPER_DIFFERS),
     # The paper's protocol scale: 10,000 / 2,000 strings, d_model 32, up to 20 epochs, early stopping.
     "full": Budget(n_train=10_000, n_test=2_000, n_dev=500, d_model=32, epochs=20, lr_mamba=1e-3,
                    lr_transformer=1e-3, patience=4, evals_per_epoch=1, min_steps=2_000, patience_steps=1_000),
@@ -120,18 +145,36 @@ FIRST_VARIANTS = ("mamba-2l", "transformer")
 
 @dataclass(frozen=True)
 class Run:
+    """One seed of one cell. Seed 0 keeps the single-seed layout (``<variant>.json``, ``<variant>/``),
+    so runs made before ``--seeds`` count as seed 0; seed k > 0 adds ``.seed<k>``."""
+
     language: str
     variant: str
     budget: str
     runs_dir: str
+    seed: int = 0
+    device: str = "cpu"  # not part of the run's identity: a run resumes on any device
+
+    @property
+    def stem(self) -> str:
+        return self.variant if self.seed == 0 else f"{self.variant}.seed{self.seed}"
 
     @property
     def result_path(self) -> Path:
-        return Path(self.runs_dir) / self.budget / self.language / f"{self.variant}.json"
+        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.json"
+
+    @property
+    def failure_path(self) -> Path:
+        """Written when the run raised (its error), removed once it succeeds."""
+        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.failed.json"
 
     @property
     def train_dir(self) -> Path:
-        return Path(self.runs_dir) / self.budget / self.language / self.variant
+        return Path(self.runs_dir) / self.budget / self.language / self.stem
+
+    @property
+    def name(self) -> str:
+        return f"{self.language}/{self.variant}/seed{self.seed}"
 
     def argv(self) -> list[str]:
         """The ``python -m trained_models.train`` arguments of this run (without ``--out``)."""
@@ -161,12 +204,48 @@ class Run:
                  "--patience", str(patience),
                  "--evals-per-epoch", str(b.evals_per_epoch), "--warmup-steps", str(b.warmup_steps),
                  "--n-train", str(n_train_req), "--n-dev", str(b.n_dev), "--n-test", str(n_test_req),
-                 "--seed", "0", "--threads", "1"]
+                 "--seed", str(self.seed), "--threads", "1"]
         if b.max_minutes:
             argv += ["--max-minutes", f"{b.max_minutes:g}"]
         if b.target is not None:
             argv += ["--target", f"{b.target:g}"]
+        if self.device != "cpu":
+            argv += ["--device", self.device]
         return argv
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a saved result this run's: its training arguments (the device aside: a run resumes on
+        any device) and a fingerprint of the language's data (:func:`data_fingerprint`), so a result made
+        before a sampler, a target or a window changed is never collected as this run's."""
+        argv = self.argv()
+        if "--device" in argv:
+            i = argv.index("--device")
+            del argv[i:i + 2]
+        return {"argv": argv, "data": data_fingerprint(self.language)}
+
+    def saved(self) -> Optional[dict[str, Any]]:
+        """The saved result if there is one (whatever made it)."""
+        return json.loads(self.result_path.read_text()) if self.result_path.exists() else None
+
+    def status(self) -> str:
+        """``done`` (a result made by this run as it is defined now), ``stale`` (a result made by other
+        arguments or other data: not collected, and retrained after moving it aside), or ``pending``."""
+        saved = self.saved()
+        if saved is None:
+            return "pending"
+        return "done" if saved.get("identity") == self.identity() else "stale"
+
+    def archive_stale(self) -> Path:
+        """Move a stale result and its training folder to ``<language>/stale/<stem>-<time>/`` (never
+        deleted: the old numbers stay readable) and return that folder."""
+        import time
+
+        dest = self.result_path.parent / "stale" / f"{self.stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        dest.mkdir(parents=True, exist_ok=False)
+        for p in (self.result_path, self.failure_path, self.train_dir):
+            if p.exists():
+                p.rename(dest / p.name)
+        return dest
 
     def command(self) -> str:
         argv = self.argv() + ["--out", str(self.train_dir), "--resume", "--no-progress"]
@@ -176,6 +255,25 @@ class Run:
         from trained_models.train import build_parser, config_from_args
 
         return config_from_args(build_parser().parse_args(self.argv() + ["--out", str(self.train_dir)]))
+
+
+@functools.lru_cache(maxsize=None)
+def data_fingerprint(language: str) -> str:
+    """sha256 (16 hex digits) of 32 strings the language samples from its training window with a fixed
+    seed, with their per-position targets: it changes whenever the sampler, the targets or the training
+    window change, which the training arguments alone would not show (Tomita 3's definition changed
+    while its name and windows stayed)."""
+    import hashlib
+
+    import languages
+
+    lang = languages.get(language)
+    lo, hi = lang.default_bins["train"]
+    h = hashlib.sha256(f"{language} {lo} {hi}".encode())
+    for s in lang.sample(32, lo, hi, seed=12345):
+        h.update(s.encode() + b"\x00")
+        h.update(repr([sorted(a) for a in lang.allowed_next(s)]).encode())
+    return h.hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,10 +288,13 @@ def _train_size(language: str, n_train: int, n_test: int, n_dev: int) -> int:
 
 
 def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] = None,
-         variants: Optional[Sequence[str]] = None) -> list[Run]:
-    """The selected runs in training order (:data:`FIRST_VARIANTS` for every language, then the rest)."""
+         variants: Optional[Sequence[str]] = None, seeds: int = 1, device: str = "cpu") -> list[Run]:
+    """The selected runs in training order: seed by seed (every cell gets its seed 0 before any cell
+    its seed 1), and within a seed :data:`FIRST_VARIANTS` for every language, then the rest."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; known: {', '.join(BUDGETS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     langs = list(languages) if languages else list(SUITE)
     vars_ = list(variants) if variants else list(VARIANTS)
     bad = [x for x in langs if x not in PAPER]
@@ -204,255 +305,38 @@ def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] =
         raise ValueError(f"unknown variants: {bad}; known: {', '.join(VARIANTS)}")
     groups = [[v for v in VARIANTS if v in vars_ and v in FIRST_VARIANTS],
               [v for v in VARIANTS if v in vars_ and v not in FIRST_VARIANTS]]
-    return [Run(lang, v, budget, str(runs_dir)) for group in groups for lang in langs for v in group]
-
-
-# --------------------------------------------------------------------------- running
-
-
-def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
-    """Train and evaluate one run unless its result exists; returns ``{"status": ..., ...}``.
-
-    ``status``: ``skipped`` (result present), ``trained``, ``deferred`` (``deadline`` passed before it
-    started) or ``failed`` (the error is printed and nothing is written, so the next invocation retries).
-    """
-    if run.result_path.exists():
-        return {"status": "skipped", "run": asdict(run)}
-    if deadline is not None and time.time() > deadline:
-        return {"status": "deferred", "run": asdict(run)}
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        result = _train_run(run)
-    except Exception as e:  # one bad run must not stop the suite
-        traceback.print_exc()
-        print(f"[suite] FAILED {run.language} {run.variant}: {e!r}", file=sys.stderr, flush=True)
-        return {"status": "failed", "run": asdict(run), "error": repr(e)}
-    atomic_write_json(run.result_path, result)
-    s = result["strict"]
-    print(f"[suite] {run.budget} {run.language:9s} {run.variant:15s} "
-          + " ".join(f"{b} {s[b]:6.2f}" for b in BINS if b in s)
-          + f"  ({result['steps']} steps, train {result['train_seconds']:.0f}s, wall {result['wall_seconds']:.0f}s)",
-          flush=True)
-    return {"status": "trained", "run": asdict(run), "wall_seconds": result["wall_seconds"]}
-
-
-def _train_run(run: Run) -> dict[str, Any]:
-    import languages
-    from trained_models.train import train
-
-    cfg = run.config()
-    t0 = time.time()
-    card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
-    stop_reason = card["stop_reason"]
-    if not card.get("metrics"):  # stopped by the per-run wall budget: evaluate the best weights so far
-        card = train(cfg, run.train_dir, resume=True, finish=True, command=run.command(), progress=False)
-        stop_reason = f"{stop_reason} at step {card['steps']} (best weights evaluated)"
-    wall = time.time() - t0
-    language = languages.get(run.language)
-    n_train = _train_size(run.language, cfg.n_train, cfg.n_test, cfg.n_dev)
-    metrics = card["metrics"]
-    return {
-        "language": run.language,
-        "class": language.kind,
-        "variant": run.variant,
-        "budget": run.budget,
-        "strict": {b: 100.0 * metrics[b]["strict_accuracy"] for b in BINS if b in metrics},
-        "n_test": {b: metrics[b]["n"] for b in BINS if b in metrics},
-        "metrics": metrics,
-        "n_train": n_train,
-        "steps": card["steps"],
-        "best_step": card["best_step"],
-        "stop_reason": stop_reason,
-        "train_seconds": card["train_seconds"],
-        "wall_seconds": round(wall, 1),
-        "train_command": run.command(),
-        "train_config": cfg.to_dict(),
-        "machine": card.get("machine"),
-    }
-
-
-def run_suite(runs: Sequence[Run], *, jobs: int = 1, max_total_minutes: Optional[float] = None) -> dict[str, Any]:
-    """Run the pending ones of ``runs`` through joblib; returns counts per status and the wall time."""
-    from joblib import Parallel, delayed
-
-    t0 = time.time()
-    deadline = t0 + 60 * max_total_minutes if max_total_minutes else None
-    pending = [r for r in runs if not r.result_path.exists()]
-    outcomes = [{"status": "skipped"} for _ in range(len(runs) - len(pending))]
-    if pending:
-        outcomes += Parallel(n_jobs=jobs)(delayed(run_one)(r, deadline) for r in pending)
-    counts = {k: sum(o["status"] == k for o in outcomes) for k in ("trained", "skipped", "deferred", "failed")}
-    walls = [o["wall_seconds"] for o in outcomes if o["status"] == "trained"]
-    return {**counts, "wall_seconds": round(time.time() - t0, 1), "run_wall_seconds": walls,
-            "failures": [o for o in outcomes if o["status"] == "failed"]}
-
-
-# --------------------------------------------------------------------------- report
-
-
-def collect(runs_dir: str | Path, budget: str) -> dict[tuple[str, str], dict]:
-    """(language, variant) -> saved result, for every finished run of ``budget`` under ``runs_dir``."""
-    out = {}
-    for run in plan(budget, runs_dir):
-        if run.result_path.exists():
-            out[(run.language, run.variant)] = json.loads(run.result_path.read_text())
-    return out
-
-
-CSV_FIELDS = ("language", "class", "variant", "budget", "bin0", "bin1", "bin2", "train_seconds", "n_train", "steps",
-              "wall_seconds", "stop_reason", "status")
-
-
-def csv_rows(results: dict[tuple[str, str], dict], budget: str) -> list[dict[str, Any]]:
-    import languages
-
-    rows = []
-    for lang in SUITE:
-        for variant in VARIANTS:
-            r = results.get((lang, variant))
-            row = {k: "" for k in CSV_FIELDS}
-            row.update(language=lang, variant=variant, budget=budget, status="missing",
-                       **{"class": languages.get(lang).kind})
-            if r is not None:
-                row.update({b: f"{r['strict'][b]:.2f}" for b in BINS if b in r["strict"]})
-                row.update(train_seconds=r["train_seconds"], n_train=r["n_train"], steps=r["steps"],
-                           wall_seconds=r["wall_seconds"], stop_reason=r["stop_reason"], status="done")
-            rows.append(row)
-    return rows
-
-
-def _fmt(x: Optional[float]) -> str:
-    if x is None:
-        return "–"
-    if x in (0.0, 100.0):
-        return f"{x:g}"
-    s = f"{x:.1f}"
-    if s in ("0.0", "100.0"):  # never show a rounded-off 0 or 100
-        s = f"{x:.2f}"
-    return s
-
-
-def _paper_fmt(x: float) -> str:
-    return f"{x:g}"
-
-
-def _cell(bins: Optional[dict[str, float]], fmt=_fmt, n_bins: int = 2) -> str:
-    if bins is None:
-        return "–"
-    return " / ".join(fmt(bins[b]) for b in BINS[:n_bins] if b in bins)
-
-
-def _mean(xs: list[float]) -> Optional[float]:
-    return sum(xs) / len(xs) if xs else None
-
-
-def render_md(results: dict[tuple[str, str], dict], budget: str, runs_dir: str | Path) -> str:
-    import languages
-
-    total = len(SUITE) * len(VARIANTS)
-    done = len(results)
-    walls = [r["wall_seconds"] for r in results.values()]
-    trains = [r["train_seconds"] for r in results.values()]
-    lines = [
-        "# The Bhattamishra suite: our runs beside the paper's",
-        "",
-        f"Generated by `python -m trained_models.suite --budget {budget}` from `{Path(runs_dir) / budget}/`. "
-        f"Budget **{budget}**: {BUDGETS[budget].describe()}; seed 0, one run per cell, CPU, one torch thread.",
-        "",
-        "Strict accuracy in % (a string counts only if the allowed-next set is right at every position), "
-        "`bin0 / bin1` (counter languages `bin0 / bin1 / bin2`): bin0 = held-out strings of the training "
-        "lengths, bin1 and bin2 = longer strings (windows of SPEC §3). Ours: Mamba with 1–3 layers "
-        "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
-        "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
-        "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
-        "(`shared/paper_results.md`; pos mask = no positional encoding, pos enc = with).",
-        "",
-        f"**Runs done: {done} of {total}; {total - done} missing (shown as –).**"
-        + (f" Train time {sum(trains) / 60:.1f} min, wall time {sum(walls) / 60:.1f} min over the done runs "
-           f"(per run: median {sorted(walls)[len(walls) // 2]:.0f} s, max {max(walls):.0f} s)." if walls else ""),
-    ]
-    by_class = {c: [x for x in SUITE if languages.get(x).kind == c] for c in CLASSES}
-    titles = {"star-free": "Star-free regular languages", "non-star-free": "Non-star-free regular languages",
-              "counter": "Counter languages"}
-    paper_variants = [v for v in VARIANTS if VARIANTS[v][1]]
-    for cls in CLASSES:
-        langs = by_class[cls]
-        nb = 3 if cls == "counter" else 2
-        lines += ["", f"## {titles[cls]} ({len(langs)})", ""]
-        head = ["Language"] + [f"ours {VARIANT_LABELS[v]}" for v in VARIANTS] + \
-               [f"paper {VARIANTS[v][1]}" for v in paper_variants]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for lang in langs:
-            row = [f"{PAPER[lang]['label']} (`{lang}`)"]
-            for v in VARIANTS:
-                r = results.get((lang, v))
-                row.append(_cell(r["strict"] if r else None, _fmt, nb))
-            for v in paper_variants:
-                cell = _cell(paper_bins(lang, VARIANTS[v][1]), _paper_fmt, nb)
-                if v == "transformer" and PAPER[lang]["transformer_pos"]:
-                    cell += f" ({PAPER[lang]['transformer_pos']})"
-                row.append(cell)
-            lines.append("| " + " | ".join(row) + " |")
-        lines += ["", *pattern_lines(cls, langs, results)]
-    lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
-              + ", ".join(f"`{x}`" for x in SUITE if PAPER[x]["transformer_pos"] == "pos enc")
-              + " (`learned`), following the variant the paper's Transformer numbers come from.", ""]
-    return "\n".join(lines)
-
-
-def pattern_lines(cls: str, langs: list[str], results: dict[tuple[str, str], dict]) -> list[str]:
-    """The class's summary statistics, ours beside the paper's on the same languages."""
-    stats = {"star-free": ["bin1"], "non-star-free": ["bin0", "bin1"], "counter": ["bin0", "bin1"]}[cls]
-    what = {"star-free": "Pattern (paper: Mamba 100 / 100 on every star-free language): mean bin1",
-            "non-star-free": "Pattern (paper: Mamba fails even in distribution): mean bin0 and bin1",
-            "counter": "Pattern (paper: Mamba fits bin0 but does not length-generalize; Transformers do): "
-                       "mean bin0 vs bin1"}[cls]
-    head = ["mean over the languages done"] + [VARIANT_LABELS[v] for v in VARIANTS]
-    out = [f"{what}, ours vs the paper's on the same languages:", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for b in stats:
-        ours_row, paper_row = [f"ours {b}"], [f"paper {b}"]
-        for v in VARIANTS:
-            done = [x for x in langs if (x, v) in results]
-            ours = _mean([results[(x, v)]["strict"][b] for x in done])
-            ours_row.append(f"{_fmt(ours)} (n={len(done)})" if done else "–")
-            col = VARIANTS[v][1]
-            paper_row.append(_fmt(_mean([PAPER[x][col][b] for x in done])) if col and done else "–")
-        out += ["| " + " | ".join(ours_row) + " |", "| " + " | ".join(paper_row) + " |"]
-    # One sentence per family, all layer counts pooled (the paper's claim is about Mamba as such).
-    families = {"Mamba (non-negative, 1–3 layers pooled)": ["mamba-1l", "mamba-2l", "mamba-3l"],
-                "Mamba 2L signed": ["mamba-signed-2l"], "Transformer": ["transformer"]}
-    parts = []
-    for name, vs in families.items():
-        cells = [(x, v) for v in vs for x in langs if (x, v) in results]
-        if not cells:
-            continue
-        ours = " / ".join(f"{b} {_fmt(_mean([results[c]['strict'][b] for c in cells]))}" for b in stats)
-        cols = [VARIANTS[v][1] for _, v in cells]
-        paper = (" (paper, same cells: " + " / ".join(
-            f"{b} {_fmt(_mean([PAPER[x][col][b] for (x, _), col in zip(cells, cols)]))}" for b in stats) + ")"
-                 ) if all(cols) else ""
-        parts.append(f"{name}: {ours} over {len(cells)} runs{paper}")
-    if parts:
-        out += ["", "Summary: " + "; ".join(parts) + "."]
-    return out
-
-
-def write_report(out: str | Path, runs_dir: str | Path, budget: str) -> dict[str, Path]:
-    results = collect(runs_dir, budget)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(csv_rows(results, budget))
-    out = Path(out)
-    return {"csv": atomic_write_text(out / "suite.csv", buf.getvalue()),
-            "md": atomic_write_text(out / "suite.md", render_md(results, budget, runs_dir))}
+    return [Run(lang, v, budget, str(runs_dir), seed, device)
+            for seed in range(seeds) for group in groups for lang in langs for v in group]
 
 
 # --------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line naming the argument and the value, exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _train_has_device() -> bool:
+    from trained_models.train import build_parser as train_parser
+
+    return any("--device" in a.option_strings for a in train_parser()._actions)
 
 
 def _names(values: Optional[Iterable[str]]) -> Optional[list[str]]:
@@ -462,15 +346,26 @@ def _names(values: Optional[Iterable[str]]) -> Optional[list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="small")
+    ap.add_argument("--seeds", type=_positive(int), default=3,
+                    help="independent runs per cell, seeds 0..N-1 (default 3: the published table)")
     ap.add_argument("--languages", nargs="+", metavar="NAME", help=f"subset (default all 27): {' '.join(SUITE)}")
     ap.add_argument("--models", nargs="+", metavar="VARIANT", help=f"subset (default all): {' '.join(VARIANTS)}")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib n_jobs), one torch thread each")
-    ap.add_argument("--out", default="results", help="where suite.csv and suite.md go")
+    ap.add_argument("--jobs", type=_positive(int), default=1,
+                    help="parallel runs on this machine (joblib processes, or the CPUs of the local Ray "
+                         "--backend ray starts), one torch thread each")
+    ap.add_argument("--backend", choices=("joblib", "ray"), default="joblib",
+                    help="joblib (default): processes on this machine; ray: one Ray task per run")
+    ap.add_argument("--address", metavar="ADDR",
+                    help="with --backend ray: an existing cluster ('auto', or host:port); default: start a local Ray")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where each run trains; with Ray, cuda asks one GPU a run where the cluster has GPUs")
+    ap.add_argument("--out", default="results",
+                    help="report root: the report goes to OUT/<budget>/suite.{csv,md} (default results)")
     ap.add_argument("--runs-dir", default="runs/suite", help="run results and training directories")
-    ap.add_argument("--max-total-minutes", type=float,
+    ap.add_argument("--max-total-minutes", type=_positive(float),
                     help="start no new run after this many minutes (the rest stay pending for the next call)")
     ap.add_argument("--print-runs", action="store_true",
                     help="print one `python -m trained_models.train ...` command per selected run and exit")
@@ -479,11 +374,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from trained_models.executors import run_suite
+    from trained_models.suite_report import ReportConflict, check_report_target, write_report
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.address and args.backend != "ray":
+        ap.error(f"argument --address: only with --backend ray (got --backend {args.backend})")
+    if args.device != "cpu" and not _train_has_device():
+        ap.error(f"argument --device: {args.device!r} needs a --device option in trained_models.train, "
+                 "which trains on the CPU only")
     try:
-        runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models))
+        runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds,
+                    args.device)
     except ValueError as e:
-        raise SystemExit(str(e)) from None
+        ap.error(str(e))
     if args.print_runs:
         try:
             for run in runs:
@@ -492,16 +397,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         except BrokenPipeError:  # `| head`
             sys.stdout = None
         return 0
+    try:  # before any training: a report folder of another budget is never overwritten
+        check_report_target(args.out, args.budget)
+    except ReportConflict as e:
+        ap.error(str(e))
     summary = None
     if not args.report_only:
-        summary = run_suite(runs, jobs=args.jobs, max_total_minutes=args.max_total_minutes)
-    paths = write_report(args.out, args.runs_dir, args.budget)
+        try:
+            summary = run_suite(runs, jobs=args.jobs, max_total_minutes=args.max_total_minutes,
+                                backend=args.backend, address=args.address, device=args.device)
+        except RuntimeError as e:  # Ray missing or unreachable
+            ap.error(f"argument --backend: {e}")
+    paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds)
     if summary is not None:
         walls = summary.pop("run_wall_seconds")
         failures = summary.pop("failures")
         print(json.dumps({**summary, "runs_selected": len(runs),
                           "mean_run_wall_seconds": round(sum(walls) / len(walls), 1) if walls else None,
-                          "failed_runs": [f"{f['run']['language']}/{f['run']['variant']}" for f in failures]}))
+                          "failed_runs": {f["run"]: f["error"] for f in failures}}))
     print(f"wrote {paths['csv']} and {paths['md']}")
     return 1 if summary and summary["failed"] else 0
 

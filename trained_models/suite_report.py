@@ -1,0 +1,319 @@
+"""The suite's report: per-seed runs gathered into cells, mean and 95% interval beside the paper's numbers.
+
+``<out>/<budget>/suite.csv``: one row per planned run (language x variant x seed; ``status`` done,
+failed with its error, or missing) with the run's per-bin strict accuracy. ``<out>/<budget>/suite.md``:
+per language class, each cell's mean over its seeds with a 95% Student-t interval (``mean [lo–hi]``;
+t with n-1 degrees of freedom over the seeds' accuracies, clipped to [0, 100]; a single seed has no
+interval), the paper's numbers beside them, a † where the paper's number lies outside our interval,
+and the class's pattern summary. Both are written atomically; a folder that holds another budget's
+report is refused (:class:`ReportConflict`), never overwritten.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from trained_models.io import atomic_write_text
+from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
+from trained_models.suite import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, plan
+
+LEVEL = 0.95
+OUTSIDE = "†"
+
+
+class ReportConflict(ValueError):
+    """The report folder holds another budget's report."""
+
+
+def t_interval(xs: list[float], level: float = LEVEL) -> tuple[float, Optional[float], Optional[float]]:
+    """``(mean, lo, hi)``: the Student-t interval ``mean ± t_{(1+level)/2, n-1} · s / sqrt(n)`` (``s`` the
+    sample standard deviation); ``lo = hi = None`` for fewer than two values."""
+    if not xs:
+        raise ValueError("t_interval of no values")
+    n = len(xs)
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None, None
+    from scipy.stats import t
+
+    s = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = float(t.ppf((1 + level) / 2, n - 1)) * s / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+@dataclass
+class Cell:
+    """One language x variant: its finished seeds' results, its failed seeds' errors and its stale seeds
+    (a result saved by other training arguments or data: not counted)."""
+
+    language: str
+    variant: str
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> saved result
+    failed: dict[int, str] = field(default_factory=dict)  # seed -> error
+    stale: set[int] = field(default_factory=set)
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    def values(self, b: str) -> list[float]:
+        return [r["strict"][b] for _, r in sorted(self.runs.items()) if b in r["strict"]]
+
+    def mean(self, b: str) -> Optional[float]:
+        xs = self.values(b)
+        return sum(xs) / len(xs) if xs else None
+
+    def interval(self, b: str) -> tuple[Optional[float], Optional[float]]:
+        """The 95% t-interval of bin ``b`` clipped to [0, 100], or ``(None, None)`` below two seeds."""
+        xs = self.values(b)
+        if len(xs) < 2:
+            return None, None
+        _, lo, hi = t_interval(xs)
+        return max(0.0, lo), min(100.0, hi)
+
+    def outside(self, b: str, paper: float) -> bool:
+        """Whether the paper's number lies outside our interval (never with fewer than two seeds)."""
+        lo, hi = self.interval(b)
+        return lo is not None and not lo - 1e-9 <= paper <= hi + 1e-9
+
+
+def collect(runs_dir: str | Path, budget: str, seeds: int = 1) -> dict[tuple[str, str], Cell]:
+    """(language, variant) -> :class:`Cell` for the whole grid: seeds 0..seeds-1 and any further seed
+    found on disk."""
+    cells = {(x, v): Cell(x, v) for x in SUITE for v in VARIANTS}
+    found = max([seeds] + [_seed_of(p) + 1 for p in Path(runs_dir, budget).glob("*/*.seed*.json")])
+    for run in plan(budget, runs_dir, seeds=found):
+        cell = cells[(run.language, run.variant)]
+        status = run.status()
+        if status == "done":
+            cell.runs[run.seed] = run.saved()
+        elif status == "stale":
+            cell.stale.add(run.seed)
+        elif run.failure_path.exists():
+            cell.failed[run.seed] = json.loads(run.failure_path.read_text()).get("error", "?")
+    return cells
+
+
+def _seed_of(path: Path) -> int:
+    stem = path.name.split(".seed", 1)[1].split(".", 1)[0]
+    return int(stem) if stem.isdigit() else 0
+
+
+CSV_FIELDS = ("language", "class", "variant", "budget", "seed", "bin0", "bin1", "bin2", "train_seconds", "n_train",
+              "steps", "wall_seconds", "stop_reason", "status", "error")
+
+
+def csv_rows(cells: dict[tuple[str, str], Cell], budget: str, seeds: int) -> list[dict[str, Any]]:
+    """One row per run: every seed below ``seeds`` (done, failed or missing) and any further done seed."""
+    import languages
+
+    rows = []
+    for lang in SUITE:
+        for variant in VARIANTS:
+            cell = cells[(lang, variant)]
+            for seed in sorted(set(range(seeds)) | set(cell.runs) | set(cell.failed) | cell.stale):
+                row = {k: "" for k in CSV_FIELDS}
+                row.update(language=lang, variant=variant, budget=budget, seed=seed, status="missing",
+                           **{"class": languages.get(lang).kind})
+                r = cell.runs.get(seed)
+                if r is not None:
+                    row.update({b: f"{r['strict'][b]:.2f}" for b in BINS if b in r["strict"]})
+                    row.update(train_seconds=r["train_seconds"], n_train=r["n_train"], steps=r["steps"],
+                               wall_seconds=r["wall_seconds"], stop_reason=r["stop_reason"], status="done")
+                elif seed in cell.failed:
+                    row.update(status="failed", error=cell.failed[seed])
+                elif seed in cell.stale:
+                    row.update(status="stale", error="saved by other training arguments or data; retrained on the next call")
+                rows.append(row)
+    return rows
+
+
+def _fmt(x: Optional[float]) -> str:
+    if x is None:
+        return "–"
+    if x in (0.0, 100.0):
+        return f"{x:g}"
+    s = f"{x:.1f}"
+    if s in ("0.0", "100.0"):  # never show a rounded-off 0 or 100
+        s = f"{x:.2f}"
+    return s
+
+
+def _ours(cell: Cell, b: str) -> str:
+    lo, hi = cell.interval(b)
+    m = _fmt(cell.mean(b))
+    return m if lo is None else f"{m} [{_fmt(lo)}–{_fmt(hi)}]"
+
+
+def _cell_text(cell: Cell, n_bins: int, seeds: int) -> str:
+    if not cell.n:
+        return "failed" if cell.failed else "–"
+    text = " / ".join(_ours(cell, b) for b in BINS[:n_bins] if cell.values(b))
+    return text + (f" (n={cell.n})" if cell.n != seeds else "")
+
+
+def _paper_text(lang: str, variant: str, cell: Cell, n_bins: int) -> str:
+    bins = paper_bins(lang, VARIANTS[variant][1])
+    parts = [f"{bins[b]:g}" + (OUTSIDE if cell.outside(b, bins[b]) else "") for b in BINS[:n_bins] if b in bins]
+    text = " / ".join(parts)
+    if variant == "transformer" and PAPER[lang]["transformer_pos"]:
+        text += f" ({PAPER[lang]['transformer_pos']})"
+    return text
+
+
+def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | Path, seeds: int) -> str:
+    import languages
+
+    b = BUDGETS[budget]
+    total = len(SUITE) * len(VARIANTS) * seeds
+    done = sum(min(c.n, seeds) for c in cells.values())
+    extra = sum(max(0, c.n - seeds) for c in cells.values())
+    failed = sum(len(c.failed) for c in cells.values())
+    stale = sum(len(c.stale) for c in cells.values())
+    results = [r for c in cells.values() for r in c.runs.values()]
+    walls = [r["wall_seconds"] for r in results]
+    trains = [r["train_seconds"] for r in results]
+    seeds_text = (f"{seeds} seeds a cell (0–{seeds - 1}): mean and 95% Student-t interval over the seeds "
+                  f"(`mean [lo–hi]`, clipped to 0–100)" if seeds > 1 else "seed 0, one run per cell (no interval)")
+    lines = [
+        "# The Bhattamishra suite: our runs beside the paper's",
+        "",
+        f"Generated by `python -m trained_models.suite --budget {budget} --seeds {seeds}` from "
+        f"`{Path(runs_dir) / budget}/`. Budget **{budget}**: {b.describe()}; {seeds_text}; CPU, one torch thread "
+        "a run.",
+    ]
+    if b.differs:
+        lines += ["", "Where this budget departs from the paper's protocol:", "",
+                  *[f"* {d}" for d in b.differs]]
+    lines += [
+        "",
+        "Strict accuracy in % (a string counts only if the allowed-next set is right at every position), "
+        "`bin0 / bin1` (counter languages `bin0 / bin1 / bin2`): bin0 = held-out strings of the training "
+        "lengths, bin1 and bin2 = longer strings (windows of SPEC §3). Ours: Mamba with 1–3 layers "
+        "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
+        "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
+        "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
+        "(`shared/paper_results.md`; pos mask = no positional encoding, pos enc = with). "
+        f"{OUTSIDE}: the paper's number lies outside our 95% interval (cells with at least two seeds). "
+        "`(n=k)`: the cell has k finished seeds, not the planned number.",
+        "",
+        f"**Runs done: {done} of {total}; {total - done} missing (shown as –)"
+        + (f", of which {failed} failed (errors in `suite.csv`)" if failed else "")
+        + (f", {stale} with a result saved by other training arguments or data (stale: not counted, retrained "
+           "on the next call)" if stale else "") + ".**"
+        + (f" (Plus {extra} runs of further seeds, included in the means.)" if extra else "")
+        + (f" Train time {sum(trains) / 60:.1f} min, wall time {sum(walls) / 60:.1f} min over the done runs "
+           f"(per run: median {sorted(walls)[len(walls) // 2]:.0f} s, max {max(walls):.0f} s)." if walls else ""),
+    ]
+    titles = {"star-free": "Star-free regular languages", "non-star-free": "Non-star-free regular languages",
+              "counter": "Counter languages"}
+    paper_variants = [v for v in VARIANTS if VARIANTS[v][1]]
+    for cls in CLASSES:
+        langs = [x for x in SUITE if languages.get(x).kind == cls]
+        nb = 3 if cls == "counter" else 2
+        lines += ["", f"## {titles[cls]} ({len(langs)})", ""]
+        head = ["Language"] + [f"ours {VARIANT_LABELS[v]}" for v in VARIANTS] + \
+               [f"paper {VARIANTS[v][1]}" for v in paper_variants]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for lang in langs:
+            row = [f"{PAPER[lang]['label']} (`{lang}`)"]
+            row += [_cell_text(cells[(lang, v)], nb, seeds) for v in VARIANTS]
+            row += [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
+            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", *pattern_lines(cls, langs, cells)]
+    lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
+              + ", ".join(f"`{x}`" for x in SUITE if PAPER[x]["transformer_pos"] == "pos enc")
+              + " (`learned`), following the variant the paper's Transformer numbers come from.", ""]
+    return "\n".join(lines)
+
+
+def _mean(xs: list[float]) -> Optional[float]:
+    return sum(xs) / len(xs) if xs else None
+
+
+def pattern_lines(cls: str, langs: list[str], cells: dict[tuple[str, str], Cell]) -> list[str]:
+    """The class's summary statistics (means of the cells' seed means), ours beside the paper's on the
+    same languages."""
+    stats = {"star-free": ["bin1"], "non-star-free": ["bin0", "bin1"], "counter": ["bin0", "bin1"]}[cls]
+    what = {"star-free": "Pattern (paper: Mamba 100 / 100 on every star-free language): mean bin1",
+            "non-star-free": "Pattern (paper: Mamba fails even in distribution): mean bin0 and bin1",
+            "counter": "Pattern (paper: Mamba fits bin0 but does not length-generalize; Transformers do): "
+                       "mean bin0 vs bin1"}[cls]
+    head = ["mean over the languages done"] + [VARIANT_LABELS[v] for v in VARIANTS]
+    out = [f"{what} (each cell's seed mean), ours vs the paper's on the same languages:", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in stats:
+        ours_row, paper_row = [f"ours {b}"], [f"paper {b}"]
+        for v in VARIANTS:
+            done = [x for x in langs if cells[(x, v)].n]
+            ours = _mean([cells[(x, v)].mean(b) for x in done])
+            ours_row.append(f"{_fmt(ours)} (n={len(done)})" if done else "–")
+            col = VARIANTS[v][1]
+            paper_row.append(_fmt(_mean([PAPER[x][col][b] for x in done])) if col and done else "–")
+        out += ["| " + " | ".join(ours_row) + " |", "| " + " | ".join(paper_row) + " |"]
+    # One sentence per family, all layer counts pooled (the paper's claim is about Mamba as such).
+    families = {"Mamba (non-negative, 1–3 layers pooled)": ["mamba-1l", "mamba-2l", "mamba-3l"],
+                "Mamba 2L signed": ["mamba-signed-2l"], "Transformer": ["transformer"]}
+    parts = []
+    for name, vs in families.items():
+        done = [cells[(x, v)] for v in vs for x in langs if cells[(x, v)].n]
+        if not done:
+            continue
+        ours = " / ".join(f"{b} {_fmt(_mean([c.mean(b) for c in done]))}" for b in stats)
+        cols = [VARIANTS[c.variant][1] for c in done]
+        paper = (" (paper, same cells: " + " / ".join(
+            f"{b} {_fmt(_mean([PAPER[c.language][col][b] for c, col in zip(done, cols)]))}" for b in stats) + ")"
+                 ) if all(cols) else ""
+        parts.append(f"{name}: {ours} over {len(done)} cells{paper}")
+    if parts:
+        out += ["", "Summary: " + "; ".join(parts) + "."]
+    return out
+
+
+def report_dir(out: str | Path, budget: str) -> Path:
+    return Path(out) / budget
+
+
+def check_report_target(out: str | Path, budget: str) -> Path:
+    """The folder ``budget``'s report goes to; :class:`ReportConflict` if it holds another budget's."""
+    folder = report_dir(out, budget)
+    path = folder / "suite.csv"
+    if path.exists():
+        with open(path, newline="") as fh:
+            found = {row.get("budget") for row in csv.DictReader(fh)}
+        if found - {budget}:
+            raise ReportConflict(f"--out: {path} holds the report of budget {sorted(found - {budget})}, "
+                                 f"not {budget!r}; refusing to overwrite it (choose another --out)")
+    return folder
+
+
+FIGURE_VARIANTS = ("mamba-3l", "transformer")  # the two the paper's Figure 5 shows
+
+
+def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int = 1,
+                 figures: bool = True) -> dict[str, Path]:
+    """Render ``budget``'s report into ``<out>/<budget>/`` (atomically; refused over another budget's):
+    ``suite.csv``, ``suite.md`` and, with ``figures``, ``figure5_<variant>.{png,svg}``."""
+    from trained_models.suite_figure import write_figure
+
+    folder = check_report_target(out, budget)
+    cells = collect(runs_dir, budget, seeds)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(cells, budget, seeds))
+    md = render_md(cells, budget, runs_dir, seeds)
+    paths = {}
+    if figures:
+        for v in FIGURE_VARIANTS:
+            paths.update({f"{v}.{k}": p for k, p in write_figure(cells, budget, folder, v).items()})
+        md += ("\nFigures (the paper's Figure 5 view, bin0 / bin1 ours beside the paper's, 95% intervals): "
+               + ", ".join(f"[{VARIANT_LABELS[v]}](figure5_{v}.svg)" for v in FIGURE_VARIANTS) + ".\n")
+    paths["csv"] = atomic_write_text(folder / "suite.csv", buf.getvalue())
+    paths["md"] = atomic_write_text(folder / "suite.md", md)
+    return paths
