@@ -230,7 +230,8 @@ def test_training_selects_on_the_dev_split_and_the_card_says_so(tmp_path):
     assert np.isfinite(card["best_dev"])
     from trained_models.evaluate import held_out_bin0
 
-    assert held_out_bin0(card, lang)["strings"] == splits["bin0"][:16]  # already disjoint from dev
+    h = held_out_bin0(card, lang)  # already disjoint from dev: the card's own bin0
+    assert h["shared"] == splits["bin0"][:16] and h["dev"] == h["fresh"] == []
 
 
 # --------------------------------------------------------------------------- re-measuring shipped models
@@ -262,9 +263,10 @@ def test_legacy_splits_are_rebuilt_exactly_and_held_out_strings_avoid_train_and_
     h = held_out_bin0(card, lang)
     tc = card["train_config"]
     # the old figure, recomputed on the rebuilt strings, is the card's exactly
-    redo = evaluate_strings(model, lang, h["in_sample"], decode=card["decode"])
+    redo = evaluate_strings(model, lang, h["dev"] + h["shared"], decode=card["decode"])
     assert redo["strict_accuracy"] == card["metrics"]["bin0"]["strict_accuracy"]
-    assert len(h["in_sample"]) == card["metrics"]["bin0"]["n"]
+    assert len(h["dev"] + h["shared"]) == card["metrics"]["bin0"]["n"]
+    h["strings"] = h["shared"] + h["fresh"]
     train = make_splits(lang, tc["n_train"], max(tc["n_dev"], tc["n_test"]), tc["seed"],
                         bins={"train": tuple(card["train_window"]), "bin0": tuple(card["test_windows"]["bin0"])})
     dev = train["bin0"][: tc["n_dev"]]
