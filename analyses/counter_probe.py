@@ -39,6 +39,7 @@ from analyses.common import (
     base_parser,
     best_row,
     bin_name,
+    check_study_out,
     configure_threads,
     construction_subject,
     edges_to_bins,
@@ -58,6 +59,7 @@ from analyses.common import (
     split_strings,
     strict_by_bin,
     train_window,
+    study_output,
     write_report,
 )
 
@@ -266,6 +268,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     subjects, skipped = load_all(names, st.languages)
     report: dict[str, Any] = {"study": "counter_probe", "settings": asdict(st), "skipped": skipped,
@@ -307,11 +310,11 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["breaks"] = breaks(m, var, d["in_bins"] + d["out_bins"])
             m["verdict"] = verdict(subj, m, var, d["in_bins"], d["out_bins"])
     bar.close()
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 

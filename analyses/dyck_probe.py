@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
-                             probe_collections, safe_figures, write_report)
+                             probe_collections, safe_figures, study_output, write_report,
+                             check_study_out)
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
 PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
@@ -314,6 +315,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     language = languages.get("dyck", K=st.K, h=st.h)
     subjects, skipped = load_dyck_subjects(names, st.K, st.h)
@@ -348,14 +350,16 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
             m["verdict"] = verdict(subj, m)
     bar.close()
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-        best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
-        if best is not None:
-            name = next(n for n in names if Path(str(n)).name == best)
-            safe_figures(report, lambda: trajectory_figures(name, out, formats, K=st.K, h=st.h))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
+            if best is not None:
+                name = next(n for n in names if Path(str(n)).name == best)
+                safe_figures(report, lambda: trajectory_figures(name, staged.dir, formats, K=st.K, h=st.h),
+                             staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 

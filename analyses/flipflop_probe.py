@@ -40,6 +40,7 @@ from analyses.common import (
     Subject,
     base_parser,
     best_row,
+    check_study_out,
     configure_threads,
     construction_subject,
     finish_report,
@@ -56,6 +57,7 @@ from analyses.common import (
     short_site,
     split_strings,
     train_window,
+    study_output,
     write_report,
 )
 
@@ -331,6 +333,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     subjects, skipped = load_all(names)
     langs = {"dense": languages.get("flipflop", p=st.p_dense), "sparse": languages.get("flipflop", p=st.p_sparse)}
@@ -362,11 +365,11 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["verdict"] = verdict(subj, m)
     bar.close()
     report["comparison"] = comparison(report)
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 

@@ -35,6 +35,7 @@ from analyses.common import (
     Subject,
     base_parser,
     best_row,
+    check_study_out,
     configure_threads,
     construction_subject,
     edges_to_bins,
@@ -52,6 +53,7 @@ from analyses.common import (
     short_site,
     split_strings,
     strict_by_bin,
+    study_output,
     write_report,
 )
 
@@ -262,6 +264,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     language = languages.get("parity")
     subjects, skipped = load_all(names)
@@ -286,11 +289,12 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["probes"] = probe_records(subj, language, st, strings)
             m["verdict"] = verdict(subj, m)
     bar.close()
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, subjects, language, st, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, subjects, language, st, staged.dir, formats),
+                         staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 

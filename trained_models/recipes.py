@@ -107,7 +107,7 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
     args = build_parser().parse_args(argv + extra)
     command = "python -m trained_models.train " + " ".join(argv + extra)
     card = train(config_from_args(args), out, resume=True, command=command, progress=progress, finish=finish)
-    if card.get("metrics") and name in RECIPES:
+    if card.get("metrics") and card.get("finished", True) and name in RECIPES:  # not a --max-minutes stop
         ship(name, out)
     return card
 
