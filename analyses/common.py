@@ -405,13 +405,15 @@ def parse_window(text: str) -> tuple[int, int]:
 
 def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParser:
     """The flags every study takes."""
-    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from languages import cli
+
+    ap = cli.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable; "
-                    "default: the study's shipped models, the missing ones skipped)")
-    ap.add_argument("--n", type=int, help="strings per evaluation set")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+                    "default: the study's shipped models, the missing ones skipped; a named one must exist)")
+    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--out", default=default_out, type=cli.out_dir, help=f"output folder (default {default_out})")
     from analyses.figures import FORMATS
 
     ap.add_argument("--format", action="append", choices=FORMATS, help="figure format, repeatable (default png)")
@@ -421,9 +423,22 @@ def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParse
     return ap
 
 
+def check_models(names: Optional[Sequence[str]]) -> None:
+    """Models named with ``--model`` must exist (only the study's default models may be missing and
+    skipped): a ``FileNotFoundError`` naming the first missing one otherwise, before any computing."""
+    from trained_models.registry import resolve
+
+    for name in names or ():
+        try:
+            resolve(name)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--model {name}: {e}") from None
+
+
 def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
     """``cls.quick(...)`` or ``cls(...)`` with ``seed``, ``n`` (when given) and ``kw``."""
     kw = dict(kw, seed=args.seed)
-    if args.n:
+    if args.n is not None:
         kw["n"] = args.n
+    check_models(args.model)
     return cls.quick(**kw) if args.quick else cls(**kw)

@@ -34,6 +34,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
@@ -372,6 +373,7 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.counter_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.counter_probe", __doc__, "outputs/counter_probe")
     ap.add_argument("--language", action="append", choices=LANGUAGES, help="repeatable (default both)")

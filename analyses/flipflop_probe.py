@@ -36,6 +36,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
@@ -426,9 +427,10 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.flipflop_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.flipflop_probe", __doc__, "outputs/flipflop_probe")
-    ap.add_argument("--length", type=int, help="length of the dense and sparse sets (default 512; even)")
+    ap.add_argument("--length", type=cli.positive_int, help="length of the dense and sparse sets (default 512; even)")
     args = ap.parse_args(argv)
     if args.length is not None and (args.length < 2 or args.length % 2):
         ap.error("--length must be an even number >= 2")

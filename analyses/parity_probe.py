@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
@@ -343,9 +344,10 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.parity_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.parity_probe", __doc__, "outputs/parity_probe")
-    ap.add_argument("--T", type=int, help="witness length (default 20000)")
+    ap.add_argument("--T", type=cli.positive_int, help="witness length (default 20000)")
     args = ap.parse_args(argv)
     st = settings_from_args(Settings, args, **({"T": args.T} if args.T else {}))
     out = Path(args.out)

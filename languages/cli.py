@@ -79,25 +79,25 @@ def cli(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
                     return int(e.code or 0)
                 if debug:
                     raise
-                return _fail(prog, str(e.code))
+                return _fail(prog, str(e.code), hint=False)
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
             except (ValueError, LookupError, OSError, TypeError, ArithmeticError, RuntimeError) as e:
                 if debug:
                     raise
-                return _fail(prog, one_line(e))
+                return _fail(prog, one_line(e), hint=not isinstance(e, UsageError))
 
         return run
 
     return wrap
 
 
-def _fail(prog: str, message: str) -> int:
+def _fail(prog: str, message: str, hint: bool) -> int:
     message = " ".join(message.split())
     if message.startswith(f"{prog}: error: "):
         message = message[len(f"{prog}: error: "):]
-    print(f"{prog}: error: {message} (rerun with --debug for the traceback)", file=sys.stderr)
+    print(f"{prog}: error: {message}{' (--debug shows the traceback)' if hint else ''}", file=sys.stderr)
     return EXIT_USAGE
 
 

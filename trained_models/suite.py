@@ -458,15 +458,17 @@ def _names(values: Optional[Iterable[str]]) -> Optional[list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from languages import cli
+
+    ap = cli.ArgumentParser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="small")
     ap.add_argument("--languages", nargs="+", metavar="NAME", help=f"subset (default all 27): {' '.join(SUITE)}")
     ap.add_argument("--models", nargs="+", metavar="VARIANT", help=f"subset (default all): {' '.join(VARIANTS)}")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib n_jobs), one torch thread each")
-    ap.add_argument("--out", default="results", help="where suite.csv and suite.md go")
-    ap.add_argument("--runs-dir", default="runs/suite", help="run results and training directories")
-    ap.add_argument("--max-total-minutes", type=float,
+    ap.add_argument("--jobs", type=cli.positive_int, default=1, help="parallel runs (joblib n_jobs), one torch thread each")
+    ap.add_argument("--out", default="results", type=cli.out_dir, help="where suite.csv and suite.md go")
+    ap.add_argument("--runs-dir", default="runs/suite", type=cli.out_dir, help="run results and training directories")
+    ap.add_argument("--max-total-minutes", type=cli.positive_float,
                     help="start no new run after this many minutes (the rest stay pending for the next call)")
     ap.add_argument("--print-runs", action="store_true",
                     help="print one `python -m trained_models.train ...` command per selected run and exit")
@@ -475,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from languages import cli
+
+    return cli.cli("python -m trained_models.suite")(_main)(argv)
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models))

@@ -281,6 +281,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     out = check_out(out_dir, resume=resume, force=force)
     if finish and not resume:
         raise cli.UsageError("--finish needs --resume (it ends an interrupted run)")
+    init_path = init_weights_path(cfg.init_from) if cfg.init_from else None  # checked before any data is made
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     language = languages.get(cfg.language, **cfg.language_params)
@@ -310,7 +311,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
 
     model = build_model(spec)
     if cfg.init_from and not (resume and (out / CKPT_DIR / "state.json").exists()):
-        load_weights(model, init_weights_path(cfg.init_from), what=f"--init-from {cfg.init_from}")
+        load_weights(model, init_path, what=f"--init-from {cfg.init_from}")
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = len(train_batches)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
