@@ -23,7 +23,6 @@ every file atomically.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,6 @@ next-symbol models are scored alike); ``score="sets"`` compares the whole decode
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, Optional, Sequence
 
 import numpy as np

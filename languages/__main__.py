@@ -6,7 +6,6 @@ with its trace (abridged). With NAME: that language only, with a longer trace.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from . import END, cli, get, names

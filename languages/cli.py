@@ -121,44 +121,22 @@ def _float(text: str) -> float:
     return x
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type``: an integer >= 1."""
-    x = _int(text)
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return x
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool], need: str, doc: str) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        x = parse(text)
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
+        return x
+
+    check.__doc__ = f"argparse ``type``: {doc}."
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse ``type``: an integer >= 0."""
-    x = _int(text)
-    if x < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return x
-
-
-def positive_float(text: str) -> float:
-    """argparse ``type``: a finite number > 0."""
-    x = _float(text)
-    if x <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return x
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse ``type``: a finite number >= 0."""
-    x = _float(text)
-    if x < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return x
-
-
-def probability(text: str) -> float:
-    """argparse ``type``: a number in [0, 1]."""
-    x = _float(text)
-    if not 0 <= x <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text!r}")
-    return x
+positive_int = _checked(_int, lambda x: x >= 1, "a positive integer", "an integer >= 1")
+nonnegative_int = _checked(_int, lambda x: x >= 0, ">= 0", "an integer >= 0")
+positive_float = _checked(_float, lambda x: x > 0, "positive", "a finite number > 0")
+nonnegative_float = _checked(_float, lambda x: x >= 0, ">= 0", "a finite number >= 0")
+probability = _checked(_float, lambda x: 0 <= x <= 1, "in [0, 1]", "a number in [0, 1]")
 
 
 def out_dir(text: str) -> str:

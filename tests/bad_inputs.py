@@ -13,7 +13,9 @@ accepted). Outcomes: ``clear`` (exit 2, one line, names the argument, no traceba
 (an exception escaped ``main``), ``silent`` (exit 0, or still running at the alarm: the input was
 accepted), ``unclear`` (any other exit or a message that is not one line naming the argument).
 Damaged checkpoints are made from a shipped model into a temporary folder; every output goes there
-too (``--out``, ``--runs-dir``, ``--root``), so nothing in the checkout is touched.
+too (``--out``, ``--runs-dir``, ``--root``), so nothing in the checkout is touched. The data-loss
+scenarios (:func:`data_loss_scenarios`) replay the "Losing data" items and report whether files were
+lost or mixed.
 """
 from __future__ import annotations
 
@@ -42,6 +44,12 @@ STUDY = ["--quick", "--no-progress", "--no-figures", "--out", "{tmp}/study_out"]
 SUITE = ["--out", "{tmp}/suite_out", "--runs-dir", "{tmp}/suite_runs", "--budget", "quick",
          "--languages", "parity", "--models", "mamba-1l"]
 CONS = ["--language", "dyck", "--min-len", "2", "--max-len", "20", "--n", "4"]
+
+
+WARM_UP = ("hooks.mamba", "hooks.transformer", "trained_models.train", "trained_models.evaluate",
+           "trained_models.suite", "trained_models.recipes", "analyses.dyck_probe", "analyses.parity_probe",
+           "analyses.counter_probe", "analyses.flipflop_probe", "analyses.dyck_steering",
+           "hooks.constructions.__main__", "languages.__main__")
 
 
 @dataclass(frozen=True)
@@ -240,15 +248,9 @@ def run_case(case: Case, values: dict[str, str], timeout: float = 20.0) -> Outco
         mod = importlib.import_module("hooks.constructions.__main__")
     argv = fill(case, values)
     out, err = io.StringIO(), io.StringIO()
-
-    def on_alarm(signum, frame):
-        raise _Alarm()
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
     rc: Optional[int] = None
     kind = ""
-    try:
+    with _alarm(timeout):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 rc = mod.main(argv)
@@ -263,9 +265,6 @@ def run_case(case: Case, values: dict[str, str], timeout: float = 20.0) -> Outco
             except Exception as e:  # would be a traceback on the command line
                 kind, rc = "traceback", 1
                 print(f"Traceback: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
     message = err.getvalue().strip()
     if not kind:
         lines = message.splitlines()
@@ -278,16 +277,138 @@ def run_case(case: Case, values: dict[str, str], timeout: float = 20.0) -> Outco
     return Outcome(case, kind, rc, message)
 
 
-def run_api() -> list[tuple[str, str]]:
-    """Each API case: ``raised`` (ValueError/TypeError with a message) or ``accepted``."""
+@contextlib.contextmanager
+def _alarm(timeout: float):
+    def on_alarm(signum, frame):
+        raise _Alarm()
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run_api(timeout: float = 20.0) -> list[tuple[str, str]]:
+    """Each API case: ``raised`` (ValueError/TypeError with a message) or ``accepted`` (returned, or
+    still running after ``timeout`` seconds)."""
     out = []
     for label, call in _api_cases():
         try:
-            call()
+            with _alarm(timeout):
+                call()
+            out.append((label, "accepted"))
+        except _Alarm:
             out.append((label, "accepted"))
         except (ValueError, TypeError) as e:
             out.append((label, f"raised: {' '.join(str(e).split())[:90]}"))
     return out
+
+
+# --------------------------------------------------------------------------- data-loss scenarios
+
+
+KILL_AFTER_MODEL_WRITE = r"""
+import json, os, sys
+import trained_models.train as tr
+from trained_models.config import TrainConfig
+
+real, calls = tr.atomic_save_safetensors, []
+def save(path, tensors, metadata=None):
+    out = real(path, tensors, metadata)
+    if os.path.basename(str(path)) == "model.safetensors":
+        calls.append(path)
+        if len(calls) == int(sys.argv[2]):
+            os._exit(9)  # killed right after the checkpoint's model tensors were written
+    return out
+tr.atomic_save_safetensors = save
+tr.train(TrainConfig.from_dict(json.loads(os.environ["CFG"])), sys.argv[1], progress=False)
+"""
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _quiet(call: Callable[[], object]) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            call()
+        except BaseException:  # old code: a traceback; what matters here is what is left on disk
+            pass
+
+
+def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
+    """Each scenario of issue 14's "Losing data" section on this checkout: ``(label, data lost)``."""
+    import subprocess
+
+    import torch
+
+    from trained_models import load
+    from trained_models.config import TrainConfig
+    from trained_models.train import main as train_main, train
+
+    results = []
+    anbn = ["--language", "anbn", "--n-train", "20", "--n-dev", "8", "--n-test", "8", "--batch-size", "8",
+            "--epochs", "2", "--layers", "1", "--d-model", "8", "--threads", "1", "--no-progress"]
+    run = tmp / "anbn_run"
+    _quiet(lambda: train_main(anbn + ["--out", str(run)]))
+    before = snapshot(run)
+    _quiet(lambda: train_main([a.replace("{tmp}/train_out", str(run)) for a in TRAIN]))
+    results.append(("train --out over a run of another language", snapshot(run) != before))
+    _quiet(lambda: train_main(anbn + ["--evals-per-epoch", "0", "--out", str(run)]))
+    results.append(("a failing train command (--evals-per-epoch 0) over a run", snapshot(run) != before))
+
+    killed = tmp / "killed_run"
+    argv = [a.replace("{tmp}/train_out", str(killed)) for a in TRAIN]
+    _quiet(lambda: train_main(argv + ["--max-minutes", "1e-9"]))  # "killed" after its first step
+    before = snapshot(killed)
+    _quiet(lambda: train_main(argv))  # the run's command again, without --resume
+    results.append(("re-running a killed run's command without --resume", snapshot(killed) != before))
+
+    cfg = TrainConfig(language="dyck", language_params={"K": 2, "h": 3}, layers=1, d_model=8, d_state=4, n_train=64,
+                      n_dev=16, n_test=16, batch_size=16, epochs=3, evals_per_epoch=2, train_window=(2, 16),
+                      test_windows={"bin0": (2, 16), "bin1": (18, 30)}, warmup_steps=2, lr=3e-3, threads=1,
+                      patience=100)
+    _quiet(lambda: train(cfg, tmp / "full", progress=False))
+    import trained_models
+
+    root = str(Path(trained_models.__file__).resolve().parents[1])  # the checkout under test, in the child too
+    env = {**os.environ, "CFG": json.dumps(cfg.to_dict()), "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    subprocess.run([sys.executable, "-c", KILL_AFTER_MODEL_WRITE, str(tmp / "kill"), "2"], env=env,
+                   capture_output=True, timeout=600)
+    _quiet(lambda: train(cfg, tmp / "kill", resume=True, progress=False))
+    try:
+        a, b = load(tmp / "full")[0].state_dict(), load(tmp / "kill")[0].state_dict()
+        differ = any(not torch.equal(a[k], b[k]) for k in a)
+    except Exception:
+        differ = True
+    results.append(("killed between the checkpoint's writes, then --resume", differ))
+
+    from analyses import parity_probe as pp
+
+    def study(seed: int) -> None:
+        st = pp.Settings.quick(n=8, probe_train=16, probe_test=8, probe_positions=200, test_positions=100,
+                               ood_positions=100, T=200, bins={"bin0": (2, 20), "bin1": (21, 40)}, seed=seed)
+        pp.run([], st, tmp / "study", progress=False)
+
+    _quiet(lambda: study(0))
+    before = snapshot(tmp / "study")
+    real = pp.write_report
+
+    def killed_report(*a, **k):
+        raise KeyboardInterrupt
+
+    pp.write_report = killed_report
+    try:
+        _quiet(lambda: study(1))
+    finally:
+        pp.write_report = real
+    results.append(("a study interrupted after its figures", snapshot(tmp / "study") != before))
+    return results
 
 
 def main() -> int:
@@ -296,24 +417,34 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="run every bad input and count the outcomes")
     ap.add_argument("--timeout", type=float, default=20.0)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--only", choices=("cli", "api", "data"), action="append", help="default: all three")
     args = ap.parse_args()
+    parts = set(args.only or ("cli", "api", "data"))
     os.environ.setdefault("MPLBACKEND", "Agg")
     import torch
 
     torch.set_num_threads(1)
+    for m in WARM_UP:  # imports are not the CLI's answer time: load them before the alarms start
+        importlib.import_module(m)
     counts: dict[str, int] = {}
+    losses: list[tuple[str, bool]] = []
     with tempfile.TemporaryDirectory() as d:
         values = prepare(Path(d))
-        for case in CASES:
+        for case in CASES if "cli" in parts else []:
             o = run_case(case, values, args.timeout)
             counts[o.kind] = counts.get(o.kind, 0) + 1
             if args.verbose or o.kind != "clear":
                 print(f"[{o.kind:9s}] rc={o.rc} {case.label[:110]}\n            {o.message.splitlines()[-1][:160] if o.message else ''}")
-    api = run_api()
+        if "data" in parts:
+            losses = data_loss_scenarios(Path(d))
+    api = run_api(args.timeout) if "api" in parts else []
     for label, what in api:
         if args.verbose or what == "accepted":
             print(f"[api] {label}: {what}")
-    print(f"\n{len(CASES)} bad command lines: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"\n{sum(counts.values())} bad command lines: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for label, lost in losses:
+        print(f"[data] {label}: {'LOST' if lost else 'kept'}")
+    print(f"{len(losses)} data-loss scenarios: lost {sum(l for _, l in losses)}")
     print(f"{len(api)} bad API calls: rejected {sum(w != 'accepted' for _, w in api)}, "
           f"accepted {sum(w == 'accepted' for _, w in api)}")
     return 0

@@ -17,30 +17,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from trained_models.config import TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bad_inputs import KILL_AFTER_MODEL_WRITE, snapshot as _snapshot  # noqa: E402
+from test_trained_models import _tiny_cfg as _tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _tiny(**kw) -> TrainConfig:
-    base = dict(language="dyck", language_params={"K": 2, "h": 3}, model="mamba", layers=1, d_model=8,
-                d_state=4, expand=2, n_train=64, n_dev=16, n_test=16, batch_size=16, epochs=2,
-                train_window=(2, 16), test_windows={"bin0": (2, 16), "bin1": (18, 30)}, warmup_steps=2,
-                lr=3e-3, threads=1, patience=100)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
 TINY_ARGV = ["--language", "dyck", "--K", "2", "--h", "3", "--layers", "1", "--d-model", "8", "--d-state", "4",
              "--n-train", "64", "--n-dev", "16", "--n-test", "16", "--batch-size", "16", "--epochs", "2",
              "--min-len", "2", "--max-len", "16", "--test-window", "bin0=2:16", "--test-window", "bin1=18:30",
              "--warmup-steps", "2", "--threads", "1", "--no-progress"]
-
-
-def _snapshot(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -120,24 +110,6 @@ def test_empty_out_is_not_the_current_directory(tmp_path, monkeypatch, capsys):
 
 
 # --------------------------------------------------------------------------- checkpoint as one unit
-
-
-KILL_AFTER_MODEL_WRITE = r"""
-import json, os, sys
-import trained_models.train as tr
-from trained_models.config import TrainConfig
-
-real, calls = tr.atomic_save_safetensors, []
-def save(path, tensors, metadata=None):
-    out = real(path, tensors, metadata)
-    if os.path.basename(str(path)) == "model.safetensors":
-        calls.append(path)
-        if len(calls) == int(sys.argv[2]):
-            os._exit(9)  # killed right after the checkpoint's model tensors were written
-    return out
-tr.atomic_save_safetensors = save
-tr.train(TrainConfig.from_dict(json.loads(os.environ["CFG"])), sys.argv[1], progress=False)
-"""
 
 
 @pytest.mark.parametrize("when", ["inside", "between_renames"])

@@ -12,7 +12,6 @@ it as ``train_command``. Shipping copies ``model.safetensors`` and ``card.json``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys

@@ -13,7 +13,6 @@ always, END iff the prefix has an even number of 1s). ``--json`` prints one obje
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
