@@ -99,8 +99,10 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
     if "--init-from" in recipe:  # a fine-tuning stage: its base first (resumable, skipped once finished)
         base = Path(recipe[recipe.index("--init-from") + 1]).name
         if base in BASES:
-            train_and_ship(base, root=root, max_minutes=max_minutes, seed=seed, progress=progress,
-                           threads=threads)
+            base_card = train_and_ship(base, root=root, max_minutes=max_minutes, seed=seed, progress=progress,
+                                       threads=threads)
+            if not base_card.get("finished", True):  # stopped by --max-minutes: rerun to continue the base
+                return base_card
     out = run_dir(name, root)
     argv = recipe + ["--seed", str(seed), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
     extra = (["--max-minutes", str(max_minutes)] if max_minutes else []) + (["--epochs", str(epochs)] if epochs else [])
