@@ -12,7 +12,9 @@
   :func:`with_token_label` (probe a variable given the current token); :func:`best_row`, :func:`first_below`.
 * Reports: :func:`fmt`, :func:`md_table`, :func:`finish_report` (run time, peak memory),
   :func:`write_report` (``report.json`` and ``report.md``, each atomically), :func:`safe_figures`
-  (a failing figure never loses the report), :func:`save_and_close`.
+  (a failing figure never loses the report), :func:`save_and_close`; :func:`study_output` (a run's
+  report and figures written together, into a temporary folder moved onto ``--out`` at the end) and
+  :func:`check_study_out` (``--out`` checked before anything is computed).
 * CLI: :func:`base_parser` (``--model`` repeatable, ``--n``, ``--seed``, ``--out``, ``--format``,
   ``--quick``, ``--no-progress``, ``--no-figures``), :func:`parse_window`, :func:`configure_threads`.
 """
@@ -313,6 +315,43 @@ def finish_report(report: dict, t0: float) -> dict:
     return report
 
 
+REPORT_FILES = ("report.json", "report.md")
+
+
+def check_study_out(out: str | Path) -> Path:
+    """``--out`` checked before a study computes anything: a writable folder that is new, empty, or
+    holds only a previous run's outputs (its ``report.json``, ``report.md`` and the figures that report
+    lists), since :func:`study_output` replaces the whole folder."""
+    from trained_models.io import check_writable
+
+    out = check_writable(out)
+    if not out.is_dir():
+        return out
+    entries = {p.name for p in out.iterdir()}
+    ours = set(REPORT_FILES)
+    try:
+        import json
+
+        ours |= {Path(f).name for f in json.loads((out / "report.json").read_text()).get("figures", [])}
+    except (OSError, ValueError, AttributeError):
+        pass
+    foreign = sorted(entries - ours)
+    if foreign and entries:
+        raise FileExistsError(f"--out {out} holds files that are not a study's outputs ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+    return out
+
+
+def study_output(out: str | Path) -> Any:
+    """``with study_output(out) as staged:`` write the figures into ``staged.dir`` (passing
+    ``staged.final`` to :func:`safe_figures`) and the report with ``write_report(staged.dir, ...)``;
+    at the end of the block the folder replaces ``out`` as one unit, so a report never sits beside
+    another run's figures, and an interrupted run leaves the previous outputs whole."""
+    from trained_models.io import StagedDir
+
+    return StagedDir(check_study_out(out))
+
+
 def write_report(out: Path, report: dict, markdown: str) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out``, each atomically."""
     from trained_models.io import atomic_write_json, atomic_write_text
@@ -322,11 +361,13 @@ def write_report(out: Path, report: dict, markdown: str) -> tuple[Path, Path]:
     return atomic_write_json(out / "report.json", report), atomic_write_text(out / "report.md", markdown)
 
 
-def safe_figures(report: dict, make: Callable[[], list[Path]]) -> None:
-    """``report["figures"]`` from ``make()``; an exception becomes ``report["figure_error"]``."""
+def safe_figures(report: dict, make: Callable[[], list[Path]],
+                 final: Callable[[Path], Path] = Path) -> None:
+    """``report["figures"]`` from ``make()`` (each path through ``final``: a staged file's final path);
+    an exception becomes ``report["figure_error"]``."""
     report.setdefault("figures", [])
     try:
-        report["figures"] += [str(p) for p in make()]
+        report["figures"] += [str(final(p)) for p in make()]
     except Exception as e:  # a figure must never lose the report
         report["figure_error"] = f"{type(e).__name__}: {e}"
 
@@ -364,13 +405,15 @@ def parse_window(text: str) -> tuple[int, int]:
 
 def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParser:
     """The flags every study takes."""
-    ap = argparse.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from languages import cli
+
+    ap = cli.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable; "
-                    "default: the study's shipped models, the missing ones skipped)")
-    ap.add_argument("--n", type=int, help="strings per evaluation set")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+                    "default: the study's shipped models, the missing ones skipped; a named one must exist)")
+    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--out", default=default_out, type=cli.out_dir, help=f"output folder (default {default_out})")
     from analyses.figures import FORMATS
 
     ap.add_argument("--format", action="append", choices=FORMATS, help="figure format, repeatable (default png)")
@@ -380,9 +423,22 @@ def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParse
     return ap
 
 
+def check_models(names: Optional[Sequence[str]]) -> None:
+    """Models named with ``--model`` must exist (only the study's default models may be missing and
+    skipped): a ``FileNotFoundError`` naming the first missing one otherwise, before any computing."""
+    from trained_models.registry import resolve
+
+    for name in names or ():
+        try:
+            resolve(name)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--model {name}: {e}") from None
+
+
 def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
     """``cls.quick(...)`` or ``cls(...)`` with ``seed``, ``n`` (when given) and ``kw``."""
     kw = dict(kw, seed=args.seed)
-    if args.n:
+    if args.n is not None:
         kw["n"] = args.n
+    check_models(args.model)
     return cls.quick(**kw) if args.quick else cls(**kw)

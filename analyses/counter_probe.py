@@ -34,11 +34,13 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
     best_row,
     bin_name,
+    check_study_out,
     configure_threads,
     construction_subject,
     edges_to_bins,
@@ -58,6 +60,7 @@ from analyses.common import (
     split_strings,
     strict_by_bin,
     train_window,
+    study_output,
     write_report,
 )
 
@@ -266,6 +269,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     subjects, skipped = load_all(names, st.languages)
     report: dict[str, Any] = {"study": "counter_probe", "settings": asdict(st), "skipped": skipped,
@@ -307,11 +311,11 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["breaks"] = breaks(m, var, d["in_bins"] + d["out_bins"])
             m["verdict"] = verdict(subj, m, var, d["in_bins"], d["out_bins"])
     bar.close()
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 
@@ -369,6 +373,7 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.counter_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.counter_probe", __doc__, "outputs/counter_probe")
     ap.add_argument("--language", action="append", choices=LANGUAGES, help="repeatable (default both)")

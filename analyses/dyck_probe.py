@@ -23,7 +23,6 @@ every file atomically.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 
 from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
-                             probe_collections, safe_figures, write_report)
+                             probe_collections, safe_figures, study_output, write_report,
+                             check_models, check_study_out)
+from languages import cli
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
 PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
@@ -314,6 +315,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     language = languages.get("dyck", K=st.K, h=st.h)
     subjects, skipped = load_dyck_subjects(names, st.K, st.h)
@@ -348,14 +350,16 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
             m["verdict"] = verdict(subj, m)
     bar.close()
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-        best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
-        if best is not None:
-            name = next(n for n in names if Path(str(n)).name == best)
-            safe_figures(report, lambda: trajectory_figures(name, out, formats, K=st.K, h=st.h))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
+            if best is not None:
+                name = next(n for n in names if Path(str(n)).name == best)
+                safe_figures(report, lambda: trajectory_figures(name, staged.dir, formats, K=st.K, h=st.h),
+                             staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 
@@ -410,23 +414,25 @@ def print_summary(report: dict, out: Path) -> None:
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
 
 
+@cli.cli("python -m analyses.dyck_probe")
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analyses.dyck_probe", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m analyses.dyck_probe", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable)")
-    ap.add_argument("--K", type=int, default=8)
-    ap.add_argument("--h", type=int, default=10)
-    ap.add_argument("--n", type=int, help="strings per evaluation set")
+    ap.add_argument("--K", type=cli.positive_int, default=8)
+    ap.add_argument("--h", type=cli.positive_int, default=10)
+    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
     ap.add_argument("--lengths", nargs=2, type=parse_window, metavar=("IN", "OUT"),
                     help="in- and out-of-distribution windows, e.g. 2:300 701:1400")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="outputs/dyck_probe")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--out", default="outputs/dyck_probe", type=cli.out_dir)
     ap.add_argument("--format", action="append", choices=("png", "svg", "pdf"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-figures", action="store_true")
     args = ap.parse_args(argv)
+    check_models(args.model)
     kw: dict[str, Any] = {"K": args.K, "h": args.h, "seed": args.seed}
-    if args.n:
+    if args.n is not None:
         kw["n"] = args.n
     if args.lengths:
         kw["in_window"], kw["out_window"] = args.lengths

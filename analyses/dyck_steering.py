@@ -13,11 +13,12 @@ next-symbol models are scored alike); ``score="sets"`` compares the whole decode
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+
+from languages import cli
 
 
 def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings: Sequence[str], *,
@@ -71,16 +72,19 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
     return {"accuracy": ok / max(n, 1), "n": n, "unchanged": unchanged}
 
 
+@cli.cli("python -m analyses.dyck_steering")
 def main(argv: Optional[list[str]] = None) -> int:
     import languages
+    from analyses.common import check_models
     from hooks import constructions
     from trained_models import load
 
-    ap = argparse.ArgumentParser(prog="python -m analyses.dyck_steering", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m analyses.dyck_steering", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", default=[], help="shipped name or run directory (repeatable)")
-    ap.add_argument("--n", type=int, default=60)
-    ap.add_argument("--seed", type=int, default=21)
+    ap.add_argument("--n", type=cli.positive_int, default=60)
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=21)
     args = ap.parse_args(argv)
+    check_models(args.model)
     torch.set_num_threads(1)
     language = languages.get("dyck", K=8, h=10)
     strings = language.sample(args.n, 20, 120, seed=args.seed)

@@ -36,10 +36,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
     best_row,
+    check_study_out,
     configure_threads,
     construction_subject,
     finish_report,
@@ -56,6 +58,7 @@ from analyses.common import (
     short_site,
     split_strings,
     train_window,
+    study_output,
     write_report,
 )
 
@@ -331,6 +334,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     subjects, skipped = load_all(names)
     langs = {"dense": languages.get("flipflop", p=st.p_dense), "sparse": languages.get("flipflop", p=st.p_sparse)}
@@ -362,11 +366,11 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["verdict"] = verdict(subj, m)
     bar.close()
     report["comparison"] = comparison(report)
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 
@@ -423,9 +427,10 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.flipflop_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.flipflop_probe", __doc__, "outputs/flipflop_probe")
-    ap.add_argument("--length", type=int, help="length of the dense and sparse sets (default 512; even)")
+    ap.add_argument("--length", type=cli.positive_int, help="length of the dense and sparse sets (default 512; even)")
     args = ap.parse_args(argv)
     if args.length is not None and (args.length < 2 or args.length % 2):
         ap.error("--length must be an even number >= 2")

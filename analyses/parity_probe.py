@@ -31,10 +31,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from languages import cli
 from analyses.common import (
     Subject,
     base_parser,
     best_row,
+    check_study_out,
     configure_threads,
     construction_subject,
     edges_to_bins,
@@ -52,6 +54,7 @@ from analyses.common import (
     short_site,
     split_strings,
     strict_by_bin,
+    study_output,
     write_report,
 )
 
@@ -262,6 +265,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     language = languages.get("parity")
     subjects, skipped = load_all(names)
@@ -286,11 +290,12 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["probes"] = probe_records(subj, language, st, strings)
             m["verdict"] = verdict(subj, m)
     bar.close()
-    out = Path(out)
-    if figures:
-        safe_figures(report, lambda: report_figures(report, subjects, language, st, out, formats))
-    finish_report(report, t0)
-    write_report(out, report, to_markdown(report))
+    with study_output(out) as staged:  # report and figures replace --out together
+        if figures:
+            safe_figures(report, lambda: report_figures(report, subjects, language, st, staged.dir, formats),
+                         staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
     return report
 
 
@@ -339,9 +344,10 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli.cli("python -m analyses.parity_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.parity_probe", __doc__, "outputs/parity_probe")
-    ap.add_argument("--T", type=int, help="witness length (default 20000)")
+    ap.add_argument("--T", type=cli.positive_int, help="witness length (default 20000)")
     args = ap.parse_args(argv)
     st = settings_from_args(Settings, args, **({"T": args.T} if args.T else {}))
     out = Path(args.out)

@@ -90,6 +90,10 @@ def get(name: str, **params: Any) -> Language:
     and immutable in use."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown language {name!r}; known: {', '.join(_ORDER)}")
+    for k, v in params.items():
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+                raise ValueError(f"{name}: parameter {k} must be a number, got {v!r}")
     key = (name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())))
     lang = _CACHE.get(key)
     if lang is None:

@@ -6,10 +6,9 @@ with its trace (abridged). With NAME: that language only, with a longer trace.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from . import END, get, names
+from . import END, cli, get, names
 from .dfa import DFA
 
 
@@ -69,16 +68,20 @@ def show(lang, seed: int = 0, rows: int = 8, out=sys.stdout) -> None:
         print(f"    {i:>3} {read:>4}  {al:<{aw}} {str(member[i]):<5} {vals}", file=out)
 
 
+@cli.cli("python -m languages")
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m languages", description=__doc__.split("\n\n")[1])
-    ap.add_argument("name", nargs="?", help="one language (default: all 29)")
-    ap.add_argument("--K", type=int, help="dyck: bracket types")
-    ap.add_argument("--h", type=int, help="dyck: maximum depth")
-    ap.add_argument("--p", type=float, help="flipflop: probability of i; boolean3/5: operator probability")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rows", type=int, default=None, help="trace rows to show")
+    ap = cli.ArgumentParser(prog="python -m languages", description=__doc__.split("\n\n")[1])
+    ap.add_argument("name", nargs="?", choices=names(), metavar="NAME",
+                    help="one language (default: all 29): " + ", ".join(names()))
+    ap.add_argument("--K", type=cli.positive_int, help="dyck: bracket types")
+    ap.add_argument("--h", type=cli.positive_int, help="dyck: maximum depth")
+    ap.add_argument("--p", type=cli.probability, help="flipflop: probability of i; boolean3/5: operator probability")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--rows", type=cli.positive_int, default=None, help="trace rows to show")
     args = ap.parse_args(argv)
     params = {k: getattr(args, k) for k in ("K", "h", "p") if getattr(args, k) is not None}
+    if params and not args.name:
+        raise cli.UsageError(f"--{next(iter(params))} needs a language NAME (it sets that language's parameter)")
     if args.name:
         show(get(args.name, **params), seed=args.seed, rows=args.rows or 40)
         return 0

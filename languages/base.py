@@ -25,6 +25,8 @@ one ``random.Random(seed)`` is used, so the output is reproducible byte for byte
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import random
 from typing import Any, Iterable, Optional, Sequence
 
@@ -36,7 +38,32 @@ END = "$"
 DEFAULT_N_TRAIN = 10_000
 DEFAULT_N_TEST = 2_000
 
-__all__ = ["END", "Language", "DEFAULT_N_TRAIN", "DEFAULT_N_TEST"]
+__all__ = ["END", "Language", "DEFAULT_N_TRAIN", "DEFAULT_N_TEST", "check_int"]
+
+
+def check_int(name: str, value: Any, minimum: Optional[int] = None) -> int:
+    """``value`` as an int, or ValueError naming ``name``: booleans and non-integers (8.5, but also
+    8.0) are refused rather than truncated, as is a value below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_fits(n: int, min_len: int, max_len: int, what: str = "n") -> None:
+    """Fail fast, with the estimate, when ``n`` strings of lengths ``min_len..max_len`` cannot be held
+    in this machine's memory (about 80 bytes of overhead per string plus its characters, twice: the
+    result and the set of strings drawn so far)."""
+    need = 2 * n * (80 + (min_len + max_len) / 2)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover (no sysconf)
+        return
+    if need > have / 2:
+        raise ValueError(f"{what}={n} strings of length {min_len}-{max_len} need about {need / 2**30:.1f} GiB of "
+                         f"memory; this machine has {have / 2**30:.1f} GiB: ask for fewer")
 
 
 def _check_alphabet(alphabet: Iterable[str]) -> tuple[str, ...]:
@@ -290,13 +317,12 @@ class Language:
         no member strings or fewer than ``n`` (after exclusion); the count is exact wherever
         :meth:`count` is.
         """
-        n, min_len, max_len = int(n), int(min_len), int(max_len)
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        n, min_len, max_len = check_int("n", n, 0), check_int("min_len", min_len), check_int("max_len", max_len)
         if min_len < 0 or max_len < min_len:
             raise ValueError(f"need 0 <= min_len <= max_len, got [{min_len}, {max_len}]")
         if n == 0:
             return []
+        check_fits(n, min_len, max_len)
         rng = random.Random(seed)
         excl = exclude if isinstance(exclude, (set, frozenset)) else set(exclude or ())
         excl_by_len: dict[int, int] = {}

@@ -72,7 +72,7 @@ class DFA(Language):
         for q in self.accepting:
             if q not in pos:
                 raise ValueError(f"accepting state {q!r} is not among the states")
-        self.transitions = dict(transitions)
+        self.transitions = _transition_dict(transitions)
         n, S = len(self.states), len(self.alphabet)
         delta = [[n] * S for _ in range(n + 1)]  # index n: the implicit dead state
         for key, r in self.transitions.items():
@@ -397,6 +397,26 @@ def explore_spec(
     m = d.num_states
     mtrans = {(q, alphabet[j]): r for q in range(m) for j, r in enumerate(d._mdelta[q])}
     return range(m), alphabet, mtrans, 0, list(d.accepting_states)
+
+
+def _transition_dict(transitions: Any) -> dict:
+    """``{(state, symbol): target}`` from a mapping, or from an iterable of ``((state, symbol), target)``
+    pairs or ``(state, symbol, target)`` triples; two different targets for one ``(state, symbol)``
+    are an error (a plain ``dict(...)`` would silently keep the last)."""
+    if isinstance(transitions, dict):
+        return dict(transitions)
+    out: dict = {}
+    for item in transitions:
+        if isinstance(item, tuple) and len(item) == 3:
+            key, r = (item[0], item[1]), item[2]
+        elif isinstance(item, tuple) and len(item) == 2:
+            key, r = item
+        else:
+            raise ValueError(f"a transition must be ((state, symbol), target) or (state, symbol, target), got {item!r}")
+        if key in out and out[key] != r:
+            raise ValueError(f"conflicting transitions for {key!r}: to {out[key]!r} and to {r!r}")
+        out[key] = r
+    return out
 
 
 def explore(

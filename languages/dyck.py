@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from .base import Language
+from .base import Language, check_int
 from .dfa import DFA
 from .paper import PAPER_WINDOWS
 
@@ -62,9 +62,7 @@ class Dyck(Language):
     _kind = "star-free"
 
     def __init__(self, K: int = 8, h: int = 10, p_open: float = 0.5):
-        K, h = int(K), int(h)
-        if h < 1:
-            raise ValueError(f"h must be >= 1, got {h}")
+        K, h = check_int("K", K, 1), check_int("h", h, 1)
         self.K, self.h = K, h
         self.pairs = dyck_pairs(K)
         self.p_open = float(p_open)

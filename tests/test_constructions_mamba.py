@@ -97,5 +97,5 @@ def test_cli_mamba(capsys):
                  "--n", "3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["strict_accuracy"] == 1.0 and out["model"] == "mamba"
-    with pytest.raises(SystemExit):
-        main(["--language", "anbn", "--model", "mamba", "--min-len", "4", "--max-len", "8"])
+    assert main(["--language", "anbn", "--model", "mamba", "--min-len", "4", "--max-len", "8"]) == 2
+    assert "--model mamba exists for flipflop and dyck only" in capsys.readouterr().err

@@ -8,7 +8,9 @@ A run directory (``--out DIR`` of ``trained_models.train``) holds:
 * ``checkpoint/`` -- the last epoch's model, optimiser and schedule state for ``--resume``.
 
 Loading never executes code: the card's ``model`` spec rebuilds the architecture and the tensors are
-checked name by name and shape by shape against it.
+checked name by name, shape by shape and dtype by dtype against it, and must be finite;
+:func:`trained_models.load` also checks the weights file against the sha256 its card records
+(``verify=False`` / ``--no-verify`` skips the hash and finiteness checks, for weights edited on purpose).
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ class CheckpointMismatch(ValueError):
     """A checkpoint's tensors do not fit the model its config describes."""
 
 
+class CheckpointCorrupt(ValueError):
+    """A weights file that cannot be read, differs from the hash its card records, or holds NaN/inf."""
+
+
 def save_model(model: torch.nn.Module, directory: str | Path, card: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` then ``card.json`` (with the weights' sha256) atomically."""
     directory = Path(directory)
@@ -40,14 +46,14 @@ def save_model(model: torch.nn.Module, directory: str | Path, card: dict[str, An
     return directory
 
 
-def load_weights(model: torch.nn.Module, path: str | Path, *, what: str = "") -> torch.nn.Module:
-    """Load safetensors weights into ``model``, with a clear error on any mismatch."""
-    from safetensors.torch import load_file
-
+def load_weights(model: torch.nn.Module, path: str | Path, *, what: str = "", verify: bool = True
+                 ) -> torch.nn.Module:
+    """Load safetensors weights into ``model``, with a clear error naming the file on any mismatch:
+    names, shapes and dtypes must be the model's, and (unless ``verify=False``) every value finite."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no weights file at {path}")
-    tensors = load_file(str(path))
+    tensors = read_tensors(path)
     expected = {k: v for k, v in model.state_dict().items()}
     label = what or str(path)
     missing = sorted(set(expected) - set(tensors) - _tied_names(model))
@@ -64,8 +70,34 @@ def load_weights(model: torch.nn.Module, path: str | Path, *, what: str = "") ->
                 f"checkpoint {label} does not match its config: tensor {name!r} has shape "
                 f"{tuple(t.shape)} in the checkpoint but {tuple(expected[name].shape)} in the model the config builds"
             )
+        if t.dtype != expected[name].dtype:
+            raise CheckpointMismatch(f"checkpoint {label}: tensor {name!r} is {t.dtype}, the model's is "
+                                     f"{expected[name].dtype}")
+        if verify and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointCorrupt(f"checkpoint {label}: tensor {name!r} holds {bad} non-finite values "
+                                    f"(NaN/inf); pass --no-verify (verify=False) to load it anyway")
     model.load_state_dict(tensors, strict=False)
     return model
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; an unreadable file is a :class:`CheckpointCorrupt` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointCorrupt(f"cannot read weights file {path}: {' '.join(str(e).split())}") from None
+
+
+def verify_hash(card: dict[str, Any], path: str | Path) -> None:
+    """The weights file's sha256 must be the one the card records (cards without one are not checked)."""
+    want = (card.get("weights") or {}).get("sha256") if isinstance(card.get("weights"), dict) else None
+    if want and sha256(path) != want:
+        raise CheckpointCorrupt(f"weights file {path} does not match the sha256 its card records (damaged or "
+                                f"edited after saving); pass --no-verify (verify=False) to load it anyway")
 
 
 def read_card(directory: str | Path) -> dict[str, Any]:
@@ -73,9 +105,12 @@ def read_card(directory: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no model card at {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"model card {path} is not valid JSON: {e}") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {path} is not a JSON object")
+    return card
 
 
 def sha256(path: str | Path) -> str:

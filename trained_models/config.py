@@ -6,6 +6,7 @@ from its flags, and ``--resume`` checks that the saved one matches.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -78,11 +79,25 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {self.decay!r}")
-        for name in ("layers", "d_model", "batch_size", "epochs", "n_train", "n_dev", "n_test", "threads"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        positive = ("layers", "d_model", "d_state", "d_conv", "expand", "n_heads", "batch_size", "epochs",
+                    "patience", "evals_per_epoch", "n_train", "n_dev", "n_test", "threads")
+        for name in positive + ("warmup_steps", "seed", "max_steps"):
+            v = getattr(self, name)
+            if v is None and name == "max_steps":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name} must be an integer, got {v!r}")
+            if v < (1 if name in positive + ("max_steps",) else 0):
+                raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}, got {v}")
+        for name, lo in (("lr", 0.0), ("max_minutes", 0.0)):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > lo):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.target is not None and not 0 <= self.target <= 1:
+            raise ValueError(f"target must be in [0, 1], got {self.target!r}")
         if self.dt_init is not None:
             lo, hi = self.dt_init
             if not 0 < lo <= hi:

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from hooks.metrics import CLOSE_THRESHOLD, SOFTMAX_THRESHOLD, output_probs  # noqa: F401 (re-exported)
+from languages import cli
+from languages.base import check_fits
 
 FIRST_SYMBOL_ID = 2  # END = 2, then the alphabet; PAD (0) and BOS (1) are never predicted.
 
@@ -300,43 +302,63 @@ def remeasure_bin0(name_or_dir: str, cluster: int = 8) -> dict[str, Any]:
 
 
 def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
+    """The language to evaluate on: ``--language`` (with ``--K/--h/--p``), else the card's. Parameters
+    without ``--language`` and a language whose alphabet is not the model's are refused."""
     import languages
 
+    given = [f"--{k} {getattr(args, k)}" for k in ("K", "h", "p") if getattr(args, k) is not None]
     if args.language:
         params = {k: getattr(args, k) for k in ("K", "h") if getattr(args, k) is not None}
         if args.p is not None:
             params["p"] = args.p[0] if len(args.p) == 1 else list(args.p)
-        return languages.get(args.language, **params)
-    if card is None:
-        raise SystemExit("--language is required when --model is not a shipped model or run directory")
-    return languages.get(card["language"]["name"], **card["language"].get("params", {}))
+        language = languages.get(args.language, **params)
+    elif card is None:
+        raise cli.UsageError("--language is required when --model is not a shipped model or run directory")
+    else:
+        if given:
+            raise cli.UsageError(f"{', '.join(given)} given without --language: they would be ignored (the model "
+                                 f"card's language is used); add --language {card['language']['name']}")
+        return languages.get(card["language"]["name"], **(card["language"].get("params") or {}))
+    if card is not None:
+        trained = languages.get(card["language"]["name"], **(card["language"].get("params") or {}))
+        if tuple(language.alphabet) != tuple(trained.alphabet):
+            raise cli.UsageError(
+                f"--language {args.language}{' ' + ' '.join(given) if given else ''}: the model was trained on "
+                f"{trained.name} {trained.params or ''} over the alphabet {''.join(trained.alphabet)!r}, not "
+                f"{''.join(language.alphabet)!r}")
+    return language
 
 
 def _windows(args: argparse.Namespace, language: Any) -> dict[str, tuple[int, int]]:
     if args.min_len is not None or args.max_len is not None:
         if args.min_len is None or args.max_len is None:
-            raise SystemExit("--min-len and --max-len go together")
+            raise cli.UsageError("--min-len and --max-len go together")
+        if args.min_len > args.max_len:
+            raise cli.UsageError(f"--min-len {args.min_len} is above --max-len {args.max_len}")
         return {"custom": (args.min_len, args.max_len)}
     bins = dict(getattr(language, "default_bins", {}) or {})
     bins.pop("train", None)
     if not bins:
-        raise SystemExit(f"{language.name} has no default bins: pass --min-len and --max-len")
+        raise cli.UsageError(f"{language.name} has no default bins: pass --min-len and --max-len")
     return {k: tuple(v) for k, v in bins.items()}
 
 
+@cli.cli("python -m trained_models.evaluate")
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trained_models.evaluate", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m trained_models.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="shipped name, run directory, or construction:NAME")
     ap.add_argument("--language", help="language name (default: the model card's)")
-    ap.add_argument("--K", type=int)
-    ap.add_argument("--h", type=int)
-    ap.add_argument("--p", type=float, nargs="+",
-                    help="flip-flop: probability of the ignore instruction (several: a mixture)")
-    ap.add_argument("--min-len", type=int)
-    ap.add_argument("--max-len", type=int)
-    ap.add_argument("--n", type=int, default=500)
-    ap.add_argument("--seed", type=int, default=12345)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--K", type=cli.positive_int, help="Dyck(K, h): bracket types (needs --language)")
+    ap.add_argument("--h", type=cli.positive_int, help="Dyck(K, h): maximal depth (needs --language)")
+    ap.add_argument("--p", type=cli.probability, nargs="+",
+                    help="flip-flop: probability of the ignore instruction (several: a mixture; needs --language)")
+    ap.add_argument("--min-len", type=cli.nonnegative_int)
+    ap.add_argument("--max-len", type=cli.nonnegative_int)
+    ap.add_argument("--n", type=cli.positive_int, default=500, help="strings per bin")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=12345)
+    ap.add_argument("--batch-size", type=cli.positive_int, default=32)
+    ap.add_argument("--no-verify", action="store_true",
+                    help="load weights whose sha256 differs from the card's, or that hold NaN/inf (edited on purpose)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--held-out-bin0", action="store_true",
                     help="re-measure a trained model's bin0 on strings outside its train and dev sets "
@@ -355,10 +377,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     from trained_models.registry import load_any
 
-    model, card = load_any(args.model, language=args.language, K=args.K, h=args.h)
+    try:
+        model, card = load_any(args.model, language=args.language, K=args.K, h=args.h, verify=not args.no_verify)
+    except (OSError, ValueError, KeyError) as e:
+        raise cli.UsageError(f"--model {args.model}: {cli.one_line(e)}") from e
     language = _language_from_args(args, card)
     decode = (card or {}).get("decode", "sigmoid")
     windows = _windows(args, language)
+    for lo, hi in windows.values():
+        check_fits(args.n, lo, hi, what="--n")
     results: dict[str, Any] = {}
     for name, (lo, hi) in windows.items():
         strings = language.sample(args.n, lo, hi, seed=args.seed)
@@ -382,7 +409,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         json.dump(payload, sys.stdout)
         print()
     else:
-        print(f"model {args.model} on {language.name}")
+        print(f"model {args.model} on {language.name}{' ' + str(language.params) if language.params else ''}")
         for name, r in results.items():
             line = f"  {name:>8} len {r['min_len']}-{r['max_len']} n={r['n']}: strict {r['strict_accuracy']:.4f}"
             if "close_accuracy" in r:

@@ -12,13 +12,13 @@ it as ``train_command``. Shipping copies ``model.safetensors`` and ``card.json``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Optional
 
+from languages import cli
 from trained_models.registry import SHIPPED
 
 DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "300",
@@ -95,19 +95,21 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
 
     recipe = RECIPES.get(name) or BASES.get(name)
     if recipe is None:
-        raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES) + sorted(BASES))}")
+        raise cli.UsageError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES) + sorted(BASES))}")
     if "--init-from" in recipe:  # a fine-tuning stage: its base first (resumable, skipped once finished)
         base = Path(recipe[recipe.index("--init-from") + 1]).name
         if base in BASES:
-            train_and_ship(base, root=root, max_minutes=max_minutes, seed=seed, progress=progress,
-                           threads=threads)
+            base_card = train_and_ship(base, root=root, max_minutes=max_minutes, seed=seed, progress=progress,
+                                       threads=threads)
+            if not base_card.get("finished", True):  # stopped by --max-minutes: rerun to continue the base
+                return base_card
     out = run_dir(name, root)
     argv = recipe + ["--seed", str(seed), "--out", str(out)] + (["--threads", str(threads)] if threads else [])
     extra = (["--max-minutes", str(max_minutes)] if max_minutes else []) + (["--epochs", str(epochs)] if epochs else [])
     args = build_parser().parse_args(argv + extra)
     command = "python -m trained_models.train " + " ".join(argv + extra)
     card = train(config_from_args(args), out, resume=True, command=command, progress=progress, finish=finish)
-    if card.get("metrics") and name in RECIPES:
+    if card.get("metrics") and card.get("finished", True) and name in RECIPES:  # not a --max-minutes stop
         ship(name, out)
     return card
 
@@ -126,18 +128,23 @@ def ship(name: str, run: str | Path) -> Path:
     return dest
 
 
+@cli.cli("python -m trained_models.recipes")
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trained_models.recipes", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m trained_models.recipes", description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="*")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--max-minutes", type=float)
-    ap.add_argument("--root", default="runs")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=cli.positive_float,
+                    help="wall-clock budget of this invocation, per run (each call gets a new one)")
+    ap.add_argument("--root", default="runs", type=cli.out_dir)
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--finish", action="store_true", help="end interrupted runs now, evaluate and ship them")
-    ap.add_argument("--threads", type=int, help="torch threads per run (default: the recipe's, 2)")
-    ap.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. to extend a finished-early run)")
+    ap.add_argument("--threads", type=cli.positive_int, help="torch threads per run (default: the recipe's, 2)")
+    ap.add_argument("--epochs", type=cli.positive_int, help="override the recipe's epochs (e.g. to extend a finished-early run)")
     args = ap.parse_args(argv)
+    unknown = [n for n in args.names if n not in RECIPES and n not in BASES]
+    if unknown:  # checked before training anything
+        raise cli.UsageError(f"unknown recipe {unknown[0]!r}; known: {', '.join(sorted(RECIPES) + sorted(BASES))}")
     if args.list or not args.names:
         for name, argv_ in {**BASES, **RECIPES}.items():
             print(f"{name}: python -m trained_models.train {' '.join(argv_)}")

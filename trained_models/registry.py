@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 
 from trained_models.build import build_construction, build_model
-from trained_models.checkpoint import CARD, WEIGHTS, load_weights, read_card
+from trained_models.checkpoint import CARD, WEIGHTS, load_weights, read_card, verify_hash
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 
@@ -24,29 +24,42 @@ def names() -> list[str]:
     return sorted(p.name for p in SHIPPED.iterdir() if (p / CARD).exists() and (p / WEIGHTS).exists())
 
 
-def load(name_or_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """A shipped model by name, or a run directory; returns ``(model in eval mode, card)``."""
-    directory = _resolve(name_or_dir)
+def load(name_or_dir: str | Path, *, verify: bool = True) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A shipped model by name, or a run directory; returns ``(model in eval mode, card)``.
+
+    The card must name the model spec and the language; the weights must match the card's sha256,
+    the model's tensor names, shapes and dtypes, and be finite (``verify=False`` skips the hash and
+    finiteness checks, for weights edited on purpose)."""
+    directory = resolve(name_or_dir)
     card = read_card(directory)
-    if "model" not in card:
-        raise ValueError(f"model card {directory / CARD} has no 'model' spec")
-    model = build_model(card["model"])
-    load_weights(model, directory / WEIGHTS, what=str(directory / WEIGHTS))
+    for key in ("model", "language"):
+        if not isinstance(card.get(key), dict):
+            raise ValueError(f"model card {directory / CARD} has no {key!r} entry")
+    if not isinstance(card["language"].get("name"), str):
+        raise ValueError(f"model card {directory / CARD} names no language ('language': {{'name': ...}})")
+    if verify:
+        verify_hash(card, directory / WEIGHTS)
+    try:
+        model = build_model(card["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"model card {directory / CARD}: cannot build its 'model' spec ({e})") from None
+    load_weights(model, directory / WEIGHTS, what=str(directory / WEIGHTS), verify=verify)
     model.eval()
     return model, card
 
 
 def load_any(spec: str, *, language: Optional[str] = None, K: Optional[int] = None,
-             h: Optional[int] = None) -> tuple[torch.nn.Module, Optional[dict[str, Any]]]:
+             h: Optional[int] = None, verify: bool = True) -> tuple[torch.nn.Module, Optional[dict[str, Any]]]:
     """``construction:NAME`` builds a construction (card None); anything else goes to :func:`load`."""
     if spec.startswith("construction:"):
         name = spec.split(":", 1)[1] or (language or "")
         params = {k: v for k, v in (("K", K), ("h", h)) if v is not None} if name == "dyck" else {}
         return build_construction(name, **params).model, None
-    return load(spec)
+    return load(spec, verify=verify)
 
 
-def _resolve(name_or_dir: str | Path) -> Path:
+def resolve(name_or_dir: str | Path) -> Path:
+    """The folder of a run directory or shipped model; ``FileNotFoundError`` listing the shipped ones."""
     p = Path(name_or_dir)
     if (p / CARD).exists():
         return p

@@ -312,27 +312,6 @@ def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] =
 # --------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments end in one line naming the argument and the value, exit code 2 (no usage dump)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
 def _train_has_device() -> bool:
     from trained_models.train import build_parser as train_parser
 
@@ -346,14 +325,16 @@ def _names(values: Optional[Iterable[str]]) -> Optional[list[str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from languages import cli
+
+    ap = cli.ArgumentParser(prog="python -m trained_models.suite", description=__doc__.split("\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=tuple(BUDGETS), default="small")
-    ap.add_argument("--seeds", type=_positive(int), default=3,
+    ap.add_argument("--seeds", type=cli.positive_int, default=3,
                     help="independent runs per cell, seeds 0..N-1 (default 3: the published table)")
     ap.add_argument("--languages", nargs="+", metavar="NAME", help=f"subset (default all 27): {' '.join(SUITE)}")
     ap.add_argument("--models", nargs="+", metavar="VARIANT", help=f"subset (default all): {' '.join(VARIANTS)}")
-    ap.add_argument("--jobs", type=_positive(int), default=1,
+    ap.add_argument("--jobs", type=cli.positive_int, default=1,
                     help="parallel runs on this machine (joblib processes, or the CPUs of the local Ray "
                          "--backend ray starts), one torch thread each")
     ap.add_argument("--backend", choices=("joblib", "ray"), default="joblib",
@@ -362,10 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --backend ray: an existing cluster ('auto', or host:port); default: start a local Ray")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="where each run trains; with Ray, cuda asks one GPU a run where the cluster has GPUs")
-    ap.add_argument("--out", default="results",
+    ap.add_argument("--out", default="results", type=cli.out_dir,
                     help="report root: the report goes to OUT/<budget>/suite.{csv,md} (default results)")
-    ap.add_argument("--runs-dir", default="runs/suite", help="run results and training directories")
-    ap.add_argument("--max-total-minutes", type=_positive(float),
+    ap.add_argument("--runs-dir", default="runs/suite", type=cli.out_dir, help="run results and training directories")
+    ap.add_argument("--max-total-minutes", type=cli.positive_float,
                     help="start no new run after this many minutes (the rest stay pending for the next call)")
     ap.add_argument("--print-runs", action="store_true",
                     help="print one `python -m trained_models.train ...` command per selected run and exit")
@@ -374,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from languages import cli
+
+    return cli.cli("python -m trained_models.suite")(_main)(argv)
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     from trained_models.executors import run_suite
     from trained_models.suite_report import ReportConflict, check_report_target, write_report
 

@@ -16,10 +16,14 @@ kept (on a tie, the later ones); early stopping after ``--patience`` evaluations
 or once ``--target`` is reached. The selection metric is close accuracy for Dyck(K, h), one minus the read-error rate for
 flip-flop, strict accuracy otherwise.
 
-Every evaluation writes the best model + card and a resumable checkpoint atomically; ``--resume``
-continues an interrupted run exactly (same data order, optimiser and schedule state).
-``--max-minutes`` stops cleanly at a wall-clock budget so a run can span several sessions.
-Deterministic for a seed on CPU.
+Every evaluation writes the best model + card and a resumable checkpoint atomically (the checkpoint's
+model, optimiser and state as one directory); ``--resume`` continues an interrupted run exactly (same
+data order, optimiser and schedule state). ``--max-minutes`` stops cleanly at a wall-clock budget of
+this invocation (each ``--resume`` gets a new one) so a run can span several sessions; the best
+weights so far (the last ones if none was evaluated yet) are then evaluated and written with a
+loadable card marked ``"finished": false``. An ``--out`` folder that already holds a run is refused
+unless ``--resume`` (continue it) or ``--force`` (start over, deleting it); every argument is checked
+before anything is written. Deterministic for a seed on CPU.
 """
 from __future__ import annotations
 
@@ -37,12 +41,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trained_models.checkpoint import unique_state_dict, load_weights, save_model
+from languages import cli
+from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
 from trained_models.config import TrainConfig
 from trained_models.evaluate import FIRST_SYMBOL_ID, TorchBatch, evaluate_strings
-from trained_models.io import atomic_save_safetensors, atomic_write_json
+from trained_models.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
+                               recover_dir)
 
 CKPT_DIR = "checkpoint"
+CONFIG = "train_config.json"
+RUN_FILES = (CARD, WEIGHTS, CONFIG, CKPT_DIR)  # what makes a folder hold a run
+
+
+class RunExists(cli.UsageError):
+    """``--out`` already holds a run and neither ``--resume`` nor ``--force`` was given."""
 
 
 # --------------------------------------------------------------------------- model + data
@@ -183,11 +195,53 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def _save_checkpoint(out: Path, model, opt, state: dict[str, Any]) -> None:
-    ck = out / CKPT_DIR
-    atomic_save_safetensors(ck / "model.safetensors", unique_state_dict(model))
+    """The model, optimiser and state as one directory: a kill leaves the old checkpoint or the new
+    one, never parts of both."""
     tensors, meta = _flatten_optimizer(opt)
-    atomic_save_safetensors(ck / "optim.safetensors", tensors)
-    atomic_write_json(ck / "state.json", {**state, "optimizer_meta": meta})
+
+    def write(ck: Path) -> None:
+        atomic_save_safetensors(ck / "model.safetensors", unique_state_dict(model))
+        atomic_save_safetensors(ck / "optim.safetensors", tensors)
+        atomic_write_json(ck / "state.json", {**state, "optimizer_meta": meta})
+
+    atomic_write_dir(out / CKPT_DIR, write)
+
+
+def existing_run(out: Path) -> Optional[str]:
+    """What run ``out`` holds (``None`` if none): its language and the run files present."""
+    if not out.is_dir():
+        return None
+    recover_dir(out / CKPT_DIR)
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    if not present:
+        return None
+    what = "a run"
+    for name in (CONFIG, CARD):
+        try:
+            d = json.loads((out / name).read_text())
+            lang = d["language"] if name == CONFIG else d["language"]["name"]
+            params = d.get("language_params") if name == CONFIG else d["language"].get("params")
+            what = f"a run of {lang}" + (f" {params}" if params else "")
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return f"{what} ({', '.join(present)})"
+
+
+def check_out(out_dir: str | Path, *, resume: bool, force: bool) -> Path:
+    """``--out`` checked before anything is computed or written: a folder name, writable, and not
+    holding a run unless ``resume`` or ``force``."""
+    if str(out_dir).strip() == "":
+        raise cli.UsageError("--out must name a folder, got an empty string")
+    out = Path(out_dir)
+    if resume and force:
+        raise cli.UsageError("--resume and --force exclude each other (continue the run, or delete it)")
+    check_writable(out)
+    held = existing_run(out)
+    if held and not (resume or force):
+        raise RunExists(f"--out {out} already holds {held}; add --resume to continue it, --force to delete it "
+                        f"and start over, or choose another --out")
+    return out
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -219,32 +273,40 @@ def _restore_optimizer(opt: torch.optim.Optimizer, path: Path, meta: dict[str, A
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, command: Optional[str] = None,
-          progress: bool = True, finish: bool = False) -> dict[str, Any]:
+          progress: bool = True, finish: bool = False, force: bool = False) -> dict[str, Any]:
     """Train per ``cfg``; writes the run directory; returns the final card.
 
-    ``finish=True`` (with ``resume``) ends an interrupted run where it stands: no more steps, the best
-    weights so far are evaluated on the test bins and the card records why training stopped.
+    ``out_dir`` must not hold a run unless ``resume`` (continue it; a folder without a run starts
+    fresh) or ``force`` (delete it and start over): :class:`RunExists` otherwise. Everything is
+    validated before the first write. ``finish=True`` (with ``resume``) ends an interrupted run where
+    it stands: no more steps, the best weights so far (the last if none was evaluated) are evaluated on
+    the test bins and the card records why training stopped.
     """
     import languages
     from languages.datasets import Vocab, encode_batch
     from trained_models.build import build_model
 
-    out = Path(out_dir)
+    out = check_out(out_dir, resume=resume, force=force)
+    if finish and not resume:
+        raise cli.UsageError("--finish needs --resume (it ends an interrupted run)")
+    init_path = init_weights_path(cfg.init_from) if cfg.init_from else None  # checked before any data is made
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     language = languages.get(cfg.language, **cfg.language_params)
     vocab = Vocab(language.alphabet)
     spec = model_spec(cfg, vocab.size, language)
 
-    saved_cfg_path = out / "train_config.json"
+    saved_cfg_path = out / CONFIG
     if resume and saved_cfg_path.exists():
-        saved = TrainConfig.from_dict(json.loads(saved_cfg_path.read_text()))
+        try:
+            saved = TrainConfig.from_dict(json.loads(saved_cfg_path.read_text()))
+        except ValueError as e:
+            raise ValueError(f"--resume: cannot read {saved_cfg_path}: {e}") from None
         if saved.to_dict() != cfg.to_dict():
             diff = {k: (saved.to_dict()[k], v) for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
             budget_only = set(diff) <= {"max_minutes", "epochs", "max_steps", "patience", "target", "threads"}
             if not budget_only:
                 raise ValueError(f"--resume: config differs from the saved run in {out}: {diff}")
-    atomic_write_json(saved_cfg_path, cfg.to_dict())
 
     t_data = time.time()
     splits = make_data(cfg, language)
@@ -257,11 +319,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
 
     model = build_model(spec)
     if cfg.init_from and not (resume and (out / CKPT_DIR / "state.json").exists()):
-        load_weights(model, init_weights_path(cfg.init_from), what=f"--init-from {cfg.init_from}")
+        load_weights(model, init_path, what=f"--init-from {cfg.init_from}")
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = len(train_batches)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
+
+    # Everything is validated: only now is the folder touched.
+    if force and not resume:
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                import shutil
+
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    atomic_write_json(saved_cfg_path, cfg.to_dict())
 
     state: dict[str, Any] = {"step": 0, "epoch": 0, "best": -1.0, "best_step": 0, "bad_evals": 0,
                              "train_seconds": 0.0, "history": [], "done": False, "command": None}
@@ -306,8 +380,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     if evaluate_only:
         stop_reason = state["stop_reason"]
     elif finish:
-        if state["best_step"] == 0:
-            raise ValueError(f"--finish: no evaluated checkpoint in {out} to finish with")
+        if state["best_step"] == 0:  # never evaluated on dev: the last weights are what there is
+            save_model(model, out, _card(cfg, spec, language, state, command, metrics=None))
         stop_reason = f"finished early by request at step {state['step']}"
     while state["step"] < total_steps and stop_reason is None:
         epoch = state["step"] // steps_per_epoch
@@ -365,10 +439,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     state["total_steps"] = total_steps
     _save_checkpoint(out, model, opt, state)
 
-    if not finished:  # interrupted by the wall budget: --resume continues from the checkpoint
-        return _card(cfg, spec, language, state, command, metrics=None)
+    if not finished and state["best_step"] == 0:
+        # Stopped by the wall budget before any evaluation: the last weights become the run's model.
+        save_model(model, out, _card(cfg, spec, language, state, command, metrics=None))
 
-    # Final evaluation of the best weights on the held-out bins.
+    # Final evaluation of the best weights on the held-out bins (also when the wall budget stopped the
+    # run: the card is then loadable and marked unfinished, and --resume continues from the checkpoint).
     best = build_model(spec)
     load_weights(best, out / "model.safetensors")
     metrics = {}
@@ -381,6 +457,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     metrics.update(extra_metrics(cfg, best, language))
     card = _card(cfg, spec, language, state, command, metrics=metrics or None)
     card["data_seconds"] = round(data_seconds, 1)
+    if state["best_step"] == 0:
+        card["weights_selected"] = f"the last weights (step {state['step']}; no dev evaluation yet)"
     save_model(best, out, card)
     return card
 
@@ -419,6 +497,7 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
         "best_step": state["best_step"],
         "best_dev": state["best"],
         "stop_reason": state.get("stop_reason"),
+        "finished": bool(state.get("done")),
         "metrics": metrics,
         "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {cfg.threads} threads",
     }
@@ -428,53 +507,62 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m trained_models.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--language", required=True)
-    ap.add_argument("--K", type=int, help="Dyck(K, h): bracket types")
-    ap.add_argument("--h", type=int, help="Dyck(K, h): maximal depth")
-    ap.add_argument("--p", type=float, nargs="+",
+    import languages
+
+    ap = cli.ArgumentParser(prog="python -m trained_models.train", description=__doc__.split("\n")[0],
+                            epilog="languages: " + ", ".join(languages.names()))
+    ap.add_argument("--language", required=True, choices=languages.names(), metavar="LANGUAGE",
+                    help="one of the languages listed below")
+    ap.add_argument("--K", type=cli.positive_int, help="Dyck(K, h): bracket types")
+    ap.add_argument("--h", type=cli.positive_int, help="Dyck(K, h): maximal depth")
+    ap.add_argument("--p", type=cli.probability, nargs="+",
                     help="flip-flop: probability of the ignore instruction (several: a mixture, one p drawn per "
                          "string); boolean3/5: the sampler's operator probability")
     ap.add_argument("--model", choices=("mamba", "transformer"), default="mamba")
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--d-model", type=int, default=32)
-    ap.add_argument("--d-state", type=int, default=16)
-    ap.add_argument("--expand", type=int, default=2)
+    ap.add_argument("--layers", type=cli.positive_int, default=2)
+    ap.add_argument("--d-model", type=cli.positive_int, default=32)
+    ap.add_argument("--d-state", type=cli.positive_int, default=16)
+    ap.add_argument("--expand", type=cli.positive_int, default=2)
     ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
-    ap.add_argument("--dt-init", type=float, nargs=2, metavar=("MIN", "MAX"),
+    ap.add_argument("--dt-init", type=cli.positive_float, nargs=2, metavar=("MIN", "MAX"),
                     help="Mamba: initial step sizes drawn log-uniformly in [MIN, MAX] (default 0.001 0.1); "
                          "smaller steps start with longer memory")
-    ap.add_argument("--n-heads", type=int, default=4)
+    ap.add_argument("--n-heads", type=cli.positive_int, default=4)
     ap.add_argument("--pos-encoding", choices=("learned", "sinusoidal", "none"), default="learned")
     ap.add_argument("--loss", choices=("bce", "lm", "bce+lm"), default="bce")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--weight-decay", type=float, default=0.1)
+    ap.add_argument("--lr", type=cli.positive_float, default=1e-3)
+    ap.add_argument("--weight-decay", type=cli.nonnegative_float, default=0.1)
     ap.add_argument("--decay", choices=("all", "matrices"), default="all",
                     help="which parameters AdamW decays: all (default) or weight matrices only "
                          "(not A_log, D, biases, norms)")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--max-steps", type=int)
-    ap.add_argument("--max-minutes", type=float)
-    ap.add_argument("--warmup-steps", type=int, default=100)
-    ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--target", type=float, help="stop once the dev selection metric reaches this")
-    ap.add_argument("--evals-per-epoch", type=int, default=1)
-    ap.add_argument("--n-train", type=int, default=10_000)
-    ap.add_argument("--n-dev", type=int, default=500,
+    ap.add_argument("--batch-size", type=cli.positive_int, default=32)
+    ap.add_argument("--epochs", type=cli.positive_int, default=20)
+    ap.add_argument("--max-steps", type=cli.positive_int, help="stop after this many steps (default: --epochs)")
+    ap.add_argument("--max-minutes", type=cli.positive_float,
+                    help="wall-clock budget of this invocation (each --resume gets a new one); when it runs out, "
+                         "the best weights so far are evaluated and written with a loadable card, and --resume "
+                         "continues the run")
+    ap.add_argument("--warmup-steps", type=cli.nonnegative_int, default=100)
+    ap.add_argument("--patience", type=cli.positive_int, default=4)
+    ap.add_argument("--target", type=cli.probability, help="stop once the dev selection metric reaches this")
+    ap.add_argument("--evals-per-epoch", type=cli.positive_int, default=1)
+    ap.add_argument("--n-train", type=cli.positive_int, default=10_000)
+    ap.add_argument("--n-dev", type=cli.positive_int, default=500,
                     help="early-stopping strings, drawn last from the training window: in no other split")
-    ap.add_argument("--n-test", type=int, default=500)
-    ap.add_argument("--min-len", type=int, help="training window (default: the language's)")
-    ap.add_argument("--max-len", type=int)
+    ap.add_argument("--n-test", type=cli.positive_int, default=500)
+    ap.add_argument("--min-len", type=cli.nonnegative_int, help="training window (default: the language's)")
+    ap.add_argument("--max-len", type=cli.nonnegative_int)
     ap.add_argument("--test-window", action="append", default=[], metavar="NAME=MIN:MAX",
                     help="an evaluation bin, e.g. bin1=701:1400 (repeatable; default: the language's bins)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--threads", type=cli.positive_int, default=2)
+    ap.add_argument("--out", required=True, type=cli.out_dir,
+                    help="run folder; refused if it holds a run, unless --resume or --force")
     ap.add_argument("--init-from", metavar="RUN_OR_NAME",
                     help="start from these weights (a run directory or a shipped name; same architecture), "
                          "with a fresh optimiser and schedule: e.g. fine-tune on longer strings")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out (or start it if absent)")
+    ap.add_argument("--force", action="store_true", help="delete the run in --out and start over")
     ap.add_argument("--finish", action="store_true",
                     help="with --resume: stop an interrupted run now and evaluate its best weights")
     ap.add_argument("--no-progress", action="store_true")
@@ -488,7 +576,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     window = None
     if args.min_len is not None or args.max_len is not None:
         if args.min_len is None or args.max_len is None:
-            raise SystemExit("--min-len and --max-len go together")
+            raise cli.UsageError("--min-len and --max-len go together")
+        if args.min_len > args.max_len:
+            raise cli.UsageError(f"--min-len {args.min_len} is above --max-len {args.max_len}")
         window = (args.min_len, args.max_len)
     tests = None
     if args.test_window:
@@ -499,7 +589,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 lo, hi = rng.split(":")
                 tests[name] = (int(lo), int(hi))
             except ValueError:
-                raise SystemExit(f"--test-window expects NAME=MIN:MAX, got {item!r}") from None
+                raise cli.UsageError(f"--test-window expects NAME=MIN:MAX, got {item!r}") from None
+            if not name or not 0 <= tests[name][0] <= tests[name][1]:
+                raise cli.UsageError(f"--test-window needs a name and 0 <= MIN <= MAX, got {item!r}")
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
         d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
@@ -513,18 +605,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+@cli.cli("python -m trained_models.train")
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    cfg = config_from_args(args)
-    command = "python -m trained_models.train " + " ".join(shlex.quote(a) for a in argv)
     if args.finish and not args.resume:
-        raise SystemExit("--finish needs --resume")
+        raise cli.UsageError("--finish needs --resume (it ends an interrupted run)")
+    cfg = config_from_args(args)
+    argv = [a for a in argv if a != cli.DEBUG_FLAG]
+    command = "python -m trained_models.train " + " ".join(shlex.quote(a) for a in argv)
     card = train(cfg, args.out, resume=args.resume, command=command, progress=not args.no_progress,
-                 finish=args.finish)
+                 finish=args.finish, force=args.force)
     print(json.dumps({"out": args.out, "best_dev": card["best_dev"], "steps": card["steps"],
                       "train_seconds": card["train_seconds"], "stop_reason": card["stop_reason"],
-                      "metrics": card["metrics"]}, indent=2))
+                      "finished": card["finished"], "metrics": card["metrics"]}, indent=2))
+    if not card["finished"]:
+        again = [a for a in argv if a not in ("--force", "--resume")] + ["--resume"]
+        print(f"stopped by --max-minutes at step {card['steps']}; {args.out} holds the best weights so far, "
+              f"evaluated. Continue with: python -m trained_models.train {' '.join(shlex.quote(a) for a in again)}",
+              file=sys.stderr)
     return 0
 
 

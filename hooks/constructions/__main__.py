@@ -13,7 +13,6 @@ always, END iff the prefix has an even number of 1s). ``--json`` prints one obje
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,6 +22,8 @@ import torch
 
 from hooks import metrics
 from hooks.constructions import LANGUAGES, batch_for, build
+from languages import cli
+from languages.base import check_fits
 
 
 def evaluate(construction, strings, batch_size: int = 32) -> dict:
@@ -46,22 +47,26 @@ def evaluate(construction, strings, batch_size: int = 32) -> dict:
     return out
 
 
+@cli.cli("python -m hooks.constructions")
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hooks.constructions", description=__doc__.split("\n")[0])
+    ap = cli.ArgumentParser(prog="python -m hooks.constructions", description=__doc__.split("\n")[0])
     ap.add_argument("--language", required=True, choices=LANGUAGES)
-    ap.add_argument("--K", type=int, default=8, help="Dyck(K, h): bracket types")
-    ap.add_argument("--h", type=int, default=10, help="Dyck(K, h): maximal depth")
-    ap.add_argument("--p", type=float, default=0.8, help="flip-flop: probability of the ignore instruction")
-    ap.add_argument("--min-len", type=int, required=True)
-    ap.add_argument("--max-len", type=int, required=True)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--K", type=cli.positive_int, default=8, help="Dyck(K, h): bracket types")
+    ap.add_argument("--h", type=cli.positive_int, default=10, help="Dyck(K, h): maximal depth")
+    ap.add_argument("--p", type=cli.probability, default=0.8, help="flip-flop: probability of the ignore instruction")
+    ap.add_argument("--min-len", type=cli.nonnegative_int, required=True)
+    ap.add_argument("--max-len", type=cli.nonnegative_int, required=True)
+    ap.add_argument("--n", type=cli.positive_int, default=200)
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--model", choices=("diagonal", "mamba"), default="diagonal",
                     help="mamba: the HookedMamba realization (flipflop and dyck only; float32)")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=cli.positive_int, default=32)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
+    if args.min_len > args.max_len:
+        raise cli.UsageError(f"--min-len {args.min_len} is above --max-len {args.max_len}")
+    check_fits(args.n, args.min_len, args.max_len, what="--n")
 
     if args.model == "mamba":
         from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
