@@ -26,13 +26,12 @@ from trained_models.suite import BINS, Run, _train_size
 STATUSES = ("trained", "skipped", "deferred", "failed")
 
 
-def one_thread() -> int:
-    """Pin this process to one torch (intra-op) thread; returns the count now in force."""
+def one_thread() -> None:
+    """Pin this process to one torch (intra-op) thread (the run's config asks one as well)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
-    return torch.get_num_threads()
 
 
 def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
@@ -51,7 +50,7 @@ def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
         moved = run.archive_stale()
         print(f"[suite] {run.name}: its saved result was made by other arguments or data; moved to {moved}, "
               "retraining", flush=True)
-    threads = one_thread()
+    one_thread()
     try:
         result = _train_run(run)
     except Exception as e:  # one bad run must not stop the suite
@@ -61,7 +60,9 @@ def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
         atomic_write_json(run.failure_path, {"run": run.name, "error": repr(e), "traceback": tb,
                                              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return {"status": "failed", "run": run.name, "error": repr(e)}
-    result["torch_threads"] = threads
+    import torch
+
+    result["torch_threads"] = torch.get_num_threads()  # as the run left it
     atomic_write_json(run.result_path, result)
     if run.failure_path.exists():
         run.failure_path.unlink()

@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--address", metavar="ADDR",
                     help="with --backend ray: an existing cluster ('auto', or host:port); default: start a local Ray")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="where each run trains; with Ray, cuda asks one GPU a run where the cluster has GPUs")
+                    help="where each run trains (cuda needs a --device option in trained_models.train, which "
+                         "trains on the CPU today); with Ray, cuda asks one GPU a run where the cluster has GPUs")
     ap.add_argument("--out", default="results", type=cli.out_dir,
                     help="report root: the report goes to OUT/<budget>/suite.{csv,md} (default results)")
     ap.add_argument("--runs-dir", default="runs/suite", type=cli.out_dir, help="run results and training directories")
@@ -371,6 +372,8 @@ def _main(argv: Optional[list[str]] = None) -> int:
     if args.device != "cpu" and not _train_has_device():
         ap.error(f"argument --device: {args.device!r} needs a --device option in trained_models.train, "
                  "which trains on the CPU only")
+    if args.address:  # a cluster's workers need not share this directory: absolute run paths
+        args.runs_dir = str(Path(args.runs_dir).resolve())
     try:
         runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds,
                     args.device)
