@@ -33,7 +33,9 @@ recomputed h_t' (right for patching in states from another run, zeroing, or sett
 ``ssm_state_edit = "add"`` the *difference* the hook made is added on top of the carried-forward state
 (``H_t = a_t ∘ H_{t-1} + b_t + (hook_output_t - h_t)``), which is the sequential loop for additive
 steering at several positions. With a single edited position both modes equal the loop that applies
-the hook function at that step. Edits that return a new tensor let gradients flow into the written
+the hook function at that step. With several hooks on one ``hook_ssm_state`` (e.g. an edit, then
+``run_with_cache``'s caching hook), each sees the states carried after the edits of the hooks before
+it, so a cache records the states the model actually used. Edits that return a new tensor let gradients flow into the written
 values; in-place edits work too, but the written values are then treated as constants.
 
 Cost: a hook that only observes (returns ``None`` without editing in place, e.g. caching) costs nothing.
@@ -323,6 +325,9 @@ class MambaMixer(nn.Module):
                 y = _scan.readout(h, Cm, xs, D)
             return y, _last(h)
 
+        if len(hp_h._forward_hooks) > 1:
+            H = self._chain_state_hooks(h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode)
+            return _scan.readout(H, Cm, xs, D), _last(H)
         v = h._version
         h2 = hp_h(h)
         if h2 is h and h._version == v:  # observed only (e.g. cached)
@@ -338,19 +343,27 @@ class MambaMixer(nn.Module):
         else:  # edited in place: recompute the pre-edit states; written values become constants
             base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
             new, track = h2.detach(), False
+        H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
+        if H is None:
+            if y is None or base is not h:
+                y = _scan.readout(base, Cm, xs, D)
+            return y, _last(base)
+        return _scan.readout(H, Cm, xs, D), _last(H)
+
+    def _carry(self, base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode):
+        """The states carried after a hook turned ``base`` into ``new`` (module docstring); None when
+        nothing changed and no gradient has to be routed through ``new``."""
         with torch.no_grad():
             changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
             per_pos = changed.flatten(2).any(-1).any(0)
         edited = bool(per_pos.any())
         if not edited and not track:
-            if y is None or base is not h:
-                y = _scan.readout(base, Cm, xs, D)
-            return y, _last(base)
+            return None
         t0 = 0 if track else int(per_pos.nonzero()[0])
         if ab is not None:
             a_t, b_t = ab[0][:, t0:], ab[1][:, t0:]
         else:
-            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], gate)
+            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], self.cfg.gate)
         m = changed[:, t0:]
         # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
         # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
@@ -363,8 +376,44 @@ class MambaMixer(nn.Module):
             b_t = b_t + diff
         init = h0 if t0 == 0 else base[:, t0 - 1]
         tail = recur(a_t, b_t, init)
-        H = torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
-        return _scan.readout(H, Cm, xs, D), _last(H)
+        return torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
+
+    def _chain_state_hooks(self, h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode):
+        """Several forward hooks on ``hook_ssm_state``: each one sees (and a cache records) the states
+        the model actually carries after the edits of the hooks before it, i.e. the sequential loop
+        with every earlier edit applied. Backward hooks see the gradient at the last hook's output."""
+        hp = self.hook_ssm_state
+        fwd = list(hp._forward_hooks.values())
+        saved = hp._forward_hooks
+        hp._forward_hooks = type(saved)()
+        try:
+            cur = h
+            for i, fn in enumerate(fwd):
+                v = cur._version
+                snap = cur.clone() if cur is not h else None  # pre-values, should the hook edit in place
+                out = fn(hp, (cur,), cur)
+                last = i == len(fwd) - 1
+                if out is None and cur._version == v and not (last and _has_hooks(hp)):
+                    continue  # observed only
+                if out is not None:
+                    _check_like(out, cur, "hook_ssm_state")
+                if out is not None and cur._version == v:  # a new tensor: cur still holds its values
+                    base, new = cur, out
+                    if last and _has_hooks(hp):  # backward hooks: at the final hooked value
+                        new = hp(new)
+                    track = torch.is_grad_enabled() and new.requires_grad
+                elif out is None and cur._version == v:  # last observer with backward hooks
+                    base, new = cur, hp(cur)
+                    track = torch.is_grad_enabled() and new.requires_grad
+                else:  # edited in place: the written values are constants
+                    if snap is None:
+                        snap = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
+                    base, new, track = snap, (out if out is not None else cur).detach(), False
+                H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
+                cur = base if H is None else H
+            return cur
+        finally:
+            hp._forward_hooks = saved
 
 
 def _last(h: Tensor) -> Tensor:
