@@ -46,6 +46,7 @@ is the total derivative dL/dh_t, which includes the effect of h_t on all later s
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
+from hooks.interop import LensInterop, SSMActivationCache, next_token_loss
 from hooks.state import LayeredState
 
 GATES = _scan.GATES
@@ -80,6 +82,10 @@ class MambaConfig:
     the fast scan), ``"fast"``, ``"sequential"`` (the reference loop), ``"cuda"`` (require mamba-ssm).
     The ``dt_*`` fields, ``initializer_range`` and ``rescale_prenorm_residual`` set the initialization
     as in the reference. ``pad_vocab_multiple`` pads the embedding rows (logits keep ``vocab_size``).
+
+    For TransformerLens's analysis functions the config also answers ``device`` (the model's, kept in
+    step by the model; not saved), ``n_heads = 0`` and ``n_key_value_heads = None`` (an SSM has no
+    attention heads).
     """
 
     d_model: int
@@ -137,6 +143,10 @@ class MambaConfig:
         for name in ("tie_embeddings", "bias", "conv_bias", "rescale_prenorm_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig: {name} must be a bool, got {getattr(self, name)!r}")
+        self.device = torch.device("cpu")  # not a field: the model sets it (TransformerLens reads it)
+
+    n_heads = 0  # no attention heads (TransformerLens's patching functions read it)
+    n_key_value_heads = None
 
     def to_dict(self) -> dict[str, Any]:
         """All fields (derived ones included, for readers); :meth:`from_dict` accepts the result."""
@@ -455,19 +465,23 @@ class MambaBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-class HookedMamba(HookedRootModule):
+class HookedMamba(LensInterop, HookedRootModule):
     """Mamba-1 language model with TransformerLens hooks and a recurrent-state API.
 
     ``model(tokens)`` -> logits ``[B, L, V]``; ``model(tokens, state, return_state=True)`` ->
     ``(logits, state)``. Running a prefix with ``return_state=True`` and then the suffix from the
     returned state gives the same logits as one run over the whole sequence.
+
+    A new model is in eval mode (as Hugging Face's ``from_pretrained`` returns it; the model has no
+    dropout, and training calls ``.train()``), so TransformerLens's patching functions
+    (``transformer_lens.patching.get_act_patch_resid_pre(model, tokens, cache, metric)``) take it as
+    is. ``run_with_cache`` returns an :class:`hooks.interop.SSMActivationCache`.
     """
 
     def __init__(self, cfg: Union[MambaConfig, Mapping[str, Any]], seed: Optional[int] = None):
         super().__init__()
-        if not isinstance(cfg, MambaConfig):
-            cfg = MambaConfig.from_dict(cfg)
-        self.cfg = cfg
+        cfg = MambaConfig.from_dict(cfg) if not isinstance(cfg, MambaConfig) else copy.copy(cfg)
+        self.cfg = cfg  # a copy: cfg.device follows this model only
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList([MambaBlock(cfg, layer) for layer in range(cfg.n_layers)])
@@ -480,6 +494,7 @@ class HookedMamba(HookedRootModule):
         self.ssm_state_edit: str = "overwrite"
         self.reset_parameters(seed)
         self.setup()
+        self.eval()
 
     @torch.no_grad()
     def reset_parameters(self, seed: Optional[int] = None) -> None:
@@ -568,6 +583,61 @@ class HookedMamba(HookedRootModule):
                 got = tuple(getattr(ls, name).shape)
                 if got != shape:
                     raise ValueError(f"state.layers[{layer}].{name} has shape {got}, expected {shape}")
+
+    # -- TransformerLens interface ---------------------------------------------------------------------
+
+    def _check_hook_name(self, name: Any) -> None:
+        if isinstance(name, str) and name not in self.mod_dict:
+            attn = any(w in name for w in (".attn", "hook_attn", ".mlp", "hook_mlp", "resid_mid"))
+            why = " (an attention/MLP activation: HookedMamba is a state space model without either)" if attn else ""
+            raise ValueError(f"HookedMamba has no hook {name!r}{why}; hook names are listed by model.hook_dict "
+                             "(e.g. blocks.0.hook_resid_pre, blocks.0.mixer.hook_ssm_state)")
+
+    def check_hooks_to_add(self, hook_point_name, hook, *args, **kwargs) -> None:
+        self._check_hook_name(hook_point_name)
+        return super().check_hooks_to_add(hook_point_name, hook, *args, **kwargs)
+
+    def _enable_hook_with_name(self, name, hook, dir):
+        self._check_hook_name(name)
+        return super()._enable_hook_with_name(name, hook, dir)
+
+    def run_with_cache(self, *model_args: Any, names_filter=None, device=None, remove_batch_dim: bool = False,
+                       incl_bwd: bool = False, reset_hooks_end: bool = True, clear_contexts: bool = False,
+                       pos_slice=None, return_cache_object: bool = True, return_type: str = "logits",
+                       loss_fn=None, **model_kwargs: Any):
+        """TransformerLens's ``run_with_cache``; returns ``(output, SSMActivationCache)``.
+
+        ``return_type="loss"`` returns the next-token cross-entropy instead of the logits (as in
+        TransformerLens); ``loss_fn(logits) -> scalar`` any other scalar. ``incl_bwd=True`` runs
+        backward on that scalar and caches the gradients under ``"<name>_grad"``.
+        """
+        if return_type not in ("logits", "loss"):
+            raise ValueError(f"return_type must be 'logits' or 'loss', got {return_type!r}")
+        if incl_bwd and return_type != "loss" and loss_fn is None:
+            raise ValueError("incl_bwd=True needs a scalar to differentiate: pass return_type='loss' (next-token "
+                             "cross-entropy, as in TransformerLens) or loss_fn=callable(logits) -> scalar")
+        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].shape[0] != 1:
+            raise ValueError(f"remove_batch_dim=True needs a batch of 1, got {model_args[0].shape[0]}")
+        from transformer_lens.utilities import Slice
+
+        cache_dict, fwd, bwd = self.get_caching_hooks(
+            names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, pos_slice=Slice.unwrap(pos_slice)
+        )
+        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+            out = self(*model_args, **model_kwargs)
+            logits = out[0] if isinstance(out, tuple) else out
+            if return_type == "loss" or loss_fn is not None:
+                tokens = model_args[0] if model_args else model_kwargs["tokens"]
+                scalar = loss_fn(logits) if loss_fn is not None else next_token_loss(logits, tokens)
+                if scalar.numel() != 1:
+                    raise ValueError(f"loss_fn must return a scalar, got shape {tuple(scalar.shape)}")
+                if incl_bwd:
+                    scalar.backward()
+                if return_type == "loss":
+                    out = scalar if not isinstance(out, tuple) else (scalar, *out[1:])
+        if not return_cache_object:
+            return out, cache_dict
+        return out, SSMActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
 
     # -- loading --------------------------------------------------------------------------------------
 

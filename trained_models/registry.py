@@ -33,6 +33,9 @@ def load(name_or_dir: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     model = build_model(card["model"])
     load_weights(model, directory / WEIGHTS, what=str(directory / WEIGHTS))
     model.eval()
+    alphabet = (card.get("language") or {}).get("alphabet")
+    if alphabet and hasattr(model, "set_vocab"):
+        model.set_vocab(alphabet)  # model.to_tokens / to_string through the language's vocabulary
     return model, card
 
 
