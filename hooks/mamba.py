@@ -669,7 +669,8 @@ class HookedMamba(LensInterop, HookedRootModule):
 
     @classmethod
     def from_hf(cls, model_or_state_dict: Any, **overrides: Any) -> "HookedMamba":
-        """Load ``transformers.MambaForCausalLM`` (object or state dict; mamba-ssm naming works too).
+        """Load ``transformers.MambaForCausalLM`` (object or state dict; mamba-ssm naming works too; a
+        path goes to :meth:`from_pretrained`).
 
         The config is read from the HF config when given a model, else inferred from tensor shapes;
         ``overrides`` set other :class:`MambaConfig` fields (e.g. ``norm_eps``, ``scan``).
@@ -683,6 +684,22 @@ class HookedMamba(LensInterop, HookedRootModule):
         from hooks._mamba_hf import to_hf
 
         return to_hf(self)
+
+    @classmethod
+    def from_pretrained(cls, path: Any, **overrides: Any) -> "HookedMamba":
+        """Load a local Hugging Face Mamba-1 directory (``config.json`` + safetensors weights), a
+        ``.safetensors`` file, or what :meth:`save_pretrained` wrote (vocabulary included). A hub id is
+        fetched only when the hub is allowed and reachable; offline it is a clear error. Eval mode."""
+        from hooks._mamba_hf import from_pretrained
+
+        return from_pretrained(cls, path, **overrides)
+
+    def save_pretrained(self, directory: Any):
+        """Write the Hugging Face layout (``config.json`` + ``model.safetensors``), loadable by
+        ``transformers.MambaForCausalLM.from_pretrained`` and :meth:`from_pretrained`; nonnegative gate only."""
+        from hooks._mamba_hf import save_pretrained
+
+        return save_pretrained(self, directory)
 
 
 def _cfg_repr(cfg: MambaConfig) -> str:
