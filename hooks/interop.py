@@ -1,7 +1,7 @@
 """What TransformerLens, pyvene and Hugging Face users expect of a model, shared by both families.
 
 * :class:`LensInterop` (mixed into :class:`hooks.HookedMamba` and :class:`hooks.HookedTransformerLM`):
-  ``model.device``; ``model.cfg.device`` kept in step with the parameters (TransformerLens's patching
+  ``model.device``; ``model.config`` (= ``cfg``, as pyvene and Hugging Face expect); ``model.cfg.device`` kept in step with the parameters (TransformerLens's patching
   functions allocate their result on it); ``to_tokens`` / ``to_string`` / ``to_str_tokens`` through the
   language's vocabulary (:class:`languages.datasets.Vocab`: BOS first, PAD right-padding), set with
   :meth:`LensInterop.set_vocab` or by ``trained_models.load``.
@@ -40,6 +40,15 @@ class LensInterop:
     """Mixin: device, ``cfg.device``, and the tokenizer-like methods (see the module docstring)."""
 
     vocab = None  # a languages.datasets.Vocab, set by set_vocab / trained_models.load
+
+    @property
+    def config(self):
+        """The model's config under Hugging Face's / pyvene's attribute name (the same object as ``cfg``).
+        Asking for it also registers the model with pyvene when pyvene is loaded (``hooks.pyvene_compat``)."""
+        from hooks.pyvene_compat import register_if_loaded
+
+        register_if_loaded()
+        return self.cfg
 
     @property
     def device(self) -> torch.device:

@@ -17,8 +17,10 @@ The mixer::
 
 Hooks (length-independent names; the table with shapes is in ``docs/hooks_table.md``):
 ``hook_embed``, ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mixer.hook_{in_proj, gate, conv,
-ssm_input, delta, B, C, a, ssm_state, y}``, ``blocks.{l}.hook_resid_post``, ``hook_norm_final``,
-``hook_logits``.
+ssm_input, delta, B, C, a, ssm_state, ssm_state_flat, y}``, ``blocks.{l}.hook_resid_post``,
+``hook_norm_final``, ``hook_logits``. ``hook_ssm_state_flat`` is ``hook_ssm_state`` seen as
+``[B, L, E*N]`` (a view, same edit semantics; its hooks run after those of ``hook_ssm_state``): the
+``[batch, pos, features]`` layout that pyvene's position interventions index.
 
 Editing ``hook_ssm_state`` is a real intervention: the edit is carried forward by the recurrence.
 After the hook runs (once, on the states computed without edits), the edited entries are those where
@@ -148,6 +150,11 @@ class MambaConfig:
     n_heads = 0  # no attention heads (TransformerLens's patching functions read it)
     n_key_value_heads = None
 
+    @property
+    def d_ssm_state(self) -> int:
+        """E * N: the size of one position's state, ``hook_ssm_state_flat``'s last dimension."""
+        return self.d_inner * self.d_state
+
     def to_dict(self) -> dict[str, Any]:
         """All fields (derived ones included, for readers); :meth:`from_dict` accepts the result."""
         return dataclasses.asdict(self)
@@ -231,7 +238,7 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(E, N))
         self.D = nn.Parameter(torch.empty(E))
         self.out_proj = nn.Linear(E, cfg.d_model, bias=cfg.bias)
-        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "y"):
+        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y"):
             setattr(self, f"hook_{name}", HookPoint())
 
     @torch.no_grad()
@@ -321,7 +328,8 @@ class MambaMixer(nn.Module):
             if a2 is not a or a._version != v:
                 _check_like(a2, a, "hook_a")
                 ab = (a2, b)
-        state_hooked = _has_hooks(hp_h)
+        flat_hooked = _has_hooks(self.hook_ssm_state_flat)
+        state_hooked = _has_hooks(hp_h) or flat_hooked
         if ab is not None:
             h = recur(ab[0], ab[1], h0)
             y = None
@@ -335,8 +343,10 @@ class MambaMixer(nn.Module):
                 y = _scan.readout(h, Cm, xs, D)
             return y, _last(h)
 
-        if len(hp_h._forward_hooks) > 1:
+        if len(hp_h._forward_hooks) > 1 or flat_hooked:
             H = self._chain_state_hooks(h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode)
+            if H is h and y is not None:  # observed only
+                return y, _last(h)
             return _scan.readout(H, Cm, xs, D), _last(H)
         v = h._version
         h2 = hp_h(h)
@@ -389,41 +399,47 @@ class MambaMixer(nn.Module):
         return torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
 
     def _chain_state_hooks(self, h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode):
-        """Several forward hooks on ``hook_ssm_state``: each one sees (and a cache records) the states
-        the model actually carries after the edits of the hooks before it, i.e. the sequential loop
-        with every earlier edit applied. Backward hooks see the gradient at the last hook's output."""
-        hp = self.hook_ssm_state
-        fwd = list(hp._forward_hooks.values())
-        saved = hp._forward_hooks
-        hp._forward_hooks = type(saved)()
+        """Several forward hooks on ``hook_ssm_state`` (then ``hook_ssm_state_flat``): each sees (and a
+        cache records) the states the model actually carries after the edits of the hooks before it,
+        i.e. the sequential loop with every earlier edit applied. Backward hooks see the gradient at
+        the final states. Returns ``h`` itself when nothing was edited."""
+        points = [(self.hook_ssm_state, "hook_ssm_state", lambda t: t),
+                  (self.hook_ssm_state_flat, "hook_ssm_state_flat", lambda t: t.flatten(2))]
+        saved = [hp._forward_hooks for hp, _, _ in points]
+        for hp, _, _ in points:
+            hp._forward_hooks = type(hp._forward_hooks)()
         try:
             cur = h
-            for i, fn in enumerate(fwd):
-                v = cur._version
-                snap = cur.clone() if cur is not h else None  # pre-values, should the hook edit in place
-                out = fn(hp, (cur,), cur)
-                last = i == len(fwd) - 1
-                if out is None and cur._version == v and not (last and _has_hooks(hp)):
-                    continue  # observed only
-                if out is not None:
-                    _check_like(out, cur, "hook_ssm_state")
-                if out is not None and cur._version == v:  # a new tensor: cur still holds its values
-                    base, new = cur, out
-                    if last and _has_hooks(hp):  # backward hooks: at the final hooked value
-                        new = hp(new)
-                    track = torch.is_grad_enabled() and new.requires_grad
-                elif out is None and cur._version == v:  # last observer with backward hooks
-                    base, new = cur, hp(cur)
-                    track = torch.is_grad_enabled() and new.requires_grad
-                else:  # edited in place: the written values are constants
-                    if snap is None:
-                        snap = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
-                    base, new, track = snap, (out if out is not None else cur).detach(), False
-                H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
-                cur = base if H is None else H
+            for (hp, name, view), fwd in zip(points, saved):
+                for fn in list(fwd.values()):
+                    v = cur._version
+                    snap = cur.clone() if cur is not h else None  # pre-values, should the hook edit in place
+                    seen = view(cur)
+                    out = fn(hp, (seen,), seen)
+                    if out is None and cur._version == v:
+                        continue  # observed only
+                    if out is not None:
+                        _check_like(out, seen, name)
+                        out = out.reshape(cur.shape)
+                    if out is not None and cur._version == v:  # a new tensor: cur still holds its values
+                        base, new = cur, out
+                        track = torch.is_grad_enabled() and new.requires_grad
+                    else:  # edited in place: the written values are constants
+                        if snap is None:
+                            snap = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
+                        base, new, track = snap, (out if out is not None else cur).detach(), False
+                    H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
+                    cur = base if H is None else H
+            for hp, _, view in points:  # backward hooks: on the final states, gradient = dL/dh_t in total
+                if _has_hooks(hp):
+                    new = hp(view(cur)).reshape(cur.shape)
+                    H = self._carry(cur, new, torch.is_grad_enabled() and new.requires_grad, ab, xs, delta,
+                                    A, Bm, h0, recur, edit_mode)
+                    cur = cur if H is None else H
             return cur
         finally:
-            hp._forward_hooks = saved
+            for (hp, _, _), fwd in zip(points, saved):
+                hp._forward_hooks = fwd
 
 
 def _last(h: Tensor) -> Tensor:
