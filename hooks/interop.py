@@ -21,7 +21,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache
 
 #: The mixer's hook names (``blocks.{l}.mixer.hook_<name>``) that shorthand keys resolve to.
-MIXER_HOOKS = ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "y")
+MIXER_HOOKS = ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y")
 _ATTN_OR_MLP = {
     "attn", "attn_out", "mlp_out", "resid_mid", "pattern", "attn_scores", "q", "k", "v", "z", "result",
     "pre", "post", "mlp_in", "q_input", "k_input", "v_input", "attn_in", "rot_q", "rot_k",
@@ -147,31 +147,6 @@ class SSMActivationCache(ActivationCache):
             raise NotImplementedError("HookedMamba blocks have no MLP input")
         return self.model.norm_f(residual_stack)
 
-    def _not_ssm(self, what: str):
-        raise NotImplementedError(
-            f"ActivationCache.{what} decomposes attention heads, MLP neurons or attention/MLP outputs; "
-            "HookedMamba is a state space model with none of them. Use cache['ssm_state', l], "
-            "cache.stack_activation('resid_post') or cache.accumulated_resid() instead."
-        )
-
-    def stack_head_results(self, *a, **k):
-        self._not_ssm("stack_head_results")
-
-    def compute_head_results(self, *a, **k):
-        self._not_ssm("compute_head_results")
-
-    def get_neuron_results(self, *a, **k):
-        self._not_ssm("get_neuron_results")
-
-    def stack_neuron_results(self, *a, **k):
-        self._not_ssm("stack_neuron_results")
-
-    def decompose_resid(self, *a, **k):
-        self._not_ssm("decompose_resid")
-
-    def get_full_resid_decomposition(self, *a, **k):
-        self._not_ssm("get_full_resid_decomposition")
-
     def compute_ssm_effective_attention(self, *a, **k):
         raise NotImplementedError("compute_ssm_effective_attention reads TransformerBridge SSM mixers; for "
                                   "HookedMamba the states are cached directly: cache['ssm_state', l] [B, L, E, N]")
@@ -179,6 +154,23 @@ class SSMActivationCache(ActivationCache):
     def compute_ssm_state(self, *a, **k):
         raise NotImplementedError("HookedMamba caches its states directly: cache['ssm_state', l] is "
                                   "blocks.{l}.mixer.hook_ssm_state, [B, L, E, N]")
+
+
+def _not_for_an_ssm(what: str):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(
+            f"ActivationCache.{what} decomposes attention heads, MLP neurons or attention/MLP outputs; "
+            "HookedMamba is a state space model with none of them. Use cache['ssm_state', l], "
+            "cache.stack_activation('resid_post') or cache.accumulated_resid() instead."
+        )
+
+    method.__name__ = what
+    return method
+
+
+for _what in ("stack_head_results", "compute_head_results", "get_neuron_results", "stack_neuron_results",
+              "decompose_resid", "get_full_resid_decomposition"):
+    setattr(SSMActivationCache, _what, _not_for_an_ssm(_what))
 
 
 def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:

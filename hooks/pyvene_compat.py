@@ -42,24 +42,21 @@ def _mappings():
 
     mamba = {
         "block_input": ("blocks[%s].hook_resid_pre", OUT),
-        "resid_pre": ("blocks[%s].hook_resid_pre", OUT),
         "block_output": ("blocks[%s].hook_resid_post", OUT),
-        "resid_post": ("blocks[%s].hook_resid_post", OUT),
         "ssm_state": ("blocks[%s].mixer.hook_ssm_state_flat", OUT),
         **{name: (f"blocks[%s].mixer.hook_{name}", OUT) for name in _MIXER_DIMS},
     }
-    mamba_dims = {"block_input": ("d_model",), "resid_pre": ("d_model",), "block_output": ("d_model",),
-                  "resid_post": ("d_model",), "ssm_state": ("d_ssm_state",),
-                  **{name: (dim,) for name, dim in _MIXER_DIMS.items()}}
     transformer = {
         "block_input": ("bridge.blocks[%s].hook_in", OUT),
-        "resid_pre": ("bridge.blocks[%s].hook_in", OUT),
         "block_output": ("bridge.blocks[%s].hook_out", OUT),
-        "resid_post": ("bridge.blocks[%s].hook_out", OUT),
         "attention_output": ("bridge.blocks[%s].attn.hook_out", OUT),
         "mlp_output": ("bridge.blocks[%s].mlp.hook_out", OUT),
     }
+    for table in (mamba, transformer):  # TransformerLens's names for the same two sites
+        table["resid_pre"], table["resid_post"] = table["block_input"], table["block_output"]
     transformer_dims = {name: ("d_model",) for name in transformer}
+    mamba_dims = {**{name: ("d_model",) for name in ("block_input", "block_output", "resid_pre", "resid_post")},
+                  "ssm_state": ("d_ssm_state",), **{name: (dim,) for name, dim in _MIXER_DIMS.items()}}
     return [(HookedMamba, mamba, mamba_dims), (HookedTransformerLM, transformer, transformer_dims)]
 
 
