@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# Pin the local CPU wheel first so nothing later pulls a multi-GB CUDA build.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e ".[dev,bench,ray]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench,ray,pyvene,data]"
 	touch $(STAMP)
 
 test: setup

@@ -42,7 +42,8 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
     close_cols = [symbols.index(c) for c in closes]
     col = collect(model, language, {"n": fit_n, "min_len": 20, "max_len": 200, "seed": seed}, [site], ["depth"],
                   positions=positions)
-    w = np.ravel(LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0)).fit(col.acts[site], col.labels["depth"]).coef_)
+    w = np.ravel(LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0)).fit(
+        col.acts[site], col.labels["depth"], groups=col.seq_id).coef_)
     ok = n = unchanged = 0
     for s in strings:
         closes = [t for t in range(1, len(s) + 1) if s[t - 1] in language.closes]

@@ -152,25 +152,14 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
 
 def given_token(tr: Any, colls: dict[str, Any], site: str, seed: int = 0) -> dict[str, float]:
     """Accuracy of the parity bit read by one logistic probe per current token (fit on ``tr``) on each
-    collection; positions whose token has no training rows count as errors."""
-    from probe.linear import LinearProbe
+    collection; positions whose token has no training rows count as errors. A token after which the
+    bit takes one value only (BOS) predicts that value (``ConditionalProbe.single_class_``)."""
+    from probe.conditional import ConditionalProbe
 
-    probes = {}
-    for tok in np.unique(tr.token):
-        rows = tr.token == tok
-        probes[int(tok)] = LinearProbe(kind="classification", Cs=(1.0,), random_state=seed).fit(
-            tr.acts[site][rows], tr.labels["state"][rows])
-    out = {}
-    for name, c in colls.items():
-        y = c.codes_for("state", tr.classes["state"])
-        hits = 0
-        for tok in np.unique(c.token):
-            rows = c.token == tok
-            if int(tok) in probes:
-                hits += int(np.sum(probes[int(tok)].predict(c.acts[site][rows]) == y[rows]))
-        out[name] = hits / max(len(y), 1)
-    return out
-    return rows
+    cp = ConditionalProbe(kind="classification", random_state=seed, probe_params={"Cs": (1.0,)}).fit(
+        tr.acts[site], tr.labels["state"], tr.token, groups=tr.seq_id)
+    return {name: cp.score(c.acts[site], c.codes_for("state", tr.classes["state"]), c.token)
+            for name, c in colls.items()}
 
 
 def verdict(subject: Subject, m: dict) -> str:

@@ -17,8 +17,10 @@ The mixer::
 
 Hooks (length-independent names; the table with shapes is in ``docs/hooks_table.md``):
 ``hook_embed``, ``blocks.{l}.hook_resid_pre``, ``blocks.{l}.mixer.hook_{in_proj, gate, conv,
-ssm_input, delta, B, C, a, ssm_state, y}``, ``blocks.{l}.hook_resid_post``, ``hook_norm_final``,
-``hook_logits``.
+ssm_input, delta, B, C, a, ssm_state, ssm_state_flat, y}``, ``blocks.{l}.hook_resid_post``,
+``hook_norm_final``, ``hook_logits``. ``hook_ssm_state_flat`` is ``hook_ssm_state`` seen as
+``[B, L, E*N]`` (a view, same edit semantics; its hooks run after those of ``hook_ssm_state``): the
+``[batch, pos, features]`` layout that pyvene's position interventions index.
 
 Editing ``hook_ssm_state`` is a real intervention: the edit is carried forward by the recurrence.
 After the hook runs (once, on the states computed without edits), the edited entries are those where
@@ -33,7 +35,9 @@ recomputed h_t' (right for patching in states from another run, zeroing, or sett
 ``ssm_state_edit = "add"`` the *difference* the hook made is added on top of the carried-forward state
 (``H_t = a_t ∘ H_{t-1} + b_t + (hook_output_t - h_t)``), which is the sequential loop for additive
 steering at several positions. With a single edited position both modes equal the loop that applies
-the hook function at that step. Edits that return a new tensor let gradients flow into the written
+the hook function at that step. With several hooks on one ``hook_ssm_state`` (e.g. an edit, then
+``run_with_cache``'s caching hook), each sees the states carried after the edits of the hooks before
+it, so a cache records the states the model actually used. Edits that return a new tensor let gradients flow into the written
 values; in-place edits work too, but the written values are then treated as constants.
 
 Cost: a hook that only observes (returns ``None`` without editing in place, e.g. caching) costs nothing.
@@ -44,6 +48,7 @@ is the total derivative dL/dh_t, which includes the effect of h_t on all later s
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -57,6 +62,7 @@ from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
+from hooks.interop import LensInterop, SSMActivationCache, next_token_loss
 from hooks.state import LayeredState
 
 GATES = _scan.GATES
@@ -78,6 +84,10 @@ class MambaConfig:
     the fast scan), ``"fast"``, ``"sequential"`` (the reference loop), ``"cuda"`` (require mamba-ssm).
     The ``dt_*`` fields, ``initializer_range`` and ``rescale_prenorm_residual`` set the initialization
     as in the reference. ``pad_vocab_multiple`` pads the embedding rows (logits keep ``vocab_size``).
+
+    For TransformerLens's analysis functions the config also answers ``device`` (the model's, kept in
+    step by the model; not saved), ``n_heads = 0`` and ``n_key_value_heads = None`` (an SSM has no
+    attention heads).
     """
 
     d_model: int
@@ -135,6 +145,15 @@ class MambaConfig:
         for name in ("tie_embeddings", "bias", "conv_bias", "rescale_prenorm_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MambaConfig: {name} must be a bool, got {getattr(self, name)!r}")
+        self.device = torch.device("cpu")  # not a field: the model sets it (TransformerLens reads it)
+
+    n_heads = 0  # no attention heads (TransformerLens's patching functions read it)
+    n_key_value_heads = None
+
+    @property
+    def d_ssm_state(self) -> int:
+        """E * N: the size of one position's state, ``hook_ssm_state_flat``'s last dimension."""
+        return self.d_inner * self.d_state
 
     def to_dict(self) -> dict[str, Any]:
         """All fields (derived ones included, for readers); :meth:`from_dict` accepts the result."""
@@ -219,7 +238,7 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(E, N))
         self.D = nn.Parameter(torch.empty(E))
         self.out_proj = nn.Linear(E, cfg.d_model, bias=cfg.bias)
-        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "y"):
+        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y"):
             setattr(self, f"hook_{name}", HookPoint())
 
     @torch.no_grad()
@@ -309,7 +328,8 @@ class MambaMixer(nn.Module):
             if a2 is not a or a._version != v:
                 _check_like(a2, a, "hook_a")
                 ab = (a2, b)
-        state_hooked = _has_hooks(hp_h)
+        flat_hooked = _has_hooks(self.hook_ssm_state_flat)
+        state_hooked = _has_hooks(hp_h) or flat_hooked
         if ab is not None:
             h = recur(ab[0], ab[1], h0)
             y = None
@@ -323,6 +343,11 @@ class MambaMixer(nn.Module):
                 y = _scan.readout(h, Cm, xs, D)
             return y, _last(h)
 
+        if len(hp_h._forward_hooks) > 1 or flat_hooked:
+            H = self._chain_state_hooks(h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode)
+            if H is h and y is not None:  # observed only
+                return y, _last(h)
+            return _scan.readout(H, Cm, xs, D), _last(H)
         v = h._version
         h2 = hp_h(h)
         if h2 is h and h._version == v:  # observed only (e.g. cached)
@@ -338,19 +363,27 @@ class MambaMixer(nn.Module):
         else:  # edited in place: recompute the pre-edit states; written values become constants
             base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
             new, track = h2.detach(), False
+        H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
+        if H is None:
+            if y is None or base is not h:
+                y = _scan.readout(base, Cm, xs, D)
+            return y, _last(base)
+        return _scan.readout(H, Cm, xs, D), _last(H)
+
+    def _carry(self, base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode):
+        """The states carried after a hook turned ``base`` into ``new`` (module docstring); None when
+        nothing changed and no gradient has to be routed through ``new``."""
         with torch.no_grad():
             changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
             per_pos = changed.flatten(2).any(-1).any(0)
         edited = bool(per_pos.any())
         if not edited and not track:
-            if y is None or base is not h:
-                y = _scan.readout(base, Cm, xs, D)
-            return y, _last(base)
+            return None
         t0 = 0 if track else int(per_pos.nonzero()[0])
         if ab is not None:
             a_t, b_t = ab[0][:, t0:], ab[1][:, t0:]
         else:
-            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], gate)
+            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], self.cfg.gate)
         m = changed[:, t0:]
         # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
         # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
@@ -363,8 +396,50 @@ class MambaMixer(nn.Module):
             b_t = b_t + diff
         init = h0 if t0 == 0 else base[:, t0 - 1]
         tail = recur(a_t, b_t, init)
-        H = torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
-        return _scan.readout(H, Cm, xs, D), _last(H)
+        return torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
+
+    def _chain_state_hooks(self, h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode):
+        """Several forward hooks on ``hook_ssm_state`` (then ``hook_ssm_state_flat``): each sees (and a
+        cache records) the states the model actually carries after the edits of the hooks before it,
+        i.e. the sequential loop with every earlier edit applied. Backward hooks see the gradient at
+        the final states. Returns ``h`` itself when nothing was edited."""
+        points = [(self.hook_ssm_state, "hook_ssm_state", lambda t: t),
+                  (self.hook_ssm_state_flat, "hook_ssm_state_flat", lambda t: t.flatten(2))]
+        saved = [hp._forward_hooks for hp, _, _ in points]
+        for hp, _, _ in points:
+            hp._forward_hooks = type(hp._forward_hooks)()
+        try:
+            cur = h
+            for (hp, name, view), fwd in zip(points, saved):
+                for fn in list(fwd.values()):
+                    v = cur._version
+                    snap = cur.clone() if cur is not h else None  # pre-values, should the hook edit in place
+                    seen = view(cur)
+                    out = fn(hp, (seen,), seen)
+                    if out is None and cur._version == v:
+                        continue  # observed only
+                    if out is not None:
+                        _check_like(out, seen, name)
+                        out = out.reshape(cur.shape)
+                    if out is not None and cur._version == v:  # a new tensor: cur still holds its values
+                        base, new = cur, out
+                        track = torch.is_grad_enabled() and new.requires_grad
+                    else:  # edited in place: the written values are constants
+                        if snap is None:
+                            snap = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
+                        base, new, track = snap, (out if out is not None else cur).detach(), False
+                    H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
+                    cur = base if H is None else H
+            for hp, _, view in points:  # backward hooks: on the final states, gradient = dL/dh_t in total
+                if _has_hooks(hp):
+                    new = hp(view(cur)).reshape(cur.shape)
+                    H = self._carry(cur, new, torch.is_grad_enabled() and new.requires_grad, ab, xs, delta,
+                                    A, Bm, h0, recur, edit_mode)
+                    cur = cur if H is None else H
+            return cur
+        finally:
+            for (hp, _, _), fwd in zip(points, saved):
+                hp._forward_hooks = fwd
 
 
 def _last(h: Tensor) -> Tensor:
@@ -406,19 +481,23 @@ class MambaBlock(nn.Module):
 # ------------------------------------------------------------------------------------------------
 
 
-class HookedMamba(HookedRootModule):
+class HookedMamba(LensInterop, HookedRootModule):
     """Mamba-1 language model with TransformerLens hooks and a recurrent-state API.
 
     ``model(tokens)`` -> logits ``[B, L, V]``; ``model(tokens, state, return_state=True)`` ->
     ``(logits, state)``. Running a prefix with ``return_state=True`` and then the suffix from the
     returned state gives the same logits as one run over the whole sequence.
+
+    A new model is in eval mode (as Hugging Face's ``from_pretrained`` returns it; the model has no
+    dropout, and training calls ``.train()``), so TransformerLens's patching functions
+    (``transformer_lens.patching.get_act_patch_resid_pre(model, tokens, cache, metric)``) take it as
+    is. ``run_with_cache`` returns an :class:`hooks.interop.SSMActivationCache`.
     """
 
     def __init__(self, cfg: Union[MambaConfig, Mapping[str, Any]], seed: Optional[int] = None):
         super().__init__()
-        if not isinstance(cfg, MambaConfig):
-            cfg = MambaConfig.from_dict(cfg)
-        self.cfg = cfg
+        cfg = MambaConfig.from_dict(cfg) if not isinstance(cfg, MambaConfig) else copy.copy(cfg)
+        self.cfg = cfg  # a copy: cfg.device follows this model only
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList([MambaBlock(cfg, layer) for layer in range(cfg.n_layers)])
@@ -431,6 +510,7 @@ class HookedMamba(HookedRootModule):
         self.ssm_state_edit: str = "overwrite"
         self.reset_parameters(seed)
         self.setup()
+        self.eval()
 
     @torch.no_grad()
     def reset_parameters(self, seed: Optional[int] = None) -> None:
@@ -520,6 +600,61 @@ class HookedMamba(HookedRootModule):
                 if got != shape:
                     raise ValueError(f"state.layers[{layer}].{name} has shape {got}, expected {shape}")
 
+    # -- TransformerLens interface ---------------------------------------------------------------------
+
+    def _check_hook_name(self, name: Any) -> None:
+        if isinstance(name, str) and name not in self.mod_dict:
+            attn = any(w in name for w in (".attn", "hook_attn", ".mlp", "hook_mlp", "resid_mid"))
+            why = " (an attention/MLP activation: HookedMamba is a state space model without either)" if attn else ""
+            raise ValueError(f"HookedMamba has no hook {name!r}{why}; hook names are listed by model.hook_dict "
+                             "(e.g. blocks.0.hook_resid_pre, blocks.0.mixer.hook_ssm_state)")
+
+    def check_hooks_to_add(self, hook_point_name, hook, *args, **kwargs) -> None:
+        self._check_hook_name(hook_point_name)
+        return super().check_hooks_to_add(hook_point_name, hook, *args, **kwargs)
+
+    def _enable_hook_with_name(self, name, hook, dir):
+        self._check_hook_name(name)
+        return super()._enable_hook_with_name(name, hook, dir)
+
+    def run_with_cache(self, *model_args: Any, names_filter=None, device=None, remove_batch_dim: bool = False,
+                       incl_bwd: bool = False, reset_hooks_end: bool = True, clear_contexts: bool = False,
+                       pos_slice=None, return_cache_object: bool = True, return_type: str = "logits",
+                       loss_fn=None, **model_kwargs: Any):
+        """TransformerLens's ``run_with_cache``; returns ``(output, SSMActivationCache)``.
+
+        ``return_type="loss"`` returns the next-token cross-entropy instead of the logits (as in
+        TransformerLens); ``loss_fn(logits) -> scalar`` any other scalar. ``incl_bwd=True`` runs
+        backward on that scalar and caches the gradients under ``"<name>_grad"``.
+        """
+        if return_type not in ("logits", "loss"):
+            raise ValueError(f"return_type must be 'logits' or 'loss', got {return_type!r}")
+        if incl_bwd and return_type != "loss" and loss_fn is None:
+            raise ValueError("incl_bwd=True needs a scalar to differentiate: pass return_type='loss' (next-token "
+                             "cross-entropy, as in TransformerLens) or loss_fn=callable(logits) -> scalar")
+        if remove_batch_dim and model_args and isinstance(model_args[0], Tensor) and model_args[0].shape[0] != 1:
+            raise ValueError(f"remove_batch_dim=True needs a batch of 1, got {model_args[0].shape[0]}")
+        from transformer_lens.utilities import Slice
+
+        cache_dict, fwd, bwd = self.get_caching_hooks(
+            names_filter, incl_bwd, device, remove_batch_dim=remove_batch_dim, pos_slice=Slice.unwrap(pos_slice)
+        )
+        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd, reset_hooks_end=reset_hooks_end, clear_contexts=clear_contexts):
+            out = self(*model_args, **model_kwargs)
+            logits = out[0] if isinstance(out, tuple) else out
+            if return_type == "loss" or loss_fn is not None:
+                tokens = model_args[0] if model_args else model_kwargs["tokens"]
+                scalar = loss_fn(logits) if loss_fn is not None else next_token_loss(logits, tokens)
+                if scalar.numel() != 1:
+                    raise ValueError(f"loss_fn must return a scalar, got shape {tuple(scalar.shape)}")
+                if incl_bwd:
+                    scalar.backward()
+                if return_type == "loss":
+                    out = scalar if not isinstance(out, tuple) else (scalar, *out[1:])
+        if not return_cache_object:
+            return out, cache_dict
+        return out, SSMActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim)
+
     # -- loading --------------------------------------------------------------------------------------
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
@@ -550,7 +685,8 @@ class HookedMamba(HookedRootModule):
 
     @classmethod
     def from_hf(cls, model_or_state_dict: Any, **overrides: Any) -> "HookedMamba":
-        """Load ``transformers.MambaForCausalLM`` (object or state dict; mamba-ssm naming works too).
+        """Load ``transformers.MambaForCausalLM`` (object or state dict; mamba-ssm naming works too; a
+        path goes to :meth:`from_pretrained`).
 
         The config is read from the HF config when given a model, else inferred from tensor shapes;
         ``overrides`` set other :class:`MambaConfig` fields (e.g. ``norm_eps``, ``scan``).
@@ -564,6 +700,22 @@ class HookedMamba(HookedRootModule):
         from hooks._mamba_hf import to_hf
 
         return to_hf(self)
+
+    @classmethod
+    def from_pretrained(cls, path: Any, **overrides: Any) -> "HookedMamba":
+        """Load a local Hugging Face Mamba-1 directory (``config.json`` + safetensors weights), a
+        ``.safetensors`` file, or what :meth:`save_pretrained` wrote (vocabulary included). A hub id is
+        fetched only when the hub is allowed and reachable; offline it is a clear error. Eval mode."""
+        from hooks._mamba_hf import from_pretrained
+
+        return from_pretrained(cls, path, **overrides)
+
+    def save_pretrained(self, directory: Any):
+        """Write the Hugging Face layout (``config.json`` + ``model.safetensors``), loadable by
+        ``transformers.MambaForCausalLM.from_pretrained`` and :meth:`from_pretrained`; nonnegative gate only."""
+        from hooks._mamba_hf import save_pretrained
+
+        return save_pretrained(self, directory)
 
 
 def _cfg_repr(cfg: MambaConfig) -> str:

@@ -80,6 +80,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from hooks.interop import LensInterop
+
 POS_ENCODINGS = ("learned", "sinusoidal", "none")
 ACT_FNS = ("gelu", "gelu_new", "relu", "silu")
 NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre", "none")
@@ -148,6 +150,9 @@ class TransformerConfig:
             raise ValueError(
                 f"invalid TransformerConfig: normalization={self.normalization!r}; expected one of {NORMALIZATIONS}"
             )
+        self.device = torch.device("cpu")  # not a field: the model keeps it in step (TransformerLens reads it)
+
+    n_key_value_heads = None  # plain multi-head attention (TransformerLens's patching functions read it)
 
     @property
     def d_head(self) -> int:
@@ -313,22 +318,24 @@ class KVCache:
                     )
 
 
-class HookedTransformerLM(nn.Module):
+class HookedTransformerLM(LensInterop, nn.Module):
     """A TransformerLens 4 causal LM over our vocabulary: ``tokens [B, L] -> logits [B, L, V]``.
 
     The ``TransformerBridge`` is ``self.bridge``; hook methods (``run_with_cache``,
     ``run_with_hooks``, ``hooks``, ``hook_dict``, ``reset_hooks``, ...) and any other attribute
-    not defined here (``blocks``, ``embed``, ``W_E``...) are the bridge's.
+    not defined here (``blocks``, ``embed``, ``W_E``...) are the bridge's. A new model is in eval
+    mode (training calls ``.train()``), so TransformerLens's patching functions take it as returned;
+    ``to_tokens``/``to_string`` go through the language's vocabulary (:mod:`hooks.interop`).
     """
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        if isinstance(cfg, dict):
-            cfg = TransformerConfig.from_dict(cfg)
-        self.cfg = cfg
+        cfg = TransformerConfig.from_dict(cfg) if isinstance(cfg, dict) else copy.copy(cfg)
+        self.cfg = cfg  # a copy: cfg.device follows this model only
         self.bridge = _boot_bridge(cfg)
         self.bridge.hook_aliases = {**type(self.bridge).hook_aliases, **EXTRA_HOOK_ALIASES}
         self.bridge._register_aliases()
+        self.eval()
 
     def __getattr__(self, name: str):
         try:

@@ -86,7 +86,21 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
 def format_attribution(a: Attribution, decode: Optional[Any] = None, top: int = 8) -> str:
     """The ``top`` most influential tokens, e.g. for a notebook or a report."""
     order = np.argsort(-np.abs(a.scores))[:top]
-    names = decode(a.tokens) if decode else [str(t) for t in a.tokens]
+    names = _token_names(a.tokens, decode)
     lines = [f"f(input)={a.prediction:.3f}  f(baseline)={a.baseline_prediction:.3f}  delta={a.delta:.2e}"]
     lines += [f"  pos {i:4d}  {names[i]!s:>5}  {a.scores[i]:+.4f}" for i in order]
     return "\n".join(lines)
+
+
+def _token_names(tokens: list[int], decode: Optional[Any]) -> list[str]:
+    """One printable name per token. ``decode`` maps ids to a string (e.g. ``Vocab.decode``, which
+    drops BOS/PAD/END): tokens it drops are shown as ``<id>`` (or by the vocabulary's own name)."""
+    if decode is None:
+        return [str(t) for t in tokens]
+    itos = getattr(getattr(decode, "__self__", None), "itos", None)  # a bound Vocab.decode
+    if itos is not None and all(0 <= t < len(itos) for t in tokens):
+        return [str(itos[t]) for t in tokens]
+    whole = decode(tokens)
+    if isinstance(whole, (str, list, tuple)) and len(whole) == len(tokens):
+        return [str(x) for x in whole]
+    return [str(decode([t])) or f"<{t}>" for t in tokens]

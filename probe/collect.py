@@ -87,6 +87,19 @@ class Collection:
     classes: variable -> list of values (categorical only); code i means ``classes[var][i]``
     seq_id:  [n] index into ``strings``;  pos: [n] model position (0 = BOS);
     token:   [n] input token id at that position (BOS at 0);  length: [n] len(string)
+    site_shapes: site -> the per-position shape before flattening (``hook_ssm_state``: ``(E, N)``)
+    meta:    how it was collected: language name and parameters, model name and card hash, sites,
+             positions, seed, dtype
+
+    Files (:meth:`save`, :meth:`load`): ``.npz`` (numpy) or ``.safetensors``, each readable with that
+    library alone. Arrays are keyed by name -- ``acts/<site>`` in the site's original shape
+    ``[n, *site_shapes[site]]``, ``labels/<variable>``, ``seq_id``, ``pos``, ``token``, ``length`` --
+    and a JSON ``header`` (an npz string entry; safetensors metadata) holds everything else:
+    ``kinds``, ``classes``, ``strings``, ``alphabet``, the site shapes and ``meta``. Reading one
+    without the toolkit::
+
+        z = np.load("c.npz"); header = json.loads(str(z["header"])); z["acts/blocks.0.mixer.hook_ssm_state"]
+        from safetensors.numpy import load_file, safe_open  # .safetensors: the same keys
     """
 
     acts: dict[str, np.ndarray]
@@ -102,6 +115,7 @@ class Collection:
     vocab_size: int = 0
     symbol_ids: tuple[int, ...] = ()  # token id of each alphabet symbol
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    site_shapes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
     # -- basic -----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -179,58 +193,148 @@ class Collection:
         return out
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write an ``.npz`` file atomically (temporary file in the same folder, then ``os.replace``)."""
-        path = os.fspath(path)
-        sites, variables = list(self.acts), list(self.labels)
-        header = {
-            "format": "automata_lens.probe.Collection/1",
-            "sites": sites,
-            "variables": variables,
+    def site_shape(self, site: str) -> tuple[int, ...]:
+        """Per-position shape of ``site`` before flattening (``(d,)`` when not recorded)."""
+        return tuple(self.site_shapes.get(site, self.acts[site].shape[1:]))
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "sites": list(self.acts),
+            "site_shapes": {s: list(self.site_shape(s)) for s in self.acts},
+            "variables": list(self.labels),
             "kinds": self.kinds,
             "classes": {k: [_jsonable(v) for v in vals] for k, vals in self.classes.items()},
+            "strings": list(self.strings),
             "alphabet": list(self.alphabet),
             "vocab_size": self.vocab_size,
             "symbol_ids": list(self.symbol_ids),
             "meta": self.meta,
         }
-        arrays = {
-            "header": np.array(json.dumps(header)),
-            "seq_id": self.seq_id,
-            "pos": self.pos,
-            "token": self.token,
-            "length": self.length,
-            "strings": np.array(self.strings, dtype=np.str_) if self.strings else np.zeros(0, np.str_),
-        }
-        arrays.update({f"act_{i}": self.acts[s] for i, s in enumerate(sites)})
-        arrays.update({f"label_{i}": self.labels[v] for i, v in enumerate(variables)})
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"acts/{s}": np.ascontiguousarray(a.reshape(len(a), *self.site_shape(s)))
+                  for s, a in self.acts.items()}
+        arrays.update({f"labels/{v}": np.ascontiguousarray(a) for v, a in self.labels.items()})
+        arrays.update(seq_id=self.seq_id, pos=self.pos, token=self.token, length=self.length)
+        return arrays
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``path`` (``.npz`` or ``.safetensors``, see the class docstring) atomically."""
         from trained_models.io import atomic_write
 
-        def write(tmp: str) -> None:
-            with open(tmp, "wb") as fh:  # a file handle: np.savez would add ".npz" to a temp name
-                np.savez(fh, **arrays)
+        path = os.fspath(path)
+        header = json.dumps(self._header(), default=_jsonable)
+        arrays = self._arrays()
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save_file
 
+            def write(tmp: str) -> None:
+                save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"header": header})
+        elif path.endswith(".npz"):
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as fh:  # a file handle: np.savez would add ".npz" to a temp name
+                    np.savez(fh, header=np.array(header), **arrays)
+        else:
+            raise ValueError(f"Collection.save: {path!r} must end in .npz or .safetensors")
         atomic_write(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Collection":
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            return cls(
-                acts={s: z[f"act_{i}"] for i, s in enumerate(header["sites"])},
-                labels={v: z[f"label_{i}"] for i, v in enumerate(header["variables"])},
-                seq_id=z["seq_id"],
-                pos=z["pos"],
-                token=z["token"],
-                length=z["length"],
-                kinds=dict(header["kinds"]),
-                classes={k: [_from_json(v) for v in vals] for k, vals in header["classes"].items()},
-                strings=[str(s) for s in z["strings"]],
-                alphabet=tuple(header["alphabet"]),
-                vocab_size=int(header["vocab_size"]),
-                symbol_ids=tuple(header["symbol_ids"]),
-                meta=header["meta"],
-            )
+        """Read a file written by :meth:`save` (also the earlier ``act_<i>``/``label_<i>`` npz form)."""
+        path = os.fspath(path)
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="numpy") as f:
+                header = json.loads((f.metadata() or {})["header"])
+                z = {k: f.get_tensor(k) for k in f.keys()}
+            return cls._from_parts(header, z)
+        with np.load(path, allow_pickle=False) as npz:
+            header = json.loads(str(npz["header"]))
+            if header.get("format") == FORMAT_V1:
+                z = {k: npz[k] for k in npz.files if k != "header"}
+                z.update({f"acts/{s}": z.pop(f"act_{i}") for i, s in enumerate(header["sites"])})
+                z.update({f"labels/{v}": z.pop(f"label_{i}") for i, v in enumerate(header["variables"])})
+                header["strings"] = [str(x) for x in z.pop("strings")]
+            else:
+                z = {k: npz[k] for k in npz.files if k != "header"}
+        return cls._from_parts(header, z)
+
+    @classmethod
+    def _from_parts(cls, header: dict[str, Any], z: dict[str, np.ndarray]) -> "Collection":
+        if header.get("format") not in (FORMAT, FORMAT_V1):
+            raise ValueError(f"not a Collection file (format {header.get('format')!r}, expected {FORMAT!r})")
+        acts = {s: z[f"acts/{s}"] for s in header["sites"]}
+        return cls(
+            acts={s: a.reshape(len(a), -1) for s, a in acts.items()},
+            labels={v: z[f"labels/{v}"] for v in header["variables"]},
+            seq_id=z["seq_id"], pos=z["pos"], token=z["token"], length=z["length"],
+            kinds=dict(header["kinds"]),
+            classes={k: [_from_json(v) for v in vals] for k, vals in header["classes"].items()},
+            strings=[str(x) for x in header["strings"]],
+            alphabet=tuple(header["alphabet"]),
+            vocab_size=int(header["vocab_size"]),
+            symbol_ids=tuple(header["symbol_ids"]),
+            meta=header["meta"],
+            site_shapes={s: tuple(v) for s, v in header.get("site_shapes", {}).items()}
+            or {s: a.shape[1:] for s, a in acts.items()},
+        )
+
+    # -- analysis frames -------------------------------------------------------------------------
+    def _decoded(self, var: str) -> list:
+        if self.kinds.get(var) != "categorical":
+            return list(self.labels[var])
+        vals = self.classes[var]
+        return [vals[c] if 0 <= c < len(vals) else None for c in self.labels[var].tolist()]
+
+    def to_pandas(self, sites: Sequence[str] | None = ()):
+        """One row per kept position: ``seq_id``, ``pos``, ``token``, ``length``, every label (categorical
+        ones decoded to their values) and, for ``sites`` (default none; ``None``: all), one column per
+        feature named ``"<site>[i]"`` (``[i,j]`` for multi-dimensional sites). Needs pandas."""
+        pd = _optional("pandas", "to_pandas")
+        cols: dict[str, Any] = {"seq_id": self.seq_id, "pos": self.pos, "token": self.token, "length": self.length}
+        for v in self.labels:
+            cols[v] = self._decoded(v) if self.kinds.get(v) == "categorical" else self.labels[v]
+        frame = pd.DataFrame(cols)
+        chosen = list(self.acts) if sites is None else list(sites)
+        parts = [frame]
+        for s in chosen:
+            names = [f"{s}[{','.join(map(str, ix))}]" for ix in np.ndindex(*self.site_shape(s))]
+            parts.append(pd.DataFrame(self.acts[s], columns=names))
+        return pd.concat(parts, axis=1) if len(parts) > 1 else frame
+
+    def to_xarray(self):
+        """An ``xarray.Dataset``: each site a variable of dims ``("row", "<site>/d0", ...)`` in its original
+        shape; labels, ``seq_id``, ``pos``, ``token``, ``length`` as ``row`` coordinates (categorical labels
+        decoded); the header's language/model description in ``attrs``. Needs xarray."""
+        xr = _optional("xarray", "to_xarray")
+        data = {}
+        for s, a in self.acts.items():
+            shape = self.site_shape(s)
+            data[s] = (("row",) + tuple(f"{s}/d{i}" for i in range(len(shape))), a.reshape(len(a), *shape))
+        coords: dict[str, Any] = {k: ("row", getattr(self, k)) for k in ("seq_id", "pos", "token", "length")}
+        for v in self.labels:
+            vals = self._decoded(v) if self.kinds.get(v) == "categorical" else self.labels[v]
+            coords[v] = ("row", np.array([_jsonable(x) if not isinstance(x, tuple) else repr(x) for x in vals],
+                                         dtype=object if self.kinds.get(v) == "categorical" else None))
+        attrs = {"format": FORMAT, "meta": json.dumps(self.meta, default=_jsonable),
+                 "alphabet": "".join(self.alphabet)}
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+FORMAT = "automata_lens.probe.Collection/2"
+FORMAT_V1 = "automata_lens.probe.Collection/1"
+
+
+def _optional(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"Collection.{what} needs {module}, which is not installed: pip install {module} "
+                          "(or pip install 'automata-lens[data]')") from None
 
 
 def _jsonable(v):
@@ -380,6 +484,7 @@ def collect(
     # Output buffers: preallocated when the kept set is known, else per-batch pieces.
     n_keep = None if kept is None else len(kept)
     acts: dict[str, np.ndarray] = {}
+    site_shapes: dict[str, tuple[int, ...]] = {}
     pieces: dict[str, list] = {s: [] for s in sites}
     raw: dict[str, list] = {v: [None] * n_keep if n_keep is not None else [] for v in variables}
     seq_id = np.empty(n_keep or 0, dtype=np.int64)
@@ -449,6 +554,7 @@ def collect(
                         raise ValueError(
                             f"site {site!r} has shape {tuple(t.shape)}; collect needs [B={len(batch)}, "
                             f"L={width}, ...]")
+                    site_shapes.setdefault(site, tuple(int(x) for x in t.shape[2:]) or (1,))
                     feats[site] = t[bt, pt].reshape(len(b_idx), -1).float().cpu().numpy()
                 del cache, t, _
                 tok_np = tok.numpy()[b_idx, p_idx]
@@ -512,8 +618,11 @@ def collect(
         alphabet=alphabet,
         vocab_size=vocab_size,
         symbol_ids=symbol_ids,
+        site_shapes={s: site_shapes.get(s, (acts[s].shape[1],)) for s in sites},
         meta={
             "language": getattr(language, "name", type(language).__name__),
+            "language_params": dict(getattr(language, "params", {}) or {}),
+            "model": _model_identity(model),
             "sites": sites,
             "positions": positions if isinstance(positions, (int, str)) else "callable",
             "seed": seed,
@@ -522,6 +631,17 @@ def collect(
             "tokens_seen": total,
         },
     )
+
+
+def _model_identity(model) -> dict[str, Any]:
+    """What names the model: ``trained_models.load`` sets ``name`` and the card's sha256."""
+    ident: dict[str, Any] = {"class": type(model).__name__,
+                             "name": getattr(model, "model_name", None),
+                             "card_sha256": getattr(model, "card_sha256", None)}
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and hasattr(cfg, "to_dict"):
+        ident["config"] = cfg.to_dict()
+    return ident
 
 
 def _trace(language, s: str, variables: list[str], need: bool) -> dict[str, list]:

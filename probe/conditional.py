@@ -42,8 +42,17 @@ class ConditionalProbe(BaseEstimator):
             raise ValueError(f"X, y and given have different lengths: {len(X)}, {len(y)}, {len(given)}")
         self.probes_: dict[Any, LinearProbe] = {}
         self.counts_: dict[Any, int] = {}
+        self.single_class_: dict[Any, Any] = {}
         for v in _values(given):
             rows = np.flatnonzero(given == v)
+            yv = y[rows]
+            seen = np.unique(yv[~np.isnan(yv)] if yv.dtype.kind == "f" else yv)
+            if self.kind == "classification" and len(seen) == 1:
+                # One value of y at this ``given``: no probe can be fit (scikit-learn refuses one class);
+                # it is predicted as that value and listed in ``single_class_``.
+                self.single_class_[_key(v)] = seen[0]
+                self.counts_[_key(v)] = len(rows)
+                continue
             probe = LinearProbe(kind=self.kind, random_state=self.random_state, **(self.probe_params or {}))
             self.probes_[_key(v)] = probe.fit(X[rows], y[rows], groups=None if groups is None else np.asarray(groups)[rows])
             self.counts_[_key(v)] = len(rows)
@@ -55,15 +64,17 @@ class ConditionalProbe(BaseEstimator):
                       dtype=np.int64 if self.kind == "classification" else np.float64)
         for v in _values(given):
             probe = self.probes_.get(_key(v))
+            rows = np.flatnonzero(given == v)
             if probe is not None:
-                rows = np.flatnonzero(given == v)
                 out[rows] = probe.predict(X[rows])
+            elif _key(v) in self.single_class_:
+                out[rows] = self.single_class_[_key(v)]
         return out
 
     def covered(self, given) -> np.ndarray:
-        """Boolean mask of the rows whose ``given`` value has a probe."""
+        """Boolean mask of the rows whose ``given`` value has a probe (or a single seen class)."""
         given = np.asarray(given)
-        return np.array([_key(v) in self.probes_ for v in given], dtype=bool)
+        return np.array([_key(v) in self.probes_ or _key(v) in self.single_class_ for v in given], dtype=bool)
 
     def score(self, X, y, given) -> float:
         """Accuracy (classification; unseen ``given`` values count as errors) or pooled R^2

@@ -19,19 +19,36 @@ decision function (directions usable for steering/ablation); ``coef_standardized
 standardised-space weight. Rows whose target is NaN (a masked ``None``) are dropped in ``fit`` and
 ``score``.
 
+Input checks are scikit-learn's (``validate_data``): NaN or infinite features, an all-NaN or infinite
+target, a single class, sparse or complex input, 1-D ``X``, mismatched lengths or feature counts and
+``predict`` before ``fit`` (``NotFittedError``) raise as in scikit-learn, and
+``sklearn.utils.estimator_checks.check_estimator`` passes for all three probes with no exception
+(``tests/test_probe_sklearn.py``). ``LinearProbe(kind="regression")`` has no ``decision_function`` or
+``predict_proba``. ``n_iter_``: L-BFGS iterations of the final logistic fit; 1 for ridge (one direct
+solve).
+
 Regularisation is chosen by K-fold cross-validation (``cv`` folds, ``GroupKFold`` when ``groups`` --
-e.g. sequence ids -- are given to ``fit``) over the ``Cs`` / ``alphas`` grid, on a random subsample of
+e.g. sequence ids -- are given to ``fit``; without groups a :class:`GroupsWarning` says that positions
+of one sequence may fall on both sides of the inner split) over the ``Cs`` / ``alphas`` grid, on a random subsample of
 at most ``cv_max_samples`` rows (standardised with the full data's statistics), then the probe is
 refit on all rows with the best value. A one-element grid skips CV. With ``max_iter`` and BLAS on one
 thread (:data:`BLAS_THREADS`), a 40k x 2048, 9-class logistic probe fits in ~5 s and a 50k x 2048 ridge
 probe in ~6 s on a shared two-core machine. Caveat: when ``d`` is comparable to ``cv_max_samples`` the
 CV subsample overfits more than the full data does, which biases the choice toward strong
 regularisation; raise ``cv_max_samples`` (slower) when that matters.
+
+Under ``cross_val_score(probe, X, y, groups=g, cv=GroupKFold())`` scikit-learn gives ``g`` to the
+outer splitter only; to let the inner search use them too, route them to ``fit`` (scikit-learn's
+metadata routing)::
+
+    sklearn.set_config(enable_metadata_routing=True)
+    cross_val_score(probe.set_fit_request(groups=True), X, y, cv=GroupKFold(), params={"groups": g})
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 import zlib
 
 import numpy as np
@@ -41,11 +58,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
-from sklearn.utils import ClassifierTags, RegressorTags
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import ClassifierTags, RegressorTags, assert_all_finite
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
 
 __all__ = [
+    "GroupsWarning",
     "LinearProbe",
     "LogisticProbe",
     "RidgeProbe",
@@ -107,8 +127,47 @@ def _moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+class GroupsWarning(UserWarning):
+    """A probe chose its regularisation by CV without sequence ids (see the module docstring)."""
+
+
+_FLOATS = (np.float32, np.float64)
+
+
 class _StandardizedLinear(BaseEstimator):
     """Standardisation, CV over a 1-D grid and raw-space coefficients (shared by both probes)."""
+
+    def _check_fit_data(self, X, y, groups, classify: bool):
+        """scikit-learn's checks on ``fit``'s input; rows with a NaN target are dropped (all-NaN raises)."""
+        name = type(self).__name__
+        X = validate_data(self, X, reset=True, dtype=_FLOATS)
+        if y is None:
+            raise ValueError(f"{name} requires y to be passed, but the target y is None")
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        if groups is not None:
+            groups = np.asarray(groups)
+            check_consistent_length(X, groups)
+        if y.dtype.kind == "f":
+            nan = np.isnan(y)
+            if nan.all():
+                raise ValueError(f"Input y contains NaN in every row: {name} has no target to fit")
+            if nan.any():
+                X, y = X[~nan], y[~nan]
+                groups = None if groups is None else groups[~nan]
+            assert_all_finite(y, input_name="y")
+        if classify:
+            check_classification_targets(y)
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(f"{name} needs samples of at least 2 classes in the data, but the data "
+                                 f"contains only one class: {classes[0]!r}")
+        else:
+            y = y.astype(np.float64, copy=False)
+        return X, y, groups
+
+    def _check_predict_data(self, X):
+        return validate_data(self, X, reset=False, dtype=_FLOATS)
 
     def _standardize_fit(self, X):
         if self.standardize:
@@ -148,6 +207,13 @@ class _StandardizedLinear(BaseEstimator):
         grid = list(grid)
         if len(grid) == 1:
             return grid[0], None
+        if groups is None and isinstance(self.cv, (int, np.integer)):
+            warnings.warn(
+                f"{type(self).__name__}: no groups given to fit, so the inner {int(self.cv)}-fold CV choosing the "
+                "regularisation splits rows at random and positions of one sequence can fall in both folds; pass "
+                "fit(X, y, groups=sequence_ids), or under cross_val_score route them: "
+                "sklearn.set_config(enable_metadata_routing=True); probe.set_fit_request(groups=True); "
+                "params={'groups': groups}", GroupsWarning, stacklevel=5)
         rng = np.random.default_rng(self.random_state)
         n = Xs.shape[0]
         rows = np.arange(n)
@@ -234,39 +300,34 @@ class LogisticProbe(ClassifierMixin, _StandardizedLinear):
                 b[~present] = -np.inf if len(lr.classes_) > 1 else 0.0
                 if len(lr.classes_) == 1:
                     b[lr.classes_[0]] = 1.0
-                out.append((W, b))
+                out.append((W, b, int(np.max(lr.n_iter_))))
                 continue
-            theta, _ = _softmax_fit(X, y, K, C, self.max_iter, self.tol, init)
+            theta, nit = _softmax_fit(X, y, K, C, self.max_iter, self.tol, init)
             init = theta
-            out.append((theta[:K * X.shape[1]].reshape(K, -1), theta[K * X.shape[1]:]))
+            out.append((theta[:K * X.shape[1]].reshape(K, -1), theta[K * X.shape[1]:], nit))
         return out
 
     @staticmethod
     def _score_state(state, X, y):
-        W, b = state
+        W, b = state[:2]
         return float(np.mean(np.argmax(X @ W.T.astype(np.float32) + b, axis=1) == y))
 
     @_limit_blas
     def fit(self, X, y, groups=None):
-        return self._fit(_as_2d_float(X), y, groups)
+        X, y, groups = self._check_fit_data(X, y, groups, classify=True)
+        return self._fit(X, y, groups)
 
     def _fit(self, X, y, groups):
-        y = np.asarray(y)
-        if y.shape[0] != X.shape[0]:
-            raise ValueError("X and y have different numbers of rows")
         self.classes_, y_codes = np.unique(y, return_inverse=True)
         K = len(self.classes_)
         self._standardize_fit(X)
         Xs = self._transform(X)
-        if K == 1:  # degenerate: one class seen
-            self.C_, self.cv_scores_, self.n_iter_ = None, None, 0
-            self._W, self._b = np.zeros((1, X.shape[1])), np.zeros(1)
-        else:
-            Cs = sorted(self.Cs)
-            self.C_, self.cv_scores_ = self._select(
-                Xs, y_codes, groups, Cs, lambda a, b_, g: self._fit_path(a, b_, g, K),
-                self._score_state, is_clf=True)
-            (self._W, self._b), = self._fit_path(Xs, y_codes, [self.C_], K)
+        Cs = sorted(self.Cs)
+        self.C_, self.cv_scores_ = self._select(
+            Xs, y_codes, groups, Cs, lambda a, b_, g: self._fit_path(a, b_, g, K),
+            self._score_state, is_clf=True)
+        (self._W, self._b, nit), = self._fit_path(Xs, y_codes, [self.C_], K)
+        self.n_iter_ = max(1, nit)
         del Xs
         return self
 
@@ -290,20 +351,21 @@ class LogisticProbe(ClassifierMixin, _StandardizedLinear):
     @_limit_blas
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, "_W")
-        Xs = self._transform(X)
+        Xs = self._transform(self._check_predict_data(X))
         Z = (Xs @ self._W.T.astype(np.float32)).astype(np.float64) + self._b
         return Z[:, 1] - Z[:, 0] if Z.shape[1] == 2 else Z
 
     @_limit_blas
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "_W")
-        Xs = self._transform(X)
+        Xs = self._transform(self._check_predict_data(X))
         Z = (Xs @ self._W.T.astype(np.float32)).astype(np.float64) + self._b
         Z -= Z.max(axis=1, keepdims=True)
         P = np.exp(Z)
         return P / P.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "_W")
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
@@ -383,14 +445,11 @@ class RidgeProbe(RegressorMixin, _StandardizedLinear):
 
     @_limit_blas
     def fit(self, X, y, groups=None):
-        return self._fit(_as_2d_float(X), y, groups)
+        X, y, groups = self._check_fit_data(X, y, groups, classify=False)
+        return self._fit(X, y, groups)
 
     def _fit(self, X, y, groups):
-        y = np.asarray(y, dtype=np.float64)
-        keep = ~np.isnan(y)
-        if not keep.all():
-            X, y = X[keep], y[keep]
-            groups = None if groups is None else np.asarray(groups)[keep]
+        self.n_iter_ = 1  # one direct linear solve
         self._standardize_fit(X)
         Xs = self._transform(X)
         alphas = sorted(self.alphas, reverse=True)
@@ -416,7 +475,8 @@ class RidgeProbe(RegressorMixin, _StandardizedLinear):
     @_limit_blas
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "w_")
-        return (self._transform(X) @ self.w_.astype(np.float32)).astype(np.float64) + self.b_
+        Xs = self._transform(self._check_predict_data(X))
+        return (Xs @ self.w_.astype(np.float32)).astype(np.float64) + self.b_
 
     def score(self, X, y, sample_weight=None):
         y = np.asarray(y, dtype=np.float64)
@@ -493,17 +553,17 @@ class LinearProbe(_StandardizedLinear):
 
     def predict(self, X):
         check_is_fitted(self, "probe_")
-        return self.probe_.predict(X)
+        return self.probe_.predict(self._check_predict_data(X))
 
+    @available_if(lambda self: self.kind == "classification")
     def predict_proba(self, X):
         check_is_fitted(self, "probe_")
-        if self.kind != "classification":
-            raise AttributeError("predict_proba is only defined for kind='classification'")
-        return self.probe_.predict_proba(X)
+        return self.probe_.predict_proba(self._check_predict_data(X))
 
+    @available_if(lambda self: self.kind == "classification")
     def decision_function(self, X):
         check_is_fitted(self, "probe_")
-        return self.probe_.decision_function(X)
+        return self.probe_.decision_function(self._check_predict_data(X))
 
     def score(self, X, y, sample_weight=None):
         """Accuracy (classification) or R^2 (regression)."""

@@ -39,3 +39,25 @@ def test_bad_arguments_are_named():
         attribute_prediction(model, torch.tensor([1, 3, 4]), position=20, target_id=3)
     with pytest.raises(ValueError, match="unknown baseline"):
         attribute_prediction(model, torch.tensor([1, 3, 4]), position=1, target_id=3, baseline="zeros")
+
+
+def test_format_attribution_decodes_with_the_language_vocabulary():
+    """Vocab.decode drops BOS, so the decoded string is one shorter than the tokens: every position
+    must still get its own name (this raised IndexError), BOS under the vocabulary's name."""
+    import re
+
+    from languages.datasets import Vocab
+
+    model = _model()
+    vocab = Vocab("abcdef")
+    tokens = torch.tensor([1, 3, 4, 5, 3, 6, 7, 4, 3, 5])
+    a = attribute_prediction(model, tokens, position=5, target_id=4, n_steps=16)
+    text = format_attribution(a, decode=vocab.decode, top=len(tokens))
+    rows = {int(m.group(1)): m.group(2) for m in re.finditer(r"pos\s+(\d+)\s+(\S+)", text)}
+    assert len(rows) == len(tokens)
+    assert rows == {i: vocab.itos[t] for i, t in enumerate(tokens.tolist())}
+    assert rows[0] == "<bos>" and rows[1] == "a"
+    # Any decode function (here: one that drops specials like Vocab.decode) works too.
+    plain = format_attribution(a, decode=lambda ids: vocab.decode(ids), top=len(tokens))
+    rows = {int(m.group(1)): m.group(2) for m in re.finditer(r"pos\s+(\d+)\s+(\S+)", plain)}
+    assert rows[0] == "<1>" and rows[2] == "b"

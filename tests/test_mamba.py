@@ -187,6 +187,7 @@ HOOK_SHAPES = {  # B=3, L=14, D=16, E=32, N=4, V=9
             "mixer.hook_C": (3, 14, 4),
             "mixer.hook_a": (3, 14, 32, 4),
             "mixer.hook_ssm_state": (3, 14, 32, 4),
+            "mixer.hook_ssm_state_flat": (3, 14, 128),
             "mixer.hook_y": (3, 14, 32),
         }.items()
     },

@@ -17,7 +17,8 @@ def _rms(x, w, eps):
     return w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def loop_forward(model, tokens, edit=None, edit_a=None):
+def loop_forward(model, tokens, edit=None, edit_a=None, record=None):
+    """``record``: a dict that receives every layer's per-step states ``[B, L, E, N]``."""
     cfg = model.cfg
     E, N, R = cfg.d_inner, cfg.d_state, cfg.dt_rank
     Bs, L = tokens.shape
@@ -32,7 +33,7 @@ def loop_forward(model, tokens, edit=None, edit_a=None):
         window = xi.new_zeros(Bs, E, cfg.d_conv)
         h = xi.new_zeros(Bs, E, N)
         A = -torch.exp(mx.A_log)
-        outs = []
+        outs, hs = [], []
         for t in range(L):
             window = torch.cat([window[:, :, 1:], xi[:, t, :, None]], -1)
             c = (window * w).sum(-1) + (mx.conv1d.bias if mx.conv1d.bias is not None else 0)
@@ -51,10 +52,13 @@ def loop_forward(model, tokens, edit=None, edit_a=None):
             h = a * h + delta[..., None] * Bt[:, None, :] * xc[..., None]
             if edit is not None:
                 h = edit(layer, t, h)
+            hs.append(h)
             y = (h * Ct[:, None, :]).sum(-1) + mx.D * xc
             outs.append(F.linear(y * F.silu(z[:, t]), mx.out_proj.weight, mx.out_proj.bias))
         resid = resid + torch.stack(outs, 1)
         final_states.append(h)
+        if record is not None:
+            record[layer] = torch.stack(hs, 1)
     logits = _rms(resid, model.norm_f.weight, cfg.norm_eps) @ model.lm_head.weight.T
     return logits[..., : cfg.vocab_size], final_states
 

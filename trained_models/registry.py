@@ -6,6 +6,7 @@ code is ever loaded from a checkpoint) and the weights are checked against it.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,6 +46,12 @@ def load(name_or_dir: str | Path, *, verify: bool = True) -> tuple[torch.nn.Modu
         raise ValueError(f"model card {directory / CARD}: cannot build its 'model' spec ({e})") from None
     load_weights(model, directory / WEIGHTS, what=str(directory / WEIGHTS), verify=verify)
     model.eval()
+    alphabet = (card.get("language") or {}).get("alphabet")
+    if alphabet and hasattr(model, "set_vocab"):
+        model.set_vocab(alphabet)  # model.to_tokens / to_string through the language's vocabulary
+    # Identity recorded by probe.collect (and so in saved collections): name and the card's hash.
+    model.model_name = directory.name
+    model.card_sha256 = hashlib.sha256((directory / CARD).read_bytes()).hexdigest()
     return model, card
 
 
