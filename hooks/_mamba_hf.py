@@ -28,7 +28,9 @@ _MIXER_PARAMS = {
 _LAYER = re.compile(r"^layers\.(\d+)\.(norm\.weight|mixer\.(.+))$")
 
 
-def _to_ours(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def _to_ours(sd: Mapping[str, Tensor], mixer_params=_MIXER_PARAMS,
+             what: str = "Mamba-1 (HF MambaForCausalLM / mamba-ssm MambaLMHeadModel)") -> dict[str, Tensor]:
+    """HF / mamba-ssm names -> ours (``mixer_params``: the mixer's parameter names; ``what`` for errors)."""
     out, unknown = {}, []
     for key, value in sd.items():
         k = key[len("backbone."):] if key.startswith("backbone.") else key
@@ -36,13 +38,13 @@ def _to_ours(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out["embed.weight"] = value
         elif k in ("norm_f.weight", "lm_head.weight"):
             out[k] = value
-        elif (m := _LAYER.match(k)) and (m.group(3) is None or m.group(3) in _MIXER_PARAMS):
+        elif (m := _LAYER.match(k)) and (m.group(3) is None or m.group(3) in mixer_params):
             out[f"blocks.{m.group(1)}.{m.group(2)}"] = value
         else:
             unknown.append(key)
     if unknown:
         raise ValueError(
-            f"not a Mamba-1 (HF MambaForCausalLM / mamba-ssm MambaLMHeadModel) checkpoint: unknown keys {unknown[:8]}"
+            f"not a {what} checkpoint: unknown keys {unknown[:8]}"
             + (" ..." if len(unknown) > 8 else "")
         )
     return out
@@ -116,7 +118,11 @@ def to_hf(model):
         time_step_scale=cfg.dt_scale, time_step_init_scheme=cfg.dt_init, tie_word_embeddings=cfg.tie_embeddings,
         residual_in_fp32=True, use_mambapy=False,
     )
-    hf = MambaForCausalLM(hf_cfg)
+    return _load_hf(MambaForCausalLM(hf_cfg), model)
+
+
+def _load_hf(hf, model):
+    """Copy ``model``'s weights into the HF model ``hf`` (our names -> HF's); float32, eval mode."""
     sd = {}
     for k, v in model.state_dict().items():
         if k == "embed.weight":

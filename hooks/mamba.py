@@ -325,45 +325,18 @@ class MambaMixer(nn.Module):
 
         v = h._version
         h2 = hp_h(h)
-        if h2 is h and h._version == v:  # observed only (e.g. cached)
-            if y is None:
-                y = _scan.readout(h, Cm, xs, D)
+
+        def tail_ab(t0):
+            if ab is not None:
+                return ab[0][:, t0:], ab[1][:, t0:]
+            return _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], gate)
+
+        H = _scan.carry_state_edit(
+            h, h2, v, h0, edit_mode, tail_ab, recur,
+            recompute=lambda: recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1],
+        )
+        if H is h and y is not None:
             return y, _last(h)
-        _check_like(h2, h, "hook_ssm_state")
-        if h._version == v:  # the hook returned a new tensor: h still holds the pre-edit states
-            base, new = h, h2
-            # With autograd on, recompute every position so that the gradient reaching the hook is
-            # the total derivative dL/dh_t (later states depend on h_t), as the edit semantics imply.
-            track = torch.is_grad_enabled() and h2.requires_grad
-        else:  # edited in place: recompute the pre-edit states; written values become constants
-            base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
-            new, track = h2.detach(), False
-        with torch.no_grad():
-            changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
-            per_pos = changed.flatten(2).any(-1).any(0)
-        edited = bool(per_pos.any())
-        if not edited and not track:
-            if y is None or base is not h:
-                y = _scan.readout(base, Cm, xs, D)
-            return y, _last(base)
-        t0 = 0 if track else int(per_pos.nonzero()[0])
-        if ab is not None:
-            a_t, b_t = ab[0][:, t0:], ab[1][:, t0:]
-        else:
-            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], gate)
-        m = changed[:, t0:]
-        # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
-        # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
-        # zero where nothing was edited and only carry the gradient to the hook's output.
-        diff = new[:, t0:] - base[:, t0:] if (track or edit_mode == "add") else None
-        if edit_mode == "overwrite":
-            a_t = a_t.masked_fill(m, 0.0)
-            b_t = torch.where(m, new[:, t0:], b_t + diff if diff is not None else b_t)
-        else:
-            b_t = b_t + diff
-        init = h0 if t0 == 0 else base[:, t0 - 1]
-        tail = recur(a_t, b_t, init)
-        H = torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
         return _scan.readout(H, Cm, xs, D), _last(H)
 
 
@@ -372,10 +345,7 @@ def _last(h: Tensor) -> Tensor:
     return h[:, -1].clone()
 
 
-def _check_like(new: Any, old: Tensor, name: str) -> None:
-    if not isinstance(new, Tensor) or new.shape != old.shape:
-        shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-        raise ValueError(f"a hook on {name} must return a tensor of shape {tuple(old.shape)}, got {shape}")
+_check_like = _scan.check_hook_output
 
 
 def _sample_dt(cfg: MambaConfig, n: int) -> Tensor:
@@ -541,7 +511,7 @@ class HookedMamba(HookedRootModule):
             problems.append(f"  unexpected keys: {unexpected}")
         if problems:
             raise ValueError(
-                "checkpoint does not fit HookedMamba(" + _cfg_repr(self.cfg) + "):\n" + "\n".join(problems)
+                f"checkpoint does not fit {type(self).__name__}(" + _cfg_repr(self.cfg) + "):\n" + "\n".join(problems)
             )
         sd = dict(state_dict)
         if self.cfg.tie_embeddings and "lm_head.weight" not in sd and "embed.weight" in sd:
@@ -567,8 +537,8 @@ class HookedMamba(HookedRootModule):
 
 
 def _cfg_repr(cfg: MambaConfig) -> str:
-    keys = ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "gate")
-    return ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys)
+    keys = ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "headdim", "n_groups", "gate")
+    return ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys if hasattr(cfg, k))
 
 
 __all__ = ["MambaConfig", "HookedMamba", "MambaState", "LayerState", "GATES", "SCANS", "EDIT_MODES"]

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
-FAMILIES = ("mamba", "transformer")
+FAMILIES = ("mamba", "mamba2", "transformer")
 
 
 @dataclass
@@ -38,7 +38,7 @@ class TrainConfig:
     model: str = "mamba"
     layers: int = 2
     d_model: int = 32
-    # Mamba
+    # Mamba (and Mamba-2: heads of hooks.mamba2.Mamba2Config's default headdim, one group)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2

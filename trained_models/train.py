@@ -66,6 +66,15 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
             **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
         )
         return {"family": "mamba", "config": mc.to_dict()}
+    if cfg.model == "mamba2":
+        from hooks.mamba2 import Mamba2Config
+
+        m2 = Mamba2Config(
+            d_model=cfg.d_model, n_layers=cfg.layers, vocab_size=vocab_size, d_state=cfg.d_state,
+            d_conv=cfg.d_conv, expand=cfg.expand, gate=cfg.gate,
+            **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
+        )
+        return {"family": "mamba2", "config": m2.to_dict()}
     from hooks.transformer import TransformerConfig
 
     windows = [cfg.train_window or (0, 0), *(cfg.test_windows or {}).values()]
@@ -426,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--p", type=float, nargs="+",
                     help="flip-flop: probability of the ignore instruction (several: a mixture, one p drawn per "
                          "string); boolean3/5: the sampler's operator probability")
-    ap.add_argument("--model", choices=("mamba", "transformer"), default="mamba")
+    ap.add_argument("--model", choices=("mamba", "mamba2", "transformer"), default="mamba")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--d-model", type=int, default=32)
     ap.add_argument("--d-state", type=int, default=16)
