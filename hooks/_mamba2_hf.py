@@ -92,6 +92,8 @@ def to_hf(model):
         use_conv_bias=cfg.conv_bias, chunk_size=cfg.chunk_size, tie_word_embeddings=cfg.tie_embeddings,
         time_step_min=cfg.dt_min, time_step_max=cfg.dt_max, time_step_floor=cfg.dt_init_floor,
         time_step_limit=tuple(cfg.dt_limit) if cfg.dt_limit is not None else (0.0, float("inf")),
-        residual_in_fp32=True, rescale_prenorm_residual=cfg.rescale_prenorm_residual,
+        # rescale_prenorm_residual only shapes initialization, and HF 5.x applies it again to the weights
+        # from_pretrained loads (dividing out_proj by sqrt(n_layers)): off, so that a saved copy reloads equal.
+        residual_in_fp32=True, rescale_prenorm_residual=False,
     )
     return _load_hf(Mamba2ForCausalLM(hf_cfg), model)

@@ -154,9 +154,10 @@ def _check_gate(gate: str) -> None:
 
 
 def _gate_of(u: Tensor, gate: str) -> Tensor:
-    """``a`` from ``u = Δ A`` (or ``u = A`` for the time-invariant gate). Out of place."""
+    """``a`` from ``u = Δ A`` (or ``u = A`` for the time-invariant gate). Out of place and differentiable
+    (an in-place ``mul_`` on ``exp``'s output would break autograd, which saves that output)."""
     if gate == "signed":
-        return torch.exp(u).mul_(2.0).sub_(1.0)
+        return 2.0 * torch.exp(u) - 1.0
     return torch.exp(u)
 
 
