@@ -16,6 +16,8 @@ from typing import Any
 import torch
 
 FAMILIES = ("mamba", "mamba2", "transformer", "construction")
+# Families whose layer l has a recurrent state at ``blocks.{l}.mixer.hook_ssm_state`` and a gate.
+MAMBA_FAMILIES = ("mamba", "mamba2")
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
