@@ -43,6 +43,7 @@ class TrainConfig:
     d_conv: int = 4
     expand: int = 2
     gate: str = "nonnegative"
+    headdim: int = 16  # Mamba-2 only: channels per head (heads = expand * d_model / headdim)
     dt_init: Optional[tuple[float, float]] = None  # (dt_min, dt_max) of the step-size init; None: Mamba's
     # Transformer
     n_heads: int = 4

@@ -71,7 +71,7 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
 
         m2 = Mamba2Config(
             d_model=cfg.d_model, n_layers=cfg.layers, vocab_size=vocab_size, d_state=cfg.d_state,
-            d_conv=cfg.d_conv, expand=cfg.expand, gate=cfg.gate,
+            d_conv=cfg.d_conv, expand=cfg.expand, gate=cfg.gate, headdim=cfg.headdim,
             **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
         )
         return {"family": "mamba2", "config": m2.to_dict()}
@@ -441,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--d-state", type=int, default=16)
     ap.add_argument("--expand", type=int, default=2)
     ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
+    ap.add_argument("--headdim", type=int, default=16, help="Mamba-2: channels per head (heads = expand * d_model / headdim)")
     ap.add_argument("--dt-init", type=float, nargs=2, metavar=("MIN", "MAX"),
                     help="Mamba: initial step sizes drawn log-uniformly in [MIN, MAX] (default 0.001 0.1); "
                          "smaller steps start with longer memory")
@@ -501,7 +502,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 raise SystemExit(f"--test-window expects NAME=MIN:MAX, got {item!r}") from None
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
-        d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
+        d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate, headdim=args.headdim,
         dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
