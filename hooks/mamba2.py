@@ -82,7 +82,7 @@ class Mamba2Config:
     expand: int = 2
     headdim: int = 16
     n_groups: int = 1
-    chunk_size: int = 64
+    chunk_size: int = 32
     gate: str = "nonnegative"
     scan: str = "chunked"
     norm_eps: float = 1e-5
