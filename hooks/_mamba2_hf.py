@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from hooks._mamba_hf import _load_hf, _to_ours
+from hooks._mamba_hf import _build, _load_hf, _read_common, _to_ours, _unpack
 
 _MIXER2_PARAMS = {
     "in_proj.weight", "in_proj.bias", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D",
@@ -48,34 +48,18 @@ def _infer_config(sd: Mapping[str, Tensor], n_groups: int) -> dict[str, Any]:
 def from_hf(cls, obj: Any, **overrides: Any):
     from hooks.mamba2 import Mamba2Config
 
-    hf_cfg = None
-    if isinstance(obj, Mapping):
-        raw = obj
-    elif hasattr(obj, "state_dict"):
-        raw, hf_cfg = obj.state_dict(), getattr(obj, "config", None)
-    else:
-        raise TypeError(f"from_hf expects a model or a state dict, got {type(obj).__name__}")
+    raw, hf_cfg = _unpack(obj)
     sd = _to_ours(raw, _MIXER2_PARAMS, _WHAT)
     n_groups = overrides.pop("n_groups", getattr(hf_cfg, "n_groups", 1))
     fields = _infer_config(sd, int(n_groups))
     if hf_cfg is not None:
-        act = getattr(hf_cfg, "hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"only SiLU Mamba-2 is supported, the HF config has hidden_act={act!r}")
-        fields["norm_eps"] = float(getattr(hf_cfg, "layer_norm_epsilon", 1e-5))
+        _read_common(hf_cfg, sd, fields, "Mamba-2")
         fields["chunk_size"] = int(getattr(hf_cfg, "chunk_size", 64))
         lim = getattr(hf_cfg, "time_step_limit", None)
         if lim is not None and (float(lim[0]) > 0 or math.isfinite(float(lim[1]))):
             fields["dt_limit"] = (float(lim[0]), float(lim[1]))
-        if hasattr(hf_cfg, "tie_word_embeddings") and "lm_head.weight" in sd:
-            fields["tie_embeddings"] = bool(hf_cfg.tie_word_embeddings) and fields["tie_embeddings"]
     fields.update(overrides)
-    model = cls(Mamba2Config(**fields))
-    if model.cfg.tie_embeddings:
-        sd.pop("lm_head.weight", None)
-    with torch.no_grad():
-        model.load_state_dict({k: v.detach().float() for k, v in sd.items()}, strict=True)
-    return model
+    return _build(cls, Mamba2Config(**fields), sd)
 
 
 def to_hf(model):

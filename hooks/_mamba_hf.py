@@ -72,28 +72,41 @@ def _infer_config(sd: Mapping[str, Tensor]) -> dict[str, Any]:
 def from_hf(cls, obj: Any, **overrides: Any):
     from hooks.mamba import MambaConfig
 
-    hf_cfg = None
-    if isinstance(obj, Mapping):
-        raw = obj
-    elif hasattr(obj, "state_dict"):
-        raw, hf_cfg = obj.state_dict(), getattr(obj, "config", None)
-    else:
-        raise TypeError(f"from_hf expects a model or a state dict, got {type(obj).__name__}")
+    raw, hf_cfg = _unpack(obj)
     sd = _to_ours(raw)
     fields = _infer_config(sd)
     if hf_cfg is not None:
-        act = getattr(hf_cfg, "hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"only SiLU Mamba is supported, the HF config has hidden_act={act!r}")
+        _read_common(hf_cfg, sd, fields, "Mamba")
         if getattr(hf_cfg, "rms_norm", True) is False:
             raise ValueError("only RMSNorm Mamba is supported (the mamba-ssm config has rms_norm=False)")
-        eps = getattr(hf_cfg, "layer_norm_epsilon", None)
-        if eps is not None:
-            fields["norm_eps"] = float(eps)
-        if hasattr(hf_cfg, "tie_word_embeddings") and "lm_head.weight" in sd:
-            fields["tie_embeddings"] = bool(hf_cfg.tie_word_embeddings) and fields["tie_embeddings"]
     fields.update(overrides)
-    model = cls(MambaConfig(**fields))
+    return _build(cls, MambaConfig(**fields), sd)
+
+
+def _unpack(obj: Any) -> tuple[Mapping[str, Tensor], Any]:
+    """``(state dict, HF config or None)`` of a model or a bare state dict."""
+    if isinstance(obj, Mapping):
+        return obj, None
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict(), getattr(obj, "config", None)
+    raise TypeError(f"from_hf expects a model or a state dict, got {type(obj).__name__}")
+
+
+def _read_common(hf_cfg: Any, sd: Mapping[str, Tensor], fields: dict[str, Any], what: str) -> None:
+    """Fields every HF Mamba config gives alike: the activation (SiLU only), norm eps, tied head."""
+    act = getattr(hf_cfg, "hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"only SiLU {what} is supported, the HF config has hidden_act={act!r}")
+    eps = getattr(hf_cfg, "layer_norm_epsilon", None)
+    if eps is not None:
+        fields["norm_eps"] = float(eps)
+    if hasattr(hf_cfg, "tie_word_embeddings") and "lm_head.weight" in sd:
+        fields["tie_embeddings"] = bool(hf_cfg.tie_word_embeddings) and fields["tie_embeddings"]
+
+
+def _build(cls, config, sd: dict[str, Tensor]):
+    """``cls(config)`` with the (renamed) weights ``sd`` loaded strictly, in float32."""
+    model = cls(config)
     if model.cfg.tie_embeddings:
         sd.pop("lm_head.weight", None)
     with torch.no_grad():

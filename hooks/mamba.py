@@ -358,10 +358,12 @@ def _inv_softplus(y: Tensor) -> Tensor:
 
 
 class MambaBlock(nn.Module):
+    mixer_class = MambaMixer
+
     def __init__(self, cfg: MambaConfig, layer: int):
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mixer = MambaMixer(cfg, layer)
+        self.mixer = self.mixer_class(cfg, layer)
         self.hook_resid_pre = HookPoint()
         self.hook_resid_post = HookPoint()
 
@@ -384,14 +386,18 @@ class HookedMamba(HookedRootModule):
     returned state gives the same logits as one run over the whole sequence.
     """
 
+    # What a subclass with another mixer swaps in (hooks.mamba2.HookedMamba2): its config class and block.
+    config_class = MambaConfig
+    block_class = MambaBlock
+
     def __init__(self, cfg: Union[MambaConfig, Mapping[str, Any]], seed: Optional[int] = None):
         super().__init__()
-        if not isinstance(cfg, MambaConfig):
-            cfg = MambaConfig.from_dict(cfg)
+        if not isinstance(cfg, self.config_class):
+            cfg = self.config_class.from_dict(cfg)
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList([MambaBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([self.block_class(cfg, layer) for layer in range(cfg.n_layers)])
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.hook_norm_final = HookPoint()
         self.lm_head = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
@@ -423,16 +429,18 @@ class HookedMamba(HookedRootModule):
         """The all-zero state (what a run without a state starts from)."""
         p = self.embed.weight
         device, dtype = device or p.device, dtype or p.dtype
-        E, N, K = self.cfg.d_inner, self.cfg.d_state, self.cfg.d_conv
+        shapes = self._state_shapes(batch_size)
         return MambaState(
             layers=[
-                LayerState(
-                    conv=torch.zeros(batch_size, E, K - 1, device=device, dtype=dtype),
-                    ssm=torch.zeros(batch_size, E, N, device=device, dtype=dtype),
-                )
+                LayerState(**{k: torch.zeros(v, device=device, dtype=dtype) for k, v in shapes.items()})
                 for _ in range(self.cfg.n_layers)
             ]
         )
+
+    def _state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of one layer's state tensors (``conv``: the conv's last inputs; ``ssm``: h)."""
+        cfg = self.cfg
+        return {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
 
     @contextlib.contextmanager
     def state_edit_mode(self, mode: Literal["overwrite", "add"]) -> Iterator["HookedMamba"]:
@@ -483,7 +491,7 @@ class HookedMamba(HookedRootModule):
         cfg = self.cfg
         if not isinstance(state, MambaState) or len(state.layers) != cfg.n_layers:
             raise ValueError(f"state must be a MambaState with {cfg.n_layers} layers")
-        want = {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
+        want = self._state_shapes(batch)
         for layer, ls in enumerate(state.layers):
             for name, shape in want.items():
                 got = tuple(getattr(ls, name).shape)

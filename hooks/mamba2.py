@@ -38,27 +38,26 @@ reference loop). When ``hook_ssm_state`` or ``hook_a`` is hooked, the per-step s
 :func:`hooks.scan.linear_recurrence` of the discretized ``(a, b)`` (the reference loop under
 ``"sequential"``).
 
-``HookedMamba2`` subclasses :class:`hooks.mamba.HookedMamba` for the model-level code they share (token
-checks, the residual stream, state edit modes, checkpoint loading errors); the blocks and the config are its own.
+``HookedMamba2`` subclasses :class:`hooks.mamba.HookedMamba` for the model-level code they share (embedding,
+residual stream, final norm and head, initialization order, token checks, state edit modes, the state
+API, checkpoint loading errors); its config, blocks and state shapes are its own.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
 from hooks import ssd as _ssd
-from hooks.mamba import EDIT_MODES, HookedMamba, LayerState, MambaState, RMSNorm, _has_hooks, _inv_softplus, _last
+from hooks.mamba import EDIT_MODES, HookedMamba, LayerState, MambaBlock, RMSNorm, _has_hooks, _inv_softplus, _last
 
 GATES = _scan.GATES
 SCANS = ("chunked", "sequential")
@@ -286,82 +285,27 @@ class Mamba2Mixer(nn.Module):
         return _ssd.readout(h, Cm, xs, D), _last(h)
 
 
-class Mamba2Block(nn.Module):
-    def __init__(self, cfg: Mamba2Config, layer: int):
-        super().__init__()
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mixer = Mamba2Mixer(cfg, layer)
-        self.hook_resid_pre = HookPoint()
-        self.hook_resid_post = HookPoint()
+class Mamba2Block(MambaBlock):
+    """``resid + Mamba2Mixer(RMSNorm(resid))`` with HookedMamba's residual hooks."""
 
-    def forward(self, resid, state: Optional[LayerState], edit_mode: str):
-        resid = self.hook_resid_pre(resid)
-        out, new_state = self.mixer(self.norm(resid), state, edit_mode)
-        return self.hook_resid_post(resid + out), new_state
+    mixer_class = Mamba2Mixer
 
 
 class HookedMamba2(HookedMamba):
-    """Mamba-2 language model with TransformerLens hooks and HookedMamba's recurrent-state API.
+    """Mamba-2 language model with TransformerLens hooks and HookedMamba's recurrent-state API
+    (``HookedMamba2(cfg, seed=None)``; the embedding is drawn with ``initializer_range``, the mixers as HF's).
 
     ``model(tokens)`` -> logits ``[B, L, V]``; ``model(tokens, state, return_state=True)`` ->
     ``(logits, state)``; a prefix run with ``return_state=True`` continued from the returned state gives
     the logits of one run over the whole sequence.
     """
 
-    def __init__(self, cfg: Union[Mamba2Config, Mapping[str, Any]], seed: Optional[int] = None):
-        HookedRootModule.__init__(self)
-        if not isinstance(cfg, Mamba2Config):
-            cfg = Mamba2Config.from_dict(cfg)
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList([Mamba2Block(cfg, layer) for layer in range(cfg.n_layers)])
-        self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.hook_norm_final = HookPoint()
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.embed.weight
-        self.hook_logits = HookPoint()
-        self.ssm_state_edit: str = "overwrite"
-        self.reset_parameters(seed)
-        self.setup()
+    config_class = Mamba2Config
+    block_class = Mamba2Block
 
-    @torch.no_grad()
-    def reset_parameters(self, seed: Optional[int] = None) -> None:
-        """HF's initialization; with ``seed``, deterministic and independent of the global RNG."""
-        ctx = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-        with ctx:
-            if seed is not None:
-                torch.manual_seed(seed)
-            nn.init.normal_(self.embed.weight, std=self.cfg.initializer_range)
-            if not self.cfg.tie_embeddings:
-                nn.init.normal_(self.lm_head.weight, std=self.cfg.initializer_range)
-            for block in self.blocks:
-                block.norm.weight.fill_(1.0)
-                block.mixer.reset_parameters()
-            self.norm_f.weight.fill_(1.0)
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
-        """The all-zero state (what a run without a state starts from)."""
-        p = self.embed.weight
-        device, dtype = device or p.device, dtype or p.dtype
+    def _state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         c = self.cfg
-        return MambaState(layers=[
-            LayerState(conv=torch.zeros(batch_size, c.conv_dim, c.d_conv - 1, device=device, dtype=dtype),
-                       ssm=torch.zeros(batch_size, c.n_heads, c.headdim, c.d_state, device=device, dtype=dtype))
-            for _ in range(c.n_layers)
-        ])
-
-    def _check_state(self, state: MambaState, batch: int) -> None:
-        c = self.cfg
-        if not isinstance(state, MambaState) or len(state.layers) != c.n_layers:
-            raise ValueError(f"state must be a MambaState with {c.n_layers} layers")
-        want = {"conv": (batch, c.conv_dim, c.d_conv - 1), "ssm": (batch, c.n_heads, c.headdim, c.d_state)}
-        for layer, ls in enumerate(state.layers):
-            for name, shape in want.items():
-                got = tuple(getattr(ls, name).shape)
-                if got != shape:
-                    raise ValueError(f"state.layers[{layer}].{name} has shape {got}, expected {shape}")
+        return {"conv": (batch, c.conv_dim, c.d_conv - 1), "ssm": (batch, c.n_heads, c.headdim, c.d_state)}
 
     @classmethod
     def from_hf(cls, model_or_state_dict: Any, **overrides: Any) -> "HookedMamba2":

@@ -119,12 +119,7 @@ def ssd_scan_ref(
     h = x.new_zeros(Bs, H, P, N) if h0 is None else h0
     ys, hs = [], []
     for x_t, dt_t, B_t, C_t in zip(x.unbind(1), delta.unbind(1), Bm.unbind(1), Cm.unbind(1)):
-        if gate == "nonnegative":
-            a = torch.exp(dt_t * A)
-        elif gate == "signed":
-            a = 2.0 * torch.exp(dt_t * A) - 1.0
-        else:
-            a = torch.exp(A).expand_as(dt_t)
+        a = gate_values(dt_t, A, gate)  # [B, H]
         Bh = B_t.repeat_interleave(r, dim=1)  # [B, H, N]: head h reads group h // r
         Ch = C_t.repeat_interleave(r, dim=1)
         h = a[:, :, None, None] * h + (dt_t[:, :, None] * x_t)[..., None] * Bh[:, :, None, :]

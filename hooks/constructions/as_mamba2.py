@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction, column
-from hooks.constructions.as_mamba import A_LOG_COUNTER, KAPPA, LAM, _gain, _silu, _softplus
+from hooks.constructions.as_mamba import A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus
 
 S = 60.0  # SiLU(S (v - 1/2)) for v in {0, 1}: -2.8e-12 or 30
 S_Z = 120.0  # output gates: SiLU(±60) = -5e-25 or 60
@@ -154,17 +154,7 @@ def flipflop_mamba2(p: float = 0.8) -> Construction:
             W[rw.z(e), r] = S_Z / 2 / g
         mx.out_proj.weight[READ, MEM1] = KAPPA
         mx.out_proj.weight[READ, MEM0] = -KAPPA
-        H = model.lm_head.weight
-        Lg = 10.0 / g
-        H.fill_(0.0)
-        H[:, :V] = -Lg
-        H[w, [BOS_ID, zero, one]] = Lg
-        for col in (r, i, END_ID):
-            H[col, [zero, one]] = Lg
-        for col, sign in ((zero, -1.0), (one, 1.0)):
-            H[col, [w, i]] = Lg
-            H[col, r] = 0.0
-            H[col, READ] = sign * Lg / KAPPA
+        _flipflop_head(model.lm_head.weight, V, g, READ, (w, r, i, zero, one))
 
     def stored(states) -> Tensor:
         h = states[0][..., 0, 0]  # [B, L, H]
