@@ -36,7 +36,6 @@ SHAPE = dict(batch=32, length=512, d_model=64, n_layers=2, d_state=16, headdim=1
 
 
 def _models(chunk: int):
-    import transformers
     from transformers.utils import logging as hf_logging
 
     from hooks.mamba2 import HookedMamba2, Mamba2Config
