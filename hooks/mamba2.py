@@ -266,14 +266,18 @@ class Mamba2Mixer(nn.Module):
                 y, h = _ssd.ssd_scan_ref(xs, delta, A, Bm, Cm, D, h0, gate)
                 return y, _last(h)
             return _ssd.ssd_scan(xs, delta, A, Bm, Cm, D, h0, gate, cfg.chunk_size)
+        fast = None  # (y, h_last) of the chunked scan: still valid when the gates were not edited
         if a is None:
             a = _ssd.gate_values(delta, A, gate)
+            if not sequential:
+                fast = _ssd.ssd_scan(xs, delta, A, Bm, Cm, D, h0, gate, cfg.chunk_size)
 
         def states():
             ab = _ssd.discretize(xs, delta, a, Bm)
             return recur(ab[0], ab[1], h0)
 
         h = states()
+        h_seen = h
         if state_hooked:
             v = h._version
             h2 = hp_h(h)
@@ -282,6 +286,8 @@ class Mamba2Mixer(nn.Module):
                 lambda t0: _ssd.discretize(xs[:, t0:], delta[:, t0:], a[:, t0:], Bm[:, t0:]), recur,
                 recompute=states,
             )
+        if fast is not None and h is h_seen:  # observed only: the chunked outputs (no per-step readout)
+            return fast
         return _ssd.readout(h, Cm, xs, D), _last(h)
 
 
