@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from trained_models.build import MAMBA_FAMILIES
+
 # --------------------------------------------------------------------------- subjects
 
 
@@ -39,7 +41,7 @@ import torch
 class Subject:
     """A model under study: its name, the module, its family and the sites to probe per layer.
 
-    ``family`` is ``construction``, ``mamba`` or ``transformer``; ``language`` is the language object
+    ``family`` is ``construction``, ``mamba``, ``mamba2`` or ``transformer``; ``language`` is the language object
     the model was trained on (a construction's own); ``card`` the model card (None for constructions).
     """
 
@@ -53,7 +55,7 @@ class Subject:
     def sites(self) -> list[str]:
         """Per layer: the recurrent state and the residual stream after the block (Transformers: the
         residual stream only)."""
-        if self.family == "mamba":
+        if self.family in MAMBA_FAMILIES:
             per = ["blocks.{l}.mixer.hook_ssm_state", "blocks.{l}.hook_resid_post"]
         elif self.family == "construction":
             per = ["blocks.{l}.hook_ssm_state", "blocks.{l}.hook_resid_post"]
@@ -62,7 +64,7 @@ class Subject:
         return [p.format(l=l) for l in range(self.n_layers) for p in per]
 
     def state_site(self, layer: int) -> str:
-        if self.family == "mamba":
+        if self.family in MAMBA_FAMILIES:
             return f"blocks.{layer}.mixer.hook_ssm_state"
         if self.family == "construction":
             return f"blocks.{layer}.hook_ssm_state"

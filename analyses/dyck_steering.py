@@ -79,6 +79,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from analyses.common import check_models
     from hooks import constructions
     from trained_models import load
+    from trained_models.build import MAMBA_FAMILIES
 
     ap = cli.ArgumentParser(prog="python -m analyses.dyck_steering", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", default=[], help="shipped name or run directory (repeatable)")
@@ -92,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     subjects = [("construction", constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", "sigmoid")]
     for name in args.model:
         model, card = load(name)
-        site = "blocks.0.mixer.hook_ssm_state" if card["model"]["family"] == "mamba" else "blocks.0.hook_resid_post"
+        site = "blocks.0.mixer.hook_ssm_state" if card["model"]["family"] in MAMBA_FAMILIES else "blocks.0.hook_resid_post"
         subjects.append((name, model, site, card.get("decode", "sigmoid")))
     for name, model, site, decode in subjects:
         r = steering_accuracy(model, site, language, strings, decode=decode)

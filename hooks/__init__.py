@@ -4,6 +4,7 @@ Public names are imported lazily so that ``import hooks`` stays cheap and a subm
 dependencies (transformer-lens, transformers) load only when used.
 
 * :class:`MambaConfig`, :class:`HookedMamba`, :class:`MambaState` -- Mamba-1 (``hooks.mamba``).
+* :class:`Mamba2Config`, :class:`HookedMamba2` -- Mamba-2 (``hooks.mamba2``; its scan: ``hooks.ssd``).
 * :mod:`hooks.scan` -- the selective scan: sequential reference and fast path.
 * :class:`DiagonalSSMConfig`, :class:`HookedDiagonalSSM` -- the theory's diagonal SSM (``hooks.diagonal``).
 * :mod:`hooks.constructions` -- the paper's hand-built SSMs.
@@ -17,6 +18,8 @@ _EXPORTS = {
     "MambaConfig": "hooks.mamba",
     "HookedMamba": "hooks.mamba",
     "MambaState": "hooks.mamba",
+    "Mamba2Config": "hooks.mamba2",
+    "HookedMamba2": "hooks.mamba2",
     "DiagonalSSMConfig": "hooks.diagonal",
     "HookedDiagonalSSM": "hooks.diagonal",
     "TransformerConfig": "hooks.transformer",

@@ -43,7 +43,9 @@ _MIXER_PARAMS = {
 _LAYER = re.compile(r"^layers\.(\d+)\.(norm\.weight|mixer\.(.+))$")
 
 
-def _to_ours(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def _to_ours(sd: Mapping[str, Tensor], mixer_params=_MIXER_PARAMS,
+             what: str = "Mamba-1 (HF MambaForCausalLM / mamba-ssm MambaLMHeadModel)") -> dict[str, Tensor]:
+    """HF / mamba-ssm names -> ours (``mixer_params``: the mixer's parameter names; ``what`` for errors)."""
     out, unknown = {}, []
     for key, value in sd.items():
         k = key[len("backbone."):] if key.startswith("backbone.") else key
@@ -51,13 +53,13 @@ def _to_ours(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             out["embed.weight"] = value
         elif k in ("norm_f.weight", "lm_head.weight"):
             out[k] = value
-        elif (m := _LAYER.match(k)) and (m.group(3) is None or m.group(3) in _MIXER_PARAMS):
+        elif (m := _LAYER.match(k)) and (m.group(3) is None or m.group(3) in mixer_params):
             out[f"blocks.{m.group(1)}.{m.group(2)}"] = value
         else:
             unknown.append(key)
     if unknown:
         raise ValueError(
-            f"not a Mamba-1 (HF MambaForCausalLM / mamba-ssm MambaLMHeadModel) checkpoint: unknown keys {unknown[:8]}"
+            f"not a {what} checkpoint: unknown keys {unknown[:8]}"
             + (" ..." if len(unknown) > 8 else "")
         )
     return out
@@ -85,30 +87,43 @@ def _infer_config(sd: Mapping[str, Tensor]) -> dict[str, Any]:
 def from_hf(cls, obj: Any, **overrides: Any):
     from hooks.mamba import MambaConfig
 
-    hf_cfg = None
     if isinstance(obj, (str, os.PathLike)):
         return from_pretrained(cls, obj, **overrides)
-    if isinstance(obj, Mapping):
-        raw = obj
-    elif hasattr(obj, "state_dict"):
-        raw, hf_cfg = obj.state_dict(), getattr(obj, "config", None)
-    else:
-        raise TypeError(f"from_hf expects a model or a state dict, got {type(obj).__name__}")
+    raw, hf_cfg = _unpack(obj)
     sd = _to_ours(raw)
     fields = _infer_config(sd)
     if hf_cfg is not None:
-        act = getattr(hf_cfg, "hidden_act", "silu")
-        if act != "silu":
-            raise ValueError(f"only SiLU Mamba is supported, the HF config has hidden_act={act!r}")
+        _read_common(hf_cfg, sd, fields, "Mamba")
         if getattr(hf_cfg, "rms_norm", True) is False:
             raise ValueError("only RMSNorm Mamba is supported (the mamba-ssm config has rms_norm=False)")
-        eps = getattr(hf_cfg, "layer_norm_epsilon", None)
-        if eps is not None:
-            fields["norm_eps"] = float(eps)
-        if hasattr(hf_cfg, "tie_word_embeddings") and "lm_head.weight" in sd:
-            fields["tie_embeddings"] = bool(hf_cfg.tie_word_embeddings) and fields["tie_embeddings"]
     fields.update(overrides)
-    model = cls(MambaConfig(**fields))
+    return _build(cls, MambaConfig(**fields), sd)
+
+
+def _unpack(obj: Any) -> tuple[Mapping[str, Tensor], Any]:
+    """``(state dict, HF config or None)`` of a model or a bare state dict."""
+    if isinstance(obj, Mapping):
+        return obj, None
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict(), getattr(obj, "config", None)
+    raise TypeError(f"from_hf expects a model or a state dict, got {type(obj).__name__}")
+
+
+def _read_common(hf_cfg: Any, sd: Mapping[str, Tensor], fields: dict[str, Any], what: str) -> None:
+    """Fields every HF Mamba config gives alike: the activation (SiLU only), norm eps, tied head."""
+    act = getattr(hf_cfg, "hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"only SiLU {what} is supported, the HF config has hidden_act={act!r}")
+    eps = getattr(hf_cfg, "layer_norm_epsilon", None)
+    if eps is not None:
+        fields["norm_eps"] = float(eps)
+    if hasattr(hf_cfg, "tie_word_embeddings") and "lm_head.weight" in sd:
+        fields["tie_embeddings"] = bool(hf_cfg.tie_word_embeddings) and fields["tie_embeddings"]
+
+
+def _build(cls, config, sd: dict[str, Tensor]):
+    """``cls(config)`` with the (renamed) weights ``sd`` loaded strictly, in float32."""
+    model = cls(config)
     if model.cfg.tie_embeddings:
         sd.pop("lm_head.weight", None)
     with torch.no_grad():
@@ -151,7 +166,12 @@ def to_hf(model):
     from transformers import MambaConfig as HFMambaConfig
     from transformers import MambaForCausalLM
 
-    hf = MambaForCausalLM(HFMambaConfig(**_hf_config_kwargs(model.cfg)))
+    return _load_hf(MambaForCausalLM(HFMambaConfig(**_hf_config_kwargs(model.cfg))), model)
+
+
+def _load_hf(hf, model):
+    """Copy ``model``'s weights into the HF model ``hf`` (our names -> HF's; Mamba-1 and Mamba-2 name
+    their layers alike); float32, eval mode."""
     with torch.no_grad():
         hf.load_state_dict(_hf_state_dict(model), strict=True)
     return hf.float().eval()

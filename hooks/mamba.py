@@ -447,10 +447,7 @@ def _last(h: Tensor) -> Tensor:
     return h[:, -1].clone()
 
 
-def _check_like(new: Any, old: Tensor, name: str) -> None:
-    if not isinstance(new, Tensor) or new.shape != old.shape:
-        shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
-        raise ValueError(f"a hook on {name} must return a tensor of shape {tuple(old.shape)}, got {shape}")
+_check_like = _scan.check_hook_output
 
 
 def _sample_dt(cfg: MambaConfig, n: int) -> Tensor:
@@ -463,10 +460,12 @@ def _inv_softplus(y: Tensor) -> Tensor:
 
 
 class MambaBlock(nn.Module):
+    mixer_class = MambaMixer
+
     def __init__(self, cfg: MambaConfig, layer: int):
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mixer = MambaMixer(cfg, layer)
+        self.mixer = self.mixer_class(cfg, layer)
         self.hook_resid_pre = HookPoint()
         self.hook_resid_post = HookPoint()
 
@@ -494,13 +493,17 @@ class HookedMamba(LensInterop, HookedRootModule):
     is. ``run_with_cache`` returns an :class:`hooks.interop.SSMActivationCache`.
     """
 
+    # What a subclass with another mixer swaps in (hooks.mamba2.HookedMamba2): its config class and block.
+    config_class = MambaConfig
+    block_class = MambaBlock
+
     def __init__(self, cfg: Union[MambaConfig, Mapping[str, Any]], seed: Optional[int] = None):
         super().__init__()
-        cfg = MambaConfig.from_dict(cfg) if not isinstance(cfg, MambaConfig) else copy.copy(cfg)
+        cfg = self.config_class.from_dict(cfg) if not isinstance(cfg, self.config_class) else copy.copy(cfg)
         self.cfg = cfg  # a copy: cfg.device follows this model only
         self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
-        self.blocks = nn.ModuleList([MambaBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([self.block_class(cfg, layer) for layer in range(cfg.n_layers)])
         self.norm_f = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.hook_norm_final = HookPoint()
         self.lm_head = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
@@ -533,16 +536,18 @@ class HookedMamba(LensInterop, HookedRootModule):
         """The all-zero state (what a run without a state starts from)."""
         p = self.embed.weight
         device, dtype = device or p.device, dtype or p.dtype
-        E, N, K = self.cfg.d_inner, self.cfg.d_state, self.cfg.d_conv
+        shapes = self._state_shapes(batch_size)
         return MambaState(
             layers=[
-                LayerState(
-                    conv=torch.zeros(batch_size, E, K - 1, device=device, dtype=dtype),
-                    ssm=torch.zeros(batch_size, E, N, device=device, dtype=dtype),
-                )
+                LayerState(**{k: torch.zeros(v, device=device, dtype=dtype) for k, v in shapes.items()})
                 for _ in range(self.cfg.n_layers)
             ]
         )
+
+    def _state_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Shapes of one layer's state tensors (``conv``: the conv's last inputs; ``ssm``: h)."""
+        cfg = self.cfg
+        return {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
 
     @contextlib.contextmanager
     def state_edit_mode(self, mode: Literal["overwrite", "add"]) -> Iterator["HookedMamba"]:
@@ -593,7 +598,7 @@ class HookedMamba(LensInterop, HookedRootModule):
         cfg = self.cfg
         if not isinstance(state, MambaState) or len(state.layers) != cfg.n_layers:
             raise ValueError(f"state must be a MambaState with {cfg.n_layers} layers")
-        want = {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
+        want = self._state_shapes(batch)
         for layer, ls in enumerate(state.layers):
             for name, shape in want.items():
                 got = tuple(getattr(ls, name).shape)
@@ -676,7 +681,7 @@ class HookedMamba(LensInterop, HookedRootModule):
             problems.append(f"  unexpected keys: {unexpected}")
         if problems:
             raise ValueError(
-                "checkpoint does not fit HookedMamba(" + _cfg_repr(self.cfg) + "):\n" + "\n".join(problems)
+                f"checkpoint does not fit {type(self).__name__}(" + _cfg_repr(self.cfg) + "):\n" + "\n".join(problems)
             )
         sd = dict(state_dict)
         if self.cfg.tie_embeddings and "lm_head.weight" not in sd and "embed.weight" in sd:
@@ -719,8 +724,8 @@ class HookedMamba(LensInterop, HookedRootModule):
 
 
 def _cfg_repr(cfg: MambaConfig) -> str:
-    keys = ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "gate")
-    return ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys)
+    keys = ("d_model", "n_layers", "vocab_size", "d_state", "d_conv", "expand", "dt_rank", "headdim", "n_groups", "gate")
+    return ", ".join(f"{k}={getattr(cfg, k)!r}" for k in keys if hasattr(cfg, k))
 
 
 __all__ = ["MambaConfig", "HookedMamba", "MambaState", "LayerState", "GATES", "SCANS", "EDIT_MODES"]

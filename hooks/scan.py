@@ -154,9 +154,10 @@ def _check_gate(gate: str) -> None:
 
 
 def _gate_of(u: Tensor, gate: str) -> Tensor:
-    """``a`` from ``u = Δ A`` (or ``u = A`` for the time-invariant gate). Out of place."""
+    """``a`` from ``u = Δ A`` (or ``u = A`` for the time-invariant gate). Out of place and differentiable
+    (an in-place ``mul_`` on ``exp``'s output would break autograd, which saves that output)."""
     if gate == "signed":
-        return torch.exp(u).mul_(2.0).sub_(1.0)
+        return 2.0 * torch.exp(u) - 1.0
     return torch.exp(u)
 
 
@@ -501,6 +502,62 @@ def selective_scan(
 
 
 # ----------------------------------------------------------------------------------------------
+# Edits of the per-step states, carried forward (hook_ssm_state of HookedMamba and HookedMamba2)
+# ----------------------------------------------------------------------------------------------
+
+
+def check_hook_output(new, old: Tensor, name: str) -> None:
+    """A hook's return value must be a tensor of the hooked tensor's shape (else a one-line error)."""
+    if not isinstance(new, Tensor) or new.shape != old.shape:
+        shape = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+        raise ValueError(f"a hook on {name} must return a tensor of shape {tuple(old.shape)}, got {shape}")
+
+
+def carry_state_edit(h: Tensor, h2, version: int, h0: Optional[Tensor], edit_mode: str, tail_ab, recur,
+                     recompute) -> Tensor:
+    """The per-step states after a hook on them returned ``h2`` for ``h`` [B, L, *S].
+
+    ``version`` is ``h._version`` before the hook ran; ``h0`` the initial state; ``tail_ab(t0)`` gives
+    ``(a, b)`` at state size from position t0 on; ``recur`` is the linear recurrence to use and
+    ``recompute()`` the pre-edit states (needed when the hook edited ``h`` in place). Returns ``h``
+    itself when the hook only observed (outputs computed from ``h`` stay valid), else the states of
+    the sequential loop ``H_t = a_t H_{t-1} + b_t`` with the edited entries overwritten by the hook's
+    values (``edit_mode="overwrite"``) or with the hook's difference added (``"add"``); see
+    :mod:`hooks.mamba` for the semantics. With autograd on and a hook output that requires grad,
+    every position is recomputed so that the gradient reaching the hook is the total derivative.
+    """
+    if h2 is h and h._version == version:  # observed only (e.g. cached)
+        return h
+    check_hook_output(h2, h, "hook_ssm_state")
+    if h._version == version:  # the hook returned a new tensor: h still holds the pre-edit states
+        base, new = h, h2
+        track = torch.is_grad_enabled() and h2.requires_grad
+    else:  # edited in place: recompute the pre-edit states; written values become constants
+        base = recompute()
+        new, track = h2.detach(), False
+    with torch.no_grad():
+        changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
+        per_pos = changed.flatten(2).any(-1).any(0)
+    if not bool(per_pos.any()) and not track:
+        return base
+    t0 = 0 if track else int(per_pos.nonzero()[0])
+    a_t, b_t = tail_ab(t0)
+    m = changed[:, t0:]
+    # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
+    # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
+    # zero where nothing was edited and only carry the gradient to the hook's output.
+    diff = new[:, t0:] - base[:, t0:] if (track or edit_mode == "add") else None
+    if edit_mode == "overwrite":
+        a_t = a_t.masked_fill(m, 0.0)
+        b_t = torch.where(m, new[:, t0:], b_t + diff if diff is not None else b_t)
+    else:
+        b_t = b_t + diff
+    init = h0 if t0 == 0 else base[:, t0 - 1]
+    tail = recur(a_t, b_t, init)
+    return torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
+
+
+# ----------------------------------------------------------------------------------------------
 # Optional CUDA kernel (mamba-ssm)
 # ----------------------------------------------------------------------------------------------
 
@@ -551,6 +608,8 @@ __all__ = [
     "selective_scan_ref",
     "selective_scan",
     "selective_scan_cuda",
+    "check_hook_output",
+    "carry_state_edit",
     "mamba_ssm_available",
     "set_scan_threads",
     "get_scan_threads",

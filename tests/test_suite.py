@@ -99,7 +99,7 @@ def test_report_shows_mean_and_interval_over_seeds_beside_the_papers_numbers(qui
         assert paper_cell in anbn.replace(suite_report.OUTSIDE, "")
     tomita1 = next(line for line in md.splitlines() if "(`tomita1`)" in line)
     assert "100 / 100 (pos mask)" in tomita1.replace(suite_report.OUTSIDE, "")
-    assert tomita1.count(" – ") == 3  # mamba-2l, mamba-3l, signed not run
+    assert tomita1.count(" – ") == len(suite.VARIANTS) - 2  # all but mamba-1l and the transformer not run
     for cls in ("Star-free", "Non-star-free", "Counter"):
         assert f"## {cls} regular languages" in md or f"## {cls} languages" in md
 
@@ -242,7 +242,7 @@ def test_printed_commands_build_the_same_configs():
     from trained_models.train import build_parser, config_from_args
 
     runs = suite.plan("small", "runs/suite")
-    assert len(runs) == 27 * 5
+    assert len(runs) == 27 * len(suite.VARIANTS)
     assert [r.variant for r in runs[:2]] == ["mamba-2l", "transformer"]  # these two first, all languages
     assert {r.variant for r in runs[: 2 * 27]} == {"mamba-2l", "transformer"}
     for run in runs[:12]:
@@ -253,6 +253,8 @@ def test_printed_commands_build_the_same_configs():
     assert (d2.pos_encoding, t4.pos_encoding) == ("none", "learned")
     signed = next(r for r in runs if r.variant == "mamba-signed-2l").config()
     assert (signed.gate, signed.layers) == ("signed", 2)
+    m2 = next(r for r in runs if r.variant == "mamba2-2l-signed").config()
+    assert (m2.model, m2.gate, m2.layers) == ("mamba2", "signed", 2)
     anbn = next(r for r in runs if r.language == "anbn" and r.variant == "mamba-2l").config()
     assert anbn.max_steps == 300 and anbn.train_window == (4, 200) and anbn.test_windows["bin2"] == (400, 600)
     eval_every = max(1, -(-81 // anbn.batch_size) // anbn.evals_per_epoch)  # 81 training strings (99 - 9 bin0 - 9 dev)

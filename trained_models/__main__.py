@@ -1,6 +1,7 @@
 """``python -m trained_models``: the shipped models and their measured accuracy, as a markdown table."""
 from __future__ import annotations
 
+from trained_models.build import MAMBA_FAMILIES
 from trained_models.checkpoint import read_card
 from trained_models.registry import SHIPPED, names
 
@@ -23,7 +24,7 @@ def table() -> str:
         card = read_card(SHIPPED / name)
         cfg = card["model"]["config"]
         arch = f"{card['model']['family']} {cfg['n_layers']}L d{cfg['d_model']}"
-        if card["model"]["family"] == "mamba":
+        if card["model"]["family"] in MAMBA_FAMILIES:
             arch += f" ({cfg.get('gate', 'nonnegative')})"
         else:
             arch += f" (pos {cfg.get('pos_encoding')})"

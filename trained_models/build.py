@@ -2,6 +2,7 @@
 
 Families:
 * ``mamba``        -- :class:`hooks.HookedMamba` from a :class:`hooks.MambaConfig` dict.
+* ``mamba2``       -- :class:`hooks.HookedMamba2` from a :class:`hooks.Mamba2Config` dict.
 * ``transformer``  -- a TransformerLens 4 model from a :class:`hooks.TransformerConfig` dict.
 * ``construction`` -- a hand-built SSM from :mod:`hooks.constructions` (``config``: ``{"name", "params"}``).
 
@@ -14,7 +15,9 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("mamba", "transformer", "construction")
+FAMILIES = ("mamba", "mamba2", "transformer", "construction")
+# Families whose layer l has a recurrent state at ``blocks.{l}.mixer.hook_ssm_state`` and a gate.
+MAMBA_FAMILIES = ("mamba", "mamba2")
 
 
 def build_model(spec: dict[str, Any]) -> torch.nn.Module:
@@ -24,6 +27,10 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
         from hooks.mamba import HookedMamba, MambaConfig
 
         return HookedMamba(MambaConfig.from_dict(config))
+    if family == "mamba2":
+        from hooks.mamba2 import HookedMamba2, Mamba2Config
+
+        return HookedMamba2(Mamba2Config.from_dict(config))
     if family == "transformer":
         from hooks.transformer import TransformerConfig, build_transformer
 

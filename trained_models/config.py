@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
-FAMILIES = ("mamba", "transformer")
+FAMILIES = ("mamba", "mamba2", "transformer")
 
 
 @dataclass
@@ -39,11 +39,12 @@ class TrainConfig:
     model: str = "mamba"
     layers: int = 2
     d_model: int = 32
-    # Mamba
+    # Mamba (and Mamba-2: heads of hooks.mamba2.Mamba2Config's default headdim, one group)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
     gate: str = "nonnegative"
+    headdim: int = 16  # Mamba-2 only: channels per head (heads = expand * d_model / headdim)
     dt_init: Optional[tuple[float, float]] = None  # (dt_min, dt_max) of the step-size init; None: Mamba's
     # Transformer
     n_heads: int = 4

@@ -135,10 +135,13 @@ VARIANTS: dict[str, tuple[list[str], Optional[str]]] = {
     "mamba-2l": (["--model", "mamba", "--layers", "2", "--gate", "nonnegative"], "Mamba2"),
     "mamba-3l": (["--model", "mamba", "--layers", "3", "--gate", "nonnegative"], "Mamba3"),
     "mamba-signed-2l": (["--model", "mamba", "--layers", "2", "--gate", "signed"], None),
+    "mamba2-2l": (["--model", "mamba2", "--layers", "2", "--gate", "nonnegative"], None),
+    "mamba2-2l-signed": (["--model", "mamba2", "--layers", "2", "--gate", "signed"], None),
     "transformer": (["--model", "transformer", "--layers", "2", "--n-heads", "4"], "Transformer"),
 }
 VARIANT_LABELS = {"mamba-1l": "Mamba 1L", "mamba-2l": "Mamba 2L", "mamba-3l": "Mamba 3L",
-                  "mamba-signed-2l": "Mamba 2L signed", "transformer": "Transformer 2L"}
+                  "mamba-signed-2l": "Mamba 2L signed", "mamba2-2l": "Mamba-2 2L",
+                  "mamba2-2l-signed": "Mamba-2 2L signed", "transformer": "Transformer 2L"}
 # Training order: these variants for every language first, then the rest.
 FIRST_VARIANTS = ("mamba-2l", "transformer")
 

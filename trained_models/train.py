@@ -79,6 +79,15 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
             **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
         )
         return {"family": "mamba", "config": mc.to_dict()}
+    if cfg.model == "mamba2":
+        from hooks.mamba2 import Mamba2Config
+
+        m2 = Mamba2Config(
+            d_model=cfg.d_model, n_layers=cfg.layers, vocab_size=vocab_size, d_state=cfg.d_state,
+            d_conv=cfg.d_conv, expand=cfg.expand, gate=cfg.gate, headdim=cfg.headdim,
+            **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
+        )
+        return {"family": "mamba2", "config": m2.to_dict()}
     from hooks.transformer import TransformerConfig
 
     windows = [cfg.train_window or (0, 0), *(cfg.test_windows or {}).values()]
@@ -518,12 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--p", type=cli.probability, nargs="+",
                     help="flip-flop: probability of the ignore instruction (several: a mixture, one p drawn per "
                          "string); boolean3/5: the sampler's operator probability")
-    ap.add_argument("--model", choices=("mamba", "transformer"), default="mamba")
+    ap.add_argument("--model", choices=("mamba", "mamba2", "transformer"), default="mamba")
     ap.add_argument("--layers", type=cli.positive_int, default=2)
     ap.add_argument("--d-model", type=cli.positive_int, default=32)
     ap.add_argument("--d-state", type=cli.positive_int, default=16)
     ap.add_argument("--expand", type=cli.positive_int, default=2)
     ap.add_argument("--gate", choices=("nonnegative", "signed", "time_invariant"), default="nonnegative")
+    ap.add_argument("--headdim", type=cli.positive_int, default=16,
+                    help="Mamba-2: channels per head (heads = expand * d_model / headdim)")
     ap.add_argument("--dt-init", type=cli.positive_float, nargs=2, metavar=("MIN", "MAX"),
                     help="Mamba: initial step sizes drawn log-uniformly in [MIN, MAX] (default 0.001 0.1); "
                          "smaller steps start with longer memory")
@@ -594,7 +605,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                 raise cli.UsageError(f"--test-window needs a name and 0 <= MIN <= MAX, got {item!r}")
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
-        d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate,
+        d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate, headdim=args.headdim,
         dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,

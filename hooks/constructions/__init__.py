@@ -13,14 +13,17 @@ giving the allowed-next sets from the states.
 * :func:`build` -- the construction for a language name (as the CLI takes it).
 * :func:`flipflop_mamba`, :func:`dyck_mamba` -- the flip-flop (1 layer) and Dyck(K, h) (2 layers)
   constructions as hand-set :class:`hooks.mamba.HookedMamba` weights (:mod:`hooks.constructions.as_mamba`).
+* :func:`flipflop_mamba2`, :func:`dyck_mamba2` -- the same as :class:`hooks.mamba2.HookedMamba2` weights
+  (:mod:`hooks.constructions.as_mamba2`).
 
 CLI: ``python -m hooks.constructions --language dyck --K 8 --h 10 --min-len 701 --max-len 1400 --n 200``
-(``--model mamba`` for the HookedMamba realizations).
+(``--model mamba`` / ``--model mamba2`` for the HookedMamba / HookedMamba2 realizations).
 """
 from __future__ import annotations
 
 from hooks.constructions._core import LOGIT, Construction, batch_for, encode
 from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
+from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
 from hooks.constructions.counters import BLOCK_LANGUAGES, BRACKET_LANGUAGES, COUNTER_LANGUAGES, counter
 from hooks.constructions.dyck import dyck
 from hooks.constructions.flipflop import flipflop
@@ -42,6 +45,8 @@ __all__ = [
     "parity_signed",
     "flipflop_mamba",
     "dyck_mamba",
+    "flipflop_mamba2",
+    "dyck_mamba2",
     "parity_nonnegative_witness",
     "LayerWitness",
     "WitnessResult",

@@ -4,7 +4,8 @@
     python -m hooks.constructions --language anbn --min-len 2000 --max-len 2000 --n 1 --json
     python -m hooks.constructions --language dyck --model mamba --min-len 7000 --max-len 7000 --n 20
 
-``--model mamba`` evaluates the HookedMamba realizations (:mod:`hooks.constructions.as_mamba`).
+``--model mamba`` evaluates the HookedMamba realizations (:mod:`hooks.constructions.as_mamba`), ``--model
+mamba2`` the HookedMamba2 ones (:mod:`hooks.constructions.as_mamba2`).
 
 Targets come from ``Language.allowed_next`` (for ``parity`` that is the membership target: both symbols
 always, END iff the prefix has an even number of 1s). ``--json`` prints one object with the keys
@@ -59,8 +60,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--n", type=cli.positive_int, default=200)
     ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    ap.add_argument("--model", choices=("diagonal", "mamba"), default="diagonal",
-                    help="mamba: the HookedMamba realization (flipflop and dyck only; float32)")
+    ap.add_argument("--model", choices=("diagonal", "mamba", "mamba2"), default="diagonal",
+                    help="mamba / mamba2: the HookedMamba / HookedMamba2 realization (flipflop and dyck only; float32)")
     ap.add_argument("--batch-size", type=cli.positive_int, default=32)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -68,15 +69,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise cli.UsageError(f"--min-len {args.min_len} is above --max-len {args.max_len}")
     check_fits(args.n, args.min_len, args.max_len, what="--n")
 
-    if args.model == "mamba":
+    if args.model in ("mamba", "mamba2"):
         from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
+        from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
 
+        dyck_fn, flipflop_fn = (dyck_mamba, flipflop_mamba) if args.model == "mamba" else (dyck_mamba2, flipflop_mamba2)
         if args.language == "dyck":
-            c = dyck_mamba(args.K, args.h)
+            c = dyck_fn(args.K, args.h)
         elif args.language == "flipflop":
-            c = flipflop_mamba(args.p)
+            c = flipflop_fn(args.p)
         else:
-            ap.error("--model mamba exists for flipflop and dyck only")
+            ap.error(f"--model {args.model} exists for flipflop and dyck only")
         if args.dtype != "float32":
             c.model.to(getattr(torch, args.dtype))
     else:

@@ -116,17 +116,7 @@ def flipflop_mamba(p: float = 0.8) -> Construction:
         mx.dt_proj.bias[MEM] = -LAM / 2
         Win[E + MEM, r] = S / g  # z: SiLU(z) = SiLU(S) after r, 0 otherwise
         mx.out_proj.weight[READ, MEM] = KAPPA / s_bit  # residual READ = 1e-3 stored (±1) after r
-        H = model.lm_head.weight
-        Lg = 10.0 / g
-        H.fill_(0.0)
-        H[:, :V] = -Lg
-        H[w, [BOS_ID, zero, one]] = Lg
-        for col in (r, i, END_ID):
-            H[col, [zero, one]] = Lg
-        for col, sign in ((zero, -1.0), (one, 1.0)):
-            H[col, [w, i]] = Lg
-            H[col, r] = 0.0
-            H[col, READ] = sign * Lg / KAPPA
+        _flipflop_head(model.lm_head.weight, V, g, READ, (w, r, i, zero, one))
 
     def stored(states) -> Tensor:
         m = states[0][..., MEM, 0]
@@ -134,6 +124,23 @@ def flipflop_mamba(p: float = 0.8) -> Construction:
 
     return Construction("flipflop (HookedMamba)", language, model, None, {"stored": stored},
                         "flip-flop as a 1-layer HookedMamba: conv previous token + reset channel")
+
+
+def _flipflop_head(H: Tensor, V: int, g: float, READ: int, cols) -> None:
+    """The flip-flop head (shared with :mod:`hooks.constructions.as_mamba2`): from the token and
+    ``READ`` = κ stored (±1) after ``r``, logits ±10 / g: instructions and END after a bit (``w`` also
+    after BOS), either bit after ``w`` and ``i``, the stored bit after ``r``."""
+    w, r, i, zero, one = cols
+    Lg = 10.0 / g
+    H.fill_(0.0)
+    H[:, :V] = -Lg
+    H[w, [BOS_ID, zero, one]] = Lg
+    for col in (r, i, END_ID):
+        H[col, [zero, one]] = Lg
+    for col, sign in ((zero, -1.0), (one, 1.0)):
+        H[col, [w, i]] = Lg
+        H[col, r] = 0.0
+        H[col, READ] = sign * Lg / KAPPA
 
 
 def dyck_mamba(K: int = 8, h: int = 10) -> Construction:
