@@ -456,6 +456,8 @@ def fit_das(model: Any, language: Any, data: DASData, rank: int, cfg: DASConfig,
                 idx = torch.as_tensor(rng.choice(len(g.mask), size=min(cfg.batch, len(g.mask)), replace=False))
                 loss_t = counterfactual_loss(_group_logits(model, g, data.site, idx, rot.basis), g.sets[idx],
                                              g.mask[idx], cfg.score, cfg.decode, close_cols)
+                if not loss_t.requires_grad:  # e.g. rank = width 1: the only basis is fixed
+                    break
                 opt.zero_grad()
                 loss_t.backward()
                 opt.step()
@@ -523,3 +525,88 @@ def probe_subspace(data: DASData, language: Any, variable: str, rank: int, causa
         u, sv, _ = np.linalg.svd(extra, full_matrices=False)
         q = np.concatenate([q, u[:, : rank - r]], axis=1)
     return q
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@dataclass
+class SweepSettings:
+    """A rank sweep: ``ranks`` (capped at the site's width), the search (``cfg``), ``restarts`` random
+    initialisations besides the probe-subspace one, and whether to repeat the search on a random-init
+    model at the best rank (``random_init``)."""
+
+    ranks: tuple[int, ...] = (1, 4, 16)
+    cfg: DASConfig = field(default_factory=DASConfig)
+    restarts: int = 0
+    random_init: bool = True
+
+
+def das_sweep(model: Any, language: Any, variable: str, site: Site, train: Sequence, test: Sequence,
+              ood: Sequence = (), *, sweep: Optional[SweepSettings] = None, random_model: Any = None,
+              causal: Optional[CausalModel] = None) -> list[dict[str, Any]]:
+    """One record per rank: IIA (held-out ``test`` and ``ood`` pairs) of the learned subspace, with the
+    random subspace and the probe subspace of the same rank, the whole-site swap (``layers``' whole
+    state for state sites, the whole residual vector otherwise), the random-pair baseline, and, at the
+    best rank only (``iia_random_init`` None elsewhere), the same search on ``random_model``."""
+    sw = sweep or SweepSettings()
+    cfg = sw.cfg
+    causal = causal or causal_model_for(language)
+    kw = dict(score=cfg.score, decode=cfg.decode, seed=cfg.seed, causal=causal)
+    data = prepare(model, language, train, variable, site, cfg, causal)
+    if site.kind == "state":
+        whole = interchange_accuracy(model, language, test, list(site.layers), variable, causal=causal,
+                                     seed=cfg.seed, decode=cfg.decode, score=cfg.score)
+    else:
+        whole = das_iia(model, language, test, variable, site, None, **kw)
+    records, bases = [], {}
+    for rank in sorted({min(r, data.dim) for r in sw.ranks}):
+        inits = [probe_subspace(data, language, variable, rank, causal, cfg.seed, pad=True)] + [None] * sw.restarts
+        basis, info = fit_das(model, language, data, rank, cfg, inits=inits)
+        bases[rank] = basis
+        res = das_iia(model, language, test, variable, site, basis, **kw)
+        res_ood = das_iia(model, language, ood, variable, site, basis, **kw) if ood else None
+        rnd = das_iia(model, language, test, variable, site,
+                      torch.as_tensor(random_subspace(data.dim, rank, cfg.seed + 101).T), **kw)
+        p = probe_subspace(data, language, variable, rank, causal, cfg.seed)
+        prb = das_iia(model, language, test, variable, site, torch.as_tensor(p), **kw)
+        records.append({"variable": variable, "layers": [l + 1 for l in site.layers], "site": site.label,
+                        "rank": rank, "dim": data.dim, "iia": res.iia,
+                        "iia_ood": None if res_ood is None else res_ood.iia,
+                        "iia_random_subspace": rnd.iia, "iia_probe_subspace": prb.iia, "probe_rank": int(p.shape[1]),
+                        "iia_whole_swap": whole.iia, "iia_random_init": None, "baseline": res.baseline,
+                        "n_pairs": res.n_pairs, "n_excluded": res.n_excluded, "train_pairs": data.n,
+                        "train_loss": info["loss"], "init": "probe" if info["init"] == 0 else "random"})
+    best = best_record(records)
+    if sw.random_init and random_model is not None and best is not None:
+        rdata = prepare(random_model, language, train, variable, site, cfg, causal)
+        inits = [probe_subspace(rdata, language, variable, best["rank"], causal, cfg.seed, pad=True)]
+        rb, _ = fit_das(random_model, language, rdata, best["rank"], cfg, inits=inits + [None] * sw.restarts)
+        best["iia_random_init"] = das_iia(random_model, language, test, variable, site, rb, **kw).iia
+    return records
+
+
+def steering_direction(data: DASData, basis: Tensor, language: Any, variable: str = "depth",
+                       causal: Optional[CausalModel] = None) -> np.ndarray:
+    """``w [F]`` along a rank-1 learned direction ``q``, scaled so that ``w . x`` moves by one unit of
+    ``variable`` (least-squares slope of ``q . x`` on the variable over the training prefixes): for
+    :func:`probe.interventions.steer`, which adds ``amount * w / |w|^2``."""
+    if basis.shape[1] != 1:
+        raise ValueError(f"steering needs a rank-1 direction, got rank {basis.shape[1]}")
+    causal = causal or causal_model_for(language)
+    X, prefixes = data.vectors()
+    y = np.array([float(causal.value(p, variable)) for p in prefixes])
+    q = basis[:, 0].double().numpy()
+    z = X.double().numpy() @ q
+    slope = float(np.polyfit(y, z, 1)[0])
+    if abs(slope) < 1e-12:
+        raise ValueError(f"the direction does not vary with {variable!r}")
+    return q / slope
+
+
+def best_record(records: Sequence[dict[str, Any]], slack: float = 0.02) -> Optional[dict[str, Any]]:
+    """The smallest rank whose IIA is within ``slack`` of the sweep's best (None for no records)."""
+    if not records:
+        return None
+    top = max(r["iia"] for r in records)
+    return min((r for r in records if r["iia"] >= top - slack), key=lambda r: r["rank"])

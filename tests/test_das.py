@@ -193,3 +193,18 @@ def test_das_finds_the_parity_bit_in_the_signed_construction():
     # The whole state is the bit: a swap of nothing (the base's own run) scores the baseline's level.
     none = das_iia(c.model, L, test, "parity", Site("state", (0,)), torch.zeros(1, 1, dtype=torch.float64))
     assert none.iia < 0.75
+
+
+@pytest.mark.parametrize("amount", [1, -1])
+def test_steering_along_the_learned_direction_moves_depth_by_one(dyck_mamba, amount):
+    from analyses.dyck_steering import das_depth_direction, steering_accuracy
+
+    site, w = das_depth_direction(dyck_mamba.model, DYCK, n_pairs=96, steps=10)
+    assert site == "blocks.0.mixer.hook_ssm_state"
+    assert abs(w[DEPTH_CHANNEL]) / np.linalg.norm(w) >= 0.99
+    strings = DYCK.sample(24, 20, 80, seed=21)
+    r = steering_accuracy(dyck_mamba.model, site, DYCK, strings, direction=w, amount=amount)
+    assert r["n"] >= 15 and r["accuracy"] == 1.0
+    # Steering by nothing leaves the prediction at the base's depth: the check can fail.
+    r0 = steering_accuracy(dyck_mamba.model, site, DYCK, strings, direction=w * 1e6, amount=amount)
+    assert r0["accuracy"] < 0.5
