@@ -44,7 +44,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
+from probe.das import best_per_site
+from analyses.common import (Subject, configure_threads, das_markdown, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
                              probe_collections, safe_figures, write_report)
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
@@ -71,6 +72,7 @@ class Settings:
     iia_window: tuple[int, int] = (20, 120)
     seed: int = 0
     das_pairs: int = 160  # training pairs (plus das_pairs // 2 across lengths)
+    das_test_pairs: int = 48
     das_steps: int = 30
     das_ranks: tuple[int, ...] = (1, 4, 16, 48)
     das_ood_window: tuple[int, int] = (200, 400)
@@ -80,12 +82,12 @@ class Settings:
     def full_das(cls, **kw: Any) -> dict[str, Any]:
         """The longer search behind ``--das-full``."""
         return dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-                    das_restarts=1, iia_pairs=96, **kw)
+                    das_restarts=1, das_test_pairs=96, **kw)
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=24, probe_positions=1500, test_positions=600, ood_positions=600, iia_pairs=32,
-                    out_window=(701, 900), das_pairs=96, das_steps=20, das_ranks=(1, 8, 48))
+                    out_window=(701, 900), das_pairs=96, das_test_pairs=32, das_steps=20, das_ranks=(1, 8, 48))
         base.update(kw)
         return cls(**base)
 
@@ -211,37 +213,11 @@ def das_layer_sets(subject: Subject, variable: str) -> list[tuple[int, ...]]:
 
 
 def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    """:func:`probe.das.das_sweep` per variable and layer set (every rank; see :func:`das_best`)."""
-    from analyses.common import random_like
-    from probe.das import DASConfig, Site, SweepSettings, das_sweep
-    from probe.interventions import sample_pairs
+    """:func:`analyses.common.das_section` over :func:`das_layer_sets` (every rank)."""
+    from analyses.common import das_section
 
-    lo, hi = st.iia_window
-    train = (sample_pairs(language, st.das_pairs, lo, hi, seed=st.seed + 21, group=16)
-             + sample_pairs(language, st.das_pairs // 2, lo, hi, seed=st.seed + 22, group=16,
-                            source_window=(hi, 2 * hi)))
-    test = sample_pairs(language, st.iia_pairs, lo, hi, seed=st.seed + 7, group=16)
-    ood = sample_pairs(language, st.iia_pairs, *st.das_ood_window, seed=st.seed + 23, group=16)
-    sweep = SweepSettings(ranks=tuple(st.das_ranks), restarts=st.das_restarts,
-                          cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=IIA_SCORE, seed=st.seed))
-    rmodel = random_like(subject)
-    out = []
-    for variable in ("depth", "top"):
-        for layers in das_layer_sets(subject, variable):
-            site = Site("state", layers) if subject.family != "transformer" else Site("resid", layers)
-            out += das_sweep(subject.model, language, variable, site, train, test, ood, sweep=sweep,
-                             random_model=rmodel)
-    return out
-
-
-def das_best(sweep: Sequence[dict]) -> list[dict]:
-    """The best rank (:func:`probe.das.best_record`) per variable and layer set."""
-    from probe.das import best_record
-
-    groups: dict[tuple, list[dict]] = {}
-    for r in sweep:
-        groups.setdefault((r["variable"], tuple(r["layers"])), []).append(r)
-    return [best_record(g) for g in groups.values()]
+    variables = {v: das_layer_sets(subject, v) for v in ("depth", "top")}
+    return das_section(subject, language, variables, st, st.iia_window, st.das_ood_window, IIA_SCORE)[0]
 
 
 def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
@@ -286,52 +262,28 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
     return out
 
 
-#: What the construction uses: depth in layer 1 in one dimension; top in layer 2, one block of bits per
-#: depth (h * ceil(log2 K) on the diagonal construction, h * (ceil(log2 K) + 1) in dyck_mamba).
-CAUSAL_OK = 0.2  # a learned subspace "carries" a variable when IIA >= IIA_OK and beats its controls by this
-
-
-def das_carrier(das: Sequence[dict], variable: str) -> Optional[dict]:
-    """The DAS record that carries ``variable``: IIA >= IIA_OK and at least CAUSAL_OK above the
-    random subspace and the random-pair baseline; the fewest layers, then the smallest rank."""
-    ok = [r for r in das if r["variable"] == variable and r["iia"] >= IIA_OK
-          and r["iia"] - max(r["iia_random_subspace"], r["baseline"]) >= CAUSAL_OK]
-    return min(ok, key=lambda r: (len(r["layers"]), r["rank"], -r["iia"])) if ok else None
-
-
 def das_verdict(subject: Subject, m: dict, K: int, h: int) -> str:
     """The verdict on the DAS records: which layers carry each variable causally, in how many
-    dimensions, and how that differs from the construction."""
+    dimensions (:func:`analyses.common.das_sentence`), and how that differs from the construction
+    (depth: layer 1, one dimension; top: layer 2, one block of bits per depth)."""
     import math
+
+    from analyses.common import das_carrier, das_sentence
 
     das = m.get("das") or []
     if not das:
         return ""
-    n = subject.n_layers
-    want = {"depth": ((1,), "1 dimension"), "top": ((2,), f"{h * math.ceil(math.log2(K))}-{h * (math.ceil(math.log2(K)) + 1)} dimensions")}
+    b = math.ceil(math.log2(K))
+    want = {"depth": ((1,), "layer 1, 1 dimension"),
+            "top": ((2,), f"layer 2, {h * b} dimensions ({h * (b + 1)} in dyck_mamba)")}
     parts, matches, found = [], 0, 0
-
-    def ctrl(r: dict) -> str:
-        ri = f", random-init {r['iia_random_init']:.2f}" if r.get("iia_random_init") is not None else ""
-        ood = f", longer {r['iia_ood']:.2f}" if r.get("iia_ood") is not None else ""
-        return (f"IIA {r['iia']:.2f}{ood}; random subspace {r['iia_random_subspace']:.2f}, probe subspace "
-                f"{r['iia_probe_subspace']:.2f}, whole swap {r['iia_whole_swap']:.2f}{ri}, random pair {r['baseline']:.2f}")
-
     for variable in ("depth", "top"):
         r = das_carrier(das, variable)
-        layers_want, dims_want = want[variable]
-        if r is None:
-            best = max((x for x in das if x["variable"] == variable), key=lambda x: x["iia"], default=None)
-            where = f"best L{'+'.join(map(str, best['layers']))} rank {best['rank']}: {ctrl(best)}" if best else "not searched"
-            parts.append(f"{variable}: no searched subspace carries it ({where})")
-            continue
-        found += 1
-        layers = tuple(r["layers"])
-        same = layers == (layers_want if n > 1 else (1,)) and (variable != "depth" or r["rank"] == 1)
-        matches += same
-        parts.append(f"{variable}: layer{'s' if len(layers) > 1 else ''} {'+'.join(map(str, layers))} in {r['rank']} "
-                     f"of {r['dim']} dimensions ({ctrl(r)}); construction: layer {layers_want[0]}, {dims_want}")
-    head = "Yes" if matches == 2 and n > 1 else ("Partly" if found else "No")
+        found += r is not None
+        layers_want = want[variable][0] if subject.n_layers > 1 else (1,)
+        matches += r is not None and tuple(r["layers"]) == layers_want and (variable != "depth" or r["rank"] == 1)
+        parts.append(das_sentence(das, variable) + f"; construction: {want[variable][1]}")
+    head = "Yes" if matches == 2 and subject.n_layers > 1 else ("Partly" if found else "No")
     return f"{head} (DAS): " + "; ".join(parts) + "."
 
 
@@ -446,16 +398,10 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
     """IIA against rank per model, variable and layer set (with controls), and the patching heatmaps."""
-    from analyses.figures import das_rank_curves, patching_heatmap, save_figure
+    from analyses.common import das_figure
+    from analyses.figures import patching_heatmap, save_figure
 
-    paths = []
-    panels: dict[str, list[dict]] = {}
-    for name, m in report["models"].items():
-        for r in m.get("das_sweep", []):
-            panels.setdefault(f"{name}: {r['variable']} @ {r['site']}", []).append(r)
-    if panels:
-        paths += save_figure(das_rank_curves(panels, title="DAS: IIA of a learned rank-k subspace, with controls"),
-                             out / "das_rank", formats)
+    paths = das_figure(report, out, formats)
     for name, m in report["models"].items():
         for key, p in (m.get("patching") or {}).items():
             scores = np.array(p["scores"])
@@ -510,7 +456,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["verdict"] = verdict(subj, m)
         elif part == "das":
             m["das_sweep"] = das_records(subj, language, st)
-            m["das"] = das_best(m["das_sweep"])
+            m["das"] = best_per_site(m["das_sweep"])
             m["verdict_das"] = das_verdict(subj, m, st.K, st.h)
         else:
             m["patching"] = patching_record(subj, language, st)
@@ -562,16 +508,7 @@ def to_markdown(report: dict) -> str:
             layer = r["layer"] if r["layer"] == "all" else r["layer"] + 1
             lines.append(f"| {name} | {layer} | {r['variable']} | {_fmt(r['iia'])} | {_fmt(r['baseline'])} | "
                          f"{r['n_pairs']} ({r['n_excluded']}) |")
-    lines += ["", "## Distributed alignment search (IIA of a learned rank-k subspace, every rank searched)", "",
-              "| model | variable | layers | rank / width | IIA | longer | random subspace | probe subspace (rank) | "
-              "whole swap | random init | random pair | pairs |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, m in report["models"].items():
-        for r in m.get("das_sweep", []):
-            lines.append(f"| {name} | {r['variable']} | {'+'.join(map(str, r['layers']))} | {r['rank']} / {r['dim']} | "
-                         f"{_fmt(r['iia'])} | {_fmt(r['iia_ood'])} | {_fmt(r['iia_random_subspace'])} | "
-                         f"{_fmt(r['iia_probe_subspace'])} ({r['probe_rank']}) | {_fmt(r['iia_whole_swap'])} | "
-                         f"{_fmt(r['iia_random_init'])} | {_fmt(r['baseline'])} | {r['n_pairs']} |")
+    lines += das_markdown(report["models"])
     lines += ["", "## Alignment with the construction (model layer vs construction layer)", "",
               "| model | layer | construction layer | R² (construction from model) | R² (model from construction) | CKA |",
               "|---|---|---|---|---|---|"]

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -602,6 +602,38 @@ def steering_direction(data: DASData, basis: Tensor, language: Any, variable: st
     if abs(slope) < 1e-12:
         raise ValueError(f"the direction does not vary with {variable!r}")
     return q / slope
+
+
+def sweep_subject(model: Any, language: Any, variables: Mapping[str, Sequence[Sequence[int]]], *,
+                  transformer: bool = False, window: tuple[int, int] = (20, 120),
+                  ood_window: tuple[int, int] = (200, 400), n_train: int = 160, n_test: int = 48,
+                  sweep: Optional[SweepSettings] = None, random_model: Any = None, seed: int = 0
+                  ) -> list[dict[str, Any]]:
+    """:func:`das_sweep` for each variable and each of its layer sets (0-based), on one set of pairs:
+    ``n_train`` training pairs from ``window`` plus ``n_train // 2`` whose sources are longer (across
+    lengths and depths), ``n_test`` held-out pairs from ``window`` and ``n_test`` from ``ood_window``.
+    State sites for recurrent models, the residual stream at the split for Transformers."""
+    from probe.interventions import sample_pairs
+
+    lo, hi = window
+    train = (sample_pairs(language, n_train, lo, hi, seed=seed + 21, group=16)
+             + sample_pairs(language, n_train // 2, lo, hi, seed=seed + 22, group=16, source_window=(hi, 2 * hi)))
+    test = sample_pairs(language, n_test, lo, hi, seed=seed + 7, group=16)
+    ood = sample_pairs(language, n_test, *ood_window, seed=seed + 23, group=16)
+    out = []
+    for variable, layer_sets in variables.items():
+        for layers in layer_sets:
+            site = Site("resid", tuple(layers)) if transformer else Site("state", tuple(layers))
+            out += das_sweep(model, language, variable, site, train, test, ood, sweep=sweep, random_model=random_model)
+    return out
+
+
+def best_per_site(sweep: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best rank (:func:`best_record`) per variable and layer set of a sweep."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sweep:
+        groups.setdefault((r["variable"], tuple(r["layers"])), []).append(r)
+    return [best_record(g) for g in groups.values()]
 
 
 def best_record(records: Sequence[dict[str, Any]], slack: float = 0.02) -> Optional[dict[str, Any]]:
