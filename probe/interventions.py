@@ -57,7 +57,12 @@ class CausalModel:
         """A string whose automaton state is the counterfactual one, or None when undefined."""
         if variable == "all":
             return source_prefix
-        raise KeyError(f"unknown variable {variable!r}; expected one of {('all',) + self.variables}")
+        if variable not in self.variables:
+            raise KeyError(f"unknown variable {variable!r}; expected one of {('all',) + self.variables}")
+        return self._witness(base_prefix, source_prefix, variable)
+
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        raise NotImplementedError
 
     def value(self, prefix: str, variable: str) -> Any:
         """The variable's value after ``prefix`` (a label for probes; hashable)."""
@@ -91,16 +96,9 @@ class DyckCausalModel(CausalModel):
                 depth -= 1
         return depth, memory
 
-    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
-        if variable == "all":
-            return source_prefix
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
         (db, mb), (ds, ms) = self.state(base_prefix), self.state(source_prefix)
-        if variable == "depth":
-            depth, memory = ds, mb
-        elif variable == "top":
-            depth, memory = db, ms
-        else:
-            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'depth', 'top')")
+        depth, memory = (ds, mb) if variable == "depth" else (db, ms)
         if any(d not in memory for d in range(1, depth + 1)):
             return None
         return "".join(memory[d] for d in range(1, depth + 1))
@@ -126,14 +124,9 @@ class FlipFlopCausalModel(CausalModel):
 
     variables = ("stored",)
 
-    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
-        if variable == "all":
-            return source_prefix
-        if variable != "stored":
-            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'stored')")
-        bit = next((source_prefix[i + 1] for i in range(len(source_prefix) - 2, -1, -1)
-                    if source_prefix[i] == "w" and i % 2 == 0), None)
-        if bit is None:
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        bit = self.value(source_prefix, "stored")
+        if bit == "-":
             return None
         # Same phase as the base: a complete pair, or a pair plus the base's pending instruction.
         w = "w" + bit
@@ -144,6 +137,7 @@ class FlipFlopCausalModel(CausalModel):
         return w
 
     def value(self, prefix: str, variable: str) -> Any:
+        """``stored``: the bit of the last complete write, "-" before any."""
         if variable != "stored":
             return super().value(prefix, variable)
         return next((prefix[i + 1] for i in range(len(prefix) - 2, -1, -1)
@@ -155,11 +149,7 @@ class ParityCausalModel(CausalModel):
 
     variables = ("parity",)
 
-    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
-        if variable == "all":
-            return source_prefix
-        if variable != "parity":
-            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'parity')")
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
         return "1" * self.value(source_prefix, "parity")
 
     def value(self, prefix: str, variable: str) -> Any:
