@@ -444,3 +444,103 @@ def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
         kw["n"] = args.n
     check_models(args.model)
     return cls.quick(**kw) if args.quick else cls(**kw)
+
+
+# --------------------------------------------------------------------------- distributed alignment search
+
+
+def das_settings(subject: Subject, st: Any, score: str = "sets") -> Any:
+    """:class:`probe.das.SweepSettings` from a study's ``das_*`` settings and the subject's decoding."""
+    from probe.das import DASConfig, SweepSettings
+
+    return SweepSettings(ranks=tuple(st.das_ranks), restarts=getattr(st, "das_restarts", 0),
+                         cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed))
+
+
+def das_markdown(models: Mapping[str, dict]) -> list[str]:
+    """The report section for every model's ``das_sweep`` records (one row per rank)."""
+    lines = ["", "## Distributed alignment search (IIA of a learned rank-k subspace, every rank searched)", "",
+             "Learned subspace vs the random and probe subspaces of the same rank, the whole-site swap, the same "
+             "search on a random-init model (best rank only) and the random-pair baseline; 'longer' = held-out "
+             "pairs of longer strings.", ""]
+    rows = []
+    for name, m in models.items():
+        for r in m.get("das_sweep", []):
+            rows.append([name, r["variable"], "+".join(map(str, r["layers"])), f"{r['rank']} / {r['dim']}", r["iia"],
+                         r["iia_ood"], r["iia_random_subspace"], f"{fmt(r['iia_probe_subspace'])} ({r['probe_rank']})",
+                         r["iia_whole_swap"], r["iia_random_init"], r["baseline"], r["n_pairs"]])
+    return lines + md_table(["model", "variable", "layers", "rank / width", "IIA", "longer", "random subspace",
+                             "probe subspace (rank)", "whole swap", "random init", "random pair", "pairs"], rows)
+
+
+#: A learned subspace "carries" a variable when its IIA reaches DAS_OK and closes at least DAS_MARGIN of
+#: the gap between each control and 1: the random-pair baseline, and the random subspace of the same
+#: rank (when the rank is below the width; at full width the two subspaces are the same).
+DAS_OK = 0.9
+DAS_MARGIN = 0.5
+
+
+def das_section(subject: Subject, language: Any, variables: Mapping[str, Sequence[Sequence[int]]], st: Any,
+                window: Sequence[int], ood_window: Sequence[int], score: str = "sets") -> tuple[list, list]:
+    """``(sweep, best)``: :func:`probe.das.sweep_subject` with the study's settings (``st.das_*``,
+    ``st.seed``) and the best rank per variable and layer set."""
+    from probe.das import best_per_site, sweep_subject
+
+    sweep = sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
+                          window=tuple(window), ood_window=tuple(ood_window), n_train=st.das_pairs,
+                          n_test=st.das_test_pairs, sweep=das_settings(subject, st, score),
+                          random_model=random_like(subject), seed=st.seed)
+    return sweep, best_per_site(sweep)
+
+
+def das_carrier(das: Sequence[dict], variable: str) -> Optional[dict]:
+    """The record that carries ``variable`` (see :data:`DAS_OK`): fewest layers, then smallest rank."""
+    def beats(r: dict) -> bool:
+        ctrls = [r["baseline"]] + ([r["iia_random_subspace"]] if r["rank"] < r["dim"] else [])
+        return all(r["iia"] - c >= DAS_MARGIN * (1.0 - c) for c in ctrls)
+
+    ok = [r for r in das if r["variable"] == variable and r["iia"] >= DAS_OK and beats(r)]
+    return min(ok, key=lambda r: (len(r["layers"]), r["rank"], -r["iia"])) if ok else None
+
+
+def das_controls(r: dict) -> str:
+    """One record's IIA with its controls, for a verdict."""
+    ri = f", random-init {fmt(r['iia_random_init'])}" if r.get("iia_random_init") is not None else ""
+    ood = f", longer {fmt(r['iia_ood'])}" if r.get("iia_ood") is not None else ""
+    return (f"IIA {fmt(r['iia'])}{ood}; random subspace {fmt(r['iia_random_subspace'])}, probe subspace "
+            f"{fmt(r['iia_probe_subspace'])}, whole swap {fmt(r['iia_whole_swap'])}{ri}, random pair {fmt(r['baseline'])}")
+
+
+def das_sentence(das: Sequence[dict], variable: str) -> str:
+    """Where ``variable`` is carried causally and in how many dimensions, or the best attempt."""
+    r = das_carrier(das, variable)
+    if r is not None:
+        layers = "+".join(map(str, r["layers"]))
+        return (f"{variable}: layer{'s' if len(r['layers']) > 1 else ''} {layers} in {r['rank']} of {r['dim']} "
+                f"dimensions ({das_controls(r)})")
+    best = max((x for x in das if x["variable"] == variable), key=lambda x: x["iia"], default=None)
+    if best is None:
+        return f"{variable}: not searched"
+    return (f"{variable}: no searched subspace carries it (best: layer{'s' if len(best['layers']) > 1 else ''} "
+            f"{'+'.join(map(str, best['layers']))}, rank {best['rank']}: {das_controls(best)})")
+
+
+def das_panels(models: Mapping[str, dict]) -> dict[str, list[dict]]:
+    """``das_sweep`` records grouped into figure panels "model: variable @ site"."""
+    panels: dict[str, list[dict]] = {}
+    for name, m in models.items():
+        for r in m.get("das_sweep", []):
+            panels.setdefault(f"{name}: {r['variable']} @ {r['site']}", []).append(r)
+    return panels
+
+
+def das_figure(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
+    """IIA against DAS rank with its controls (:func:`analyses.figures.das_rank_curves`), if any."""
+    from analyses.figures import das_rank_curves
+
+    panels = das_panels(report["models"])
+    if not panels:
+        return []
+    return save_and_close(das_rank_curves(panels, title="DAS: IIA of a learned rank-k subspace, with controls"),
+                          out / "das_rank", formats)
+

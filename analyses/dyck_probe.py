@@ -16,7 +16,19 @@ For every model (the construction first, as the reference) the report gives
    and top-of-stack memory, with a random-pair baseline, scored by close accuracy at the
    counterfactual (:data:`IIA_SCORE`);
 4. alignment of the model's states with the construction's (held-out linear-map R², linear CKA);
-5. a one-line verdict: does the model implement the construction's two-layer mechanism?
+5. distributed alignment search (:mod:`probe.das`): per variable and layer set, the IIA of a learned
+   rank-k subspace of the recurrent state (Transformer: the residual stream at the split) against a
+   rank sweep, with the random and probe subspaces of the same rank, the whole-layer swap, the same
+   search on a random-init model and the random-pair baseline (``models[name]["das"]`` holds the best
+   rank per variable and site, ``das_sweep`` every rank);
+6. layer x position activation patching of the top bracket (:mod:`probe.patching`);
+7. a verdict built on 5: which layers carry each variable causally, in how many dimensions, and how
+   that differs from the construction (depth: layer 1, one dimension; top: layer 2, one block of
+   bits per depth).
+
+The construction is included twice: as the diagonal SSM (``construction``) and as HookedMamba
+weights (``dyck_mamba``), where depth is one direction of a larger state. ``--das-full`` runs a longer
+search (more pairs, steps, ranks up to the state width).
 
 Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/dyck_probe``),
 every file atomically.
@@ -31,9 +43,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from analyses.common import (Subject, configure_threads, construction_subject, finish_report, fmt as _fmt, load_subjects, parse_window,
-                             probe_collections, safe_figures, study_output, write_report,
-                             check_models, check_study_out)
+from probe.das import best_per_site
+from analyses.common import (Subject, check_models, check_study_out, configure_threads, construction_subject, das_markdown,
+                             finish_report, fmt as _fmt, load_subjects, parse_window, probe_collections, safe_figures,
+                             study_output, write_report)
 from languages import cli
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
@@ -59,11 +72,23 @@ class Settings:
     iia_pairs: int = 48
     iia_window: tuple[int, int] = (20, 120)
     seed: int = 0
+    das_pairs: int = 160  # training pairs (plus das_pairs // 2 across lengths)
+    das_test_pairs: int = 48
+    das_steps: int = 30
+    das_ranks: tuple[int, ...] = (1, 4, 16, 48)
+    das_ood_window: tuple[int, int] = (200, 400)
+    das_restarts: int = 0
+
+    @classmethod
+    def full_das(cls, **kw: Any) -> dict[str, Any]:
+        """The longer search behind ``--das-full``."""
+        return dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+                    das_restarts=1, das_test_pairs=96, **kw)
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=24, probe_positions=1500, test_positions=600, ood_positions=600, iia_pairs=32,
-                    out_window=(701, 900))
+                    out_window=(701, 900), das_pairs=96, das_test_pairs=32, das_steps=20, das_ranks=(1, 8, 48))
         base.update(kw)
         return cls(**base)
 
@@ -81,12 +106,18 @@ def dyck_accept(K: int, h: int):
     return accept
 
 
-def load_dyck_subjects(names: Sequence[str], K: int, h: int) -> tuple[list[Subject], list[str]]:
-    """The construction plus each requested model that can be loaded; returns (subjects, skipped)."""
+def load_dyck_subjects(names: Sequence[str], K: int, h: int, mamba_construction: bool = False
+                       ) -> tuple[list[Subject], list[str]]:
+    """The construction (and with ``mamba_construction`` its HookedMamba realisation, ``dyck_mamba``)
+    plus each requested model that can be loaded; returns (subjects, skipped)."""
     from hooks import constructions
 
     subjects, skipped = load_subjects(names, dyck_accept(K, h))
-    return [construction_subject("construction", constructions.dyck(K, h))] + subjects, skipped
+    first = [construction_subject("construction", constructions.dyck(K, h))]
+    if mamba_construction:
+        c = constructions.dyck_mamba(K, h)
+        first.append(Subject("dyck_mamba", c.model, "mamba", 2, None, c.language))
+    return first + subjects, skipped
 
 
 # --------------------------------------------------------------------------- the four measurements
@@ -173,6 +204,38 @@ def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     return out
 
 
+def das_layer_sets(subject: Subject, variable: str) -> list[tuple[int, ...]]:
+    """Where to search: every single layer for depth (and all layers together when there are two or
+    more), the last layer for top (and all layers together)."""
+    n = subject.n_layers
+    singles = [(l,) for l in range(n)] if variable == "depth" else [(n - 1,)]
+    both = [tuple(range(n))] if n > 1 and subject.family != "transformer" else []
+    return singles + both
+
+
+def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
+    """:func:`analyses.common.das_section` over :func:`das_layer_sets` (every rank)."""
+    from analyses.common import das_section
+
+    variables = {v: das_layer_sets(subject, v) for v in ("depth", "top")}
+    return das_section(subject, language, variables, st, st.iia_window, st.das_ood_window, IIA_SCORE)[0]
+
+
+def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
+    """Layer x position patching of the residual stream (recurrent models: also the state)."""
+    from probe.patching import dyck_patching
+
+    out = {}
+    sites = {"resid_pre": "blocks.{l}.hook_resid_pre"}
+    if subject.family in ("mamba", "construction"):
+        sites["state"] = subject.state_site(0).replace(".0.", ".{l}.")
+    for key, site in sites.items():
+        r = dyck_patching(subject.model, language, n=16, min_len=20, max_len=40, site=site, seed=st.seed)
+        out[key] = {"scores": r["scores"].tolist(), "site": site, "clean": r["clean"], "corrupted": r["corrupted"],
+                    "length": r["length"], "n": r["n"]}
+    return out
+
+
 def alignment_records(subject: Subject, construction: Subject, language: Any, st: Settings,
                       strings: list[str]) -> list[dict]:
     from probe.alignment import alignment_scores
@@ -200,8 +263,34 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
     return out
 
 
+def das_verdict(subject: Subject, m: dict, K: int, h: int) -> str:
+    """The verdict on the DAS records: which layers carry each variable causally, in how many
+    dimensions (:func:`analyses.common.das_sentence`), and how that differs from the construction
+    (depth: layer 1, one dimension; top: layer 2, one block of bits per depth)."""
+    import math
+
+    from analyses.common import das_carrier, das_sentence
+
+    das = m.get("das") or []
+    if not das:
+        return ""
+    b = math.ceil(math.log2(K))
+    want = {"depth": ((1,), "layer 1, 1 dimension"),
+            "top": ((2,), f"layer 2, {h * b} dimensions ({h * (b + 1)} in dyck_mamba)")}
+    parts, matches, found = [], 0, 0
+    for variable in ("depth", "top"):
+        r = das_carrier(das, variable)
+        found += r is not None
+        layers_want = want[variable][0] if subject.n_layers > 1 else (1,)
+        matches += r is not None and tuple(r["layers"]) == layers_want and (variable != "depth" or r["rank"] == 1)
+        parts.append(das_sentence(das, variable) + f"; construction: {want[variable][1]}")
+    head = "Yes" if matches == 2 and subject.n_layers > 1 else ("Partly" if found else "No")
+    return f"{head} (DAS): " + "; ".join(parts) + "."
+
+
 def verdict(subject: Subject, report: dict) -> str:
-    """One sentence: does the model implement depth counter -> per-depth memory?"""
+    """One sentence: does the model implement depth counter -> per-depth memory? (Probes and
+    whole-layer swaps; :func:`das_verdict` gives the one built on learned subspaces.)"""
     probes, iia = report["probes"], report["iia"]
 
     def best_probe(var: str, layer: int) -> float:
@@ -296,13 +385,31 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
             labels.append(f"{name} L{r['layer'] + 1} {r['variable']}")
             rows.append([r["iia"], r["baseline"]])
     if rows:
-        paths += save_figure(iia_heatmap(np.array(rows), labels, [0, 1], title="IIA (left) vs random-pair baseline (right)"),
+        paths += save_figure(iia_heatmap(np.array(rows), labels, ["IIA", "random-pair baseline"], xlabel="",
+                                         rotation=0, title="Whole-layer swaps: IIA and its random-pair baseline"),
                              out / "iia", formats)
+    paths += das_figures(report, out, formats)
     curves = {name: m["length_curve"] for name, m in report["models"].items() if m.get("length_curve")}
     if curves:
         paths += save_figure(length_curves(curves, train_max=report["settings"]["in_window"][1],
                                            ylabel="close accuracy", title="Close accuracy against length"),
                              out / "length_generalization", formats)
+    return paths
+
+
+def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
+    """IIA against rank per model, variable and layer set (with controls), and the patching heatmaps."""
+    from analyses.common import das_figure
+    from analyses.figures import patching_heatmap, save_figure
+
+    paths = das_figure(report, out, formats)
+    for name, m in report["models"].items():
+        for key, p in (m.get("patching") or {}).items():
+            scores = np.array(p["scores"])
+            paths += save_figure(patching_heatmap(scores, [f"L{l + 1}" for l in range(scores.shape[0])],
+                                                  title=f"{name}: patching {p['site']} (top bracket, "
+                                                        f"{p['n']} prefixes of length {p['length']})"),
+                                 out / f"patching_{key}_{name}", formats)
     return paths
 
 
@@ -318,7 +425,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     check_study_out(out)  # --out checked before anything is computed
     configure_threads()
     language = languages.get("dyck", K=st.K, h=st.h)
-    subjects, skipped = load_dyck_subjects(names, st.K, st.h)
+    subjects, skipped = load_dyck_subjects(names, st.K, st.h, mamba_construction=True)
     strings = {
         "in": language.sample(st.n, *st.in_window, seed=st.seed + 11),
         "out": language.sample(st.n, *st.out_window, seed=st.seed + 12),
@@ -328,7 +435,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
                                             exclude=set(strings["probe_train"]))
     report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment")]
+    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment", "das", "patching")]
     bar = tqdm(steps, disable=not progress, desc="dyck_probe", dynamic_ncols=True)
     construction = subjects[0]
     for subj, part in bar:
@@ -346,14 +453,20 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["probes"] = probe_records(subj, language, st, strings)
         elif part == "iia":
             m["iia"] = iia_records(subj, language, st)
-        else:
+        elif part == "alignment":
             m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
             m["verdict"] = verdict(subj, m)
+        elif part == "das":
+            m["das_sweep"] = das_records(subj, language, st)
+            m["das"] = best_per_site(m["das_sweep"])
+            m["verdict_das"] = das_verdict(subj, m, st.K, st.h)
+        else:
+            m["patching"] = patching_record(subj, language, st)
     bar.close()
     with study_output(out) as staged:  # report and figures replace --out together
         if figures:
             safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
-            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2), None)
+            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2 and s.card), None)
             if best is not None:
                 name = next(n for n in names if Path(str(n)).name == best)
                 safe_figures(report, lambda: trajectory_figures(name, staged.dir, formats, K=st.K, h=st.h),
@@ -371,8 +484,10 @@ def to_markdown(report: dict) -> str:
              ""]
     lines += ["## Verdicts", ""]
     for name, m in report["models"].items():
+        if m.get("verdict_das"):
+            lines.append(f"- **{name}**: {m['verdict_das']}")
         if "verdict" in m:
-            lines.append(f"- **{name}**: {m['verdict']}")
+            lines.append(f"- **{name}** (probes, whole-layer swaps): {m['verdict']}")
     lines += ["", "## Close accuracy", "", "| model | in | out |", "|---|---|---|"]
     for name, m in report["models"].items():
         lines.append(f"| {name} | {_fmt(m['close_accuracy']['in'], 3)} | {_fmt(m['close_accuracy']['out'], 3)} |")
@@ -397,6 +512,7 @@ def to_markdown(report: dict) -> str:
             layer = r["layer"] if r["layer"] == "all" else r["layer"] + 1
             lines.append(f"| {name} | {layer} | {r['variable']} | {_fmt(r['iia'])} | {_fmt(r['baseline'])} | "
                          f"{r['n_pairs']} ({r['n_excluded']}) |")
+    lines += das_markdown(report["models"])
     lines += ["", "## Alignment with the construction (model layer vs construction layer)", "",
               "| model | layer | construction layer | R² (construction from model) | R² (model from construction) | CKA |",
               "|---|---|---|---|---|---|"]
@@ -427,6 +543,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", default="outputs/dyck_probe", type=cli.out_dir)
     ap.add_argument("--format", action="append", choices=("png", "svg", "pdf"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--das-full", action="store_true", help="longer DAS search: more pairs and steps, ranks up to the width")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-figures", action="store_true")
     args = ap.parse_args(argv)
@@ -436,6 +553,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         kw["n"] = args.n
     if args.lengths:
         kw["in_window"], kw["out_window"] = args.lengths
+    if args.das_full:
+        kw = Settings.full_das(**kw)
     st = Settings.quick(**kw) if args.quick else Settings(**kw)
     names = args.model or list(DEFAULT_MODELS)
     out = Path(args.out)

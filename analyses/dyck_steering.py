@@ -10,6 +10,9 @@ next-symbol models are scored alike); ``score="sets"`` compares the whole decode
 ::
 
     python -m analyses.dyck_steering --model dyck8-10-mamba-2l --model dyck8-10-mamba-1l
+
+Beside the probe's direction, the same steering along the rank-1 direction that distributed alignment
+search learns for depth in layer 1 (:func:`das_depth_direction`), by +1 and -1.
 """
 from __future__ import annotations
 
@@ -23,10 +26,17 @@ from languages import cli
 
 def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings: Sequence[str], *,
                       fit_n: int = 150, positions: int = 4000, seed: int = 3,
-                      decode: str = "sigmoid", score: str = "close") -> dict[str, Any]:
-    """Fraction of strings whose prediction after steering matches the automaton's at depth + 1
+                      decode: str = "sigmoid", score: str = "close", direction: Optional[np.ndarray] = None,
+                      amount: int = 1) -> dict[str, Any]:
+    """Fraction of strings whose prediction after steering matches the automaton's at depth + ``amount``
     (``score``: "close" or "sets", see the module docstring); ``decode`` is the model card's.
-    ``unchanged`` counts strings whose scored prediction (the winning close, or the set) did not move."""
+    ``unchanged`` counts strings whose scored prediction (the winning close, or the set) did not move.
+
+    ``direction``: a readout ``w`` with ``w . x`` = depth + const (e.g. the learned DAS direction
+    scaled by :func:`probe.das.steering_direction`); default: the ridge depth probe's. ``amount`` +1
+    or -1, at the middle one of the positions just after a closing bracket (for -1: of depth >= 2)."""
+    if amount not in (1, -1):
+        raise ValueError(f"amount must be +1 or -1, got {amount!r}")
     if score not in ("close", "sets"):
         raise ValueError(f"score must be 'close' or 'sets', got {score!r}")
     import languages
@@ -40,25 +50,32 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
     symbols = [languages.END] + list(language.alphabet)
     closes = [c for _, c in language.pairs]
     close_cols = [symbols.index(c) for c in closes]
-    col = collect(model, language, {"n": fit_n, "min_len": 20, "max_len": 200, "seed": seed}, [site], ["depth"],
-                  positions=positions)
-    w = np.ravel(LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0)).fit(
-        col.acts[site], col.labels["depth"], groups=col.seq_id).coef_)
+    if direction is None:
+        col = collect(model, language, {"n": fit_n, "min_len": 20, "max_len": 200, "seed": seed}, [site], ["depth"],
+                      positions=positions)
+        w = np.ravel(LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0)).fit(
+            col.acts[site], col.labels["depth"], groups=col.seq_id).coef_)
+    else:
+        w = np.ravel(np.asarray(direction, dtype=np.float64))
     ok = n = unchanged = 0
     for s in strings:
-        closes = [t for t in range(1, len(s) + 1) if s[t - 1] in language.closes]
-        if not closes:
+        # Just after a closing bracket: no write is pending, so the memory block at the new depth is
+        # what the automaton (and the construction) reads; -1 needs depth >= 2 there.
+        cands = [t for t in range(1, len(s) + 1) if s[t - 1] in language.closes
+                 and (amount == 1 or causal.state(s[:t])[0] >= 2)]
+        if not cands:
             continue
-        t = closes[len(closes) // 2]
+        t = cands[len(cands) // 2]
         depth, memory = causal.state(s[:t])
-        if depth + 1 > language.h or (depth + 1) not in memory:
+        new = depth + amount
+        if new > language.h or new not in memory:
             continue
         tokens = torch.as_tensor(encode_batch(language, [s], vocab).tokens)
         with torch.no_grad():
             before = model(tokens)[0, t]
-            with steer(model, site, w, 1.0, positions=t):
+            with steer(model, site, w, float(amount), positions=t):
                 after = model(tokens)[0, t]
-        want = language.allowed_next("".join(memory[d] for d in range(1, depth + 2)))[-1]
+        want = language.allowed_next("".join(memory[d] for d in range(1, new + 1)))[-1]
         if score == "sets":
             sb = allowed_from_logits(before, decode=decode)[END_ID:]
             sa = allowed_from_logits(after, decode=decode)[END_ID:]
@@ -66,11 +83,26 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
             unchanged += bool((sb == sa).all())
         else:
             pb, pa = (output_probs(x, decode)[close_cols].double() for x in (before, after))
-            right = [o for o, _ in language.pairs].index(memory[depth + 1])
+            right = [o for o, _ in language.pairs].index(memory[new])
             ok += bool(pa[right] / pa.sum() > CLOSE_THRESHOLD)
             unchanged += int(pb.argmax()) == int(pa.argmax())
         n += 1
     return {"accuracy": ok / max(n, 1), "n": n, "unchanged": unchanged}
+
+
+def das_depth_direction(model: torch.nn.Module, language: Any, *, layer: int = 0, decode: str = "sigmoid",
+                        n_pairs: int = 160, steps: int = 30, seed: int = 0) -> tuple[str, np.ndarray]:
+    """``(site, w)``: the rank-1 DAS direction for depth in ``layer``'s state (Transformer: residual
+    stream), scaled so that ``w . x`` moves by one per unit of depth (:func:`probe.das.steering_direction`)."""
+    from probe.das import DASConfig, Site, default_site, fit_das, prepare, probe_subspace, steering_direction
+    from probe.interventions import sample_pairs
+
+    site = default_site(model, (layer,))
+    cfg = DASConfig(steps=steps, decode=decode, score="close", seed=seed)
+    pairs = sample_pairs(language, n_pairs, 20, 120, seed=seed + 31)
+    data = prepare(model, language, pairs, "depth", site, cfg)
+    basis, _ = fit_das(model, language, data, 1, cfg, inits=[probe_subspace(data, language, "depth", 1, pad=True)])
+    return site.hook_name(model), steering_direction(data, basis, language, "depth")
 
 
 @cli.cli("python -m analyses.dyck_steering")
@@ -96,9 +128,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         site = "blocks.0.mixer.hook_ssm_state" if card["model"]["family"] in MAMBA_FAMILIES else "blocks.0.hook_resid_post"
         subjects.append((name, model, site, card.get("decode", "sigmoid")))
     for name, model, site, decode in subjects:
-        r = steering_accuracy(model, site, language, strings, decode=decode)
-        print(f"{name}: steering depth +1 at {site} matches the automaton on {r['accuracy']:.2f} of {r['n']} "
-              f"strings; predictions unchanged on {r['unchanged']}")
+        for amount in (1, -1):
+            r = steering_accuracy(model, site, language, strings, decode=decode, amount=amount)
+            print(f"{name}: steering depth {amount:+d} along the probe direction at {site} matches the automaton on "
+                  f"{r['accuracy']:.2f} of {r['n']} strings; predictions unchanged on {r['unchanged']}")
+        das_site, w = das_depth_direction(model, language, decode=decode)
+        for amount in (1, -1):
+            r = steering_accuracy(model, das_site, language, strings, decode=decode, amount=amount, direction=w)
+            print(f"{name}: steering depth {amount:+d} along the DAS direction at {das_site} matches the automaton on "
+                  f"{r['accuracy']:.2f} of {r['n']} strings; predictions unchanged on {r['unchanged']}")
     return 0
 
 

@@ -152,16 +152,73 @@ def probe_heatmap(records: Sequence[Mapping[str, Any]], *, value: str = "score",
     return fig
 
 
-def iia_heatmap(iia: np.ndarray, layers: Sequence[str], positions: Sequence[int], *, title: str = "") -> "plt.Figure":
-    """IIA by layer (rows) x split position (columns)."""
+def iia_heatmap(iia: np.ndarray, layers: Sequence[str], positions: Sequence[Any], *, title: str = "",
+                xlabel: str = "split position", rotation: int = 90) -> "plt.Figure":
+    """IIA by layer (rows) x column (default: split position; pass ``positions`` as column names and
+    ``xlabel=""`` for other columns, e.g. IIA and its baseline)."""
     fig, ax = plt.subplots(figsize=(max(3.4, 0.35 * len(positions) + 1.5), 0.5 * len(layers) + 1.2))
     im = ax.imshow(np.asarray(iia, dtype=float), vmin=0, vmax=1, cmap="cividis", aspect="auto")
     ax.set_yticks(range(len(layers)), list(layers))
-    ax.set_xticks(range(len(positions)), [str(p) for p in positions], rotation=90)
-    ax.set_xlabel("split position")
+    ax.set_xticks(range(len(positions)), [str(p) for p in positions], rotation=rotation)
+    ax.set_xlabel(xlabel)
     fig.colorbar(im, ax=ax, label="IIA", fraction=0.046)
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def das_rank_curves(panels: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> "plt.Figure":
+    """IIA against DAS rank, one panel per label (e.g. "model: variable @ site"), from
+    :func:`probe.das.das_sweep` records: the learned subspace (in and out of distribution) beside
+    the random and probe subspaces of the same rank, the whole-site swap and the random-pair baseline."""
+    n = max(len(panels), 1)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False, sharey=True)
+    lines = (("iia", "DAS", "o", 0), ("iia_ood", "DAS (longer)", "s", 1), ("iia_random_subspace", "random subspace", "v", 2),
+             ("iia_probe_subspace", "probe subspace", "^", 3), ("baseline", "random pair", "x", 4))
+    for ax, (label, recs) in zip(axes.flat, panels.items()):
+        recs = sorted(recs, key=lambda r: r["rank"])
+        ranks = [r["rank"] for r in recs]
+        for key, name, marker, k in lines:
+            ys = [np.nan if r.get(key) is None else r[key] for r in recs]
+            ax.plot(ranks, ys, marker=marker, ms=3, lw=1, label=name, color=OKABE_ITO[(k + 1) % len(OKABE_ITO)])
+        if recs and recs[0].get("iia_whole_swap") is not None:
+            ax.axhline(recs[0]["iia_whole_swap"], color="grey", ls="--", lw=0.8, label="whole-site swap")
+        ri = [r for r in recs if r.get("iia_random_init") is not None]
+        if ri:
+            ax.plot([r["rank"] for r in ri], [r["iia_random_init"] for r in ri], "k*", ms=6, label="random-init model")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(label, fontsize=7)
+        ax.set_xlabel("rank k")
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].set_ylabel("IIA")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def patching_heatmap(scores: np.ndarray, layers: Sequence[str], *, tokens: Optional[Sequence[str]] = None,
+                     title: str = "") -> "plt.Figure":
+    """Layer x position activation patching (:func:`probe.patching.activation_patching`), normalised
+    0 (corrupted run) .. 1 (clean run)."""
+    scores = np.asarray(scores, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(3.4, 0.22 * scores.shape[1] + 1.5), 0.5 * len(layers) + 1.3))
+    lim = max(1.0, float(np.nanmax(np.abs(scores))) if scores.size else 1.0)
+    im = ax.imshow(scores, vmin=-lim, vmax=lim, cmap="RdBu_r", aspect="auto")
+    ax.set_yticks(range(len(layers)), list(layers))
+    ticks = list(range(scores.shape[1]))
+    ax.set_xticks(ticks, list(tokens) if tokens is not None else [str(t) for t in ticks], fontsize=6)
+    ax.set_xlabel("position patched")
+    fig.colorbar(im, ax=ax, label="restored (0 corrupted, 1 clean)", fraction=0.046)
+    if title:
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -39,6 +39,10 @@ import torch
 from languages import cli
 from analyses.common import (
     Subject,
+    das_figure,
+    das_markdown,
+    das_section,
+    das_sentence,
     base_parser,
     best_row,
     check_study_out,
@@ -85,11 +89,17 @@ class Settings:
     iia_pairs: int = 96
     iia_window: tuple = (20, 120)
     seed: int = 0
+    das_pairs: int = 128  # DAS training pairs (plus das_pairs // 2 across lengths)
+    das_test_pairs: int = 48
+    das_steps: int = 30
+    das_ranks: tuple = (1, 4, 16)
+    das_restarts: int = 0
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=32, length=256, probe_train=100, probe_test=40, probe_positions=2000, test_positions=800,
                     ood_positions=1000, iia_pairs=48)
+        base.update(das_pairs=64, das_test_pairs=32, das_steps=15)
         base.update(kw)
         return cls(**base)
 
@@ -322,6 +332,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
         fig.axes[0].set_xticks([0, 1], ["IIA", "baseline"], rotation=0)
         fig.axes[0].set_xlabel("")
         paths += save_and_close(fig, out / "iia", formats)
+    paths += das_figure(report, out, formats)
     return paths
 
 
@@ -349,7 +360,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                                                                   window, st.seed + 14)
     report: dict[str, Any] = {"study": "flipflop_probe", "settings": asdict(st), "train_window": list(window),
                               "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("reads", "probes", "iia")]
+    steps = [(s, part) for s in subjects for part in ("reads", "probes", "iia", "das")]
     bar = tqdm(steps, disable=not progress, desc="flipflop_probe", dynamic_ncols=True)
     for subj, part in bar:
         bar.set_postfix_str(f"{subj.name}: {part}")
@@ -361,9 +372,13 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                 m["card"] = {"train_command": subj.card.get("train_command"), "metrics": subj.card.get("metrics")}
         elif part == "probes":
             m["probes"] = probe_records(subj, st, langs, strings)
-        else:
+        elif part == "iia":
             m["iia"] = iia_records(subj, langs["dense"], st)
             m["verdict"] = verdict(subj, m)
+        else:
+            m["das_sweep"], m["das"] = das_section(subj, langs["dense"], {"stored": [(l,) for l in range(subj.n_layers)]},
+                                                   st, st.iia_window, (200, 400))
+            m["verdict"] += f" DAS: {das_sentence(m['das'], 'stored')}."
     bar.close()
     report["comparison"] = comparison(report)
     with study_output(out) as staged:  # report and figures replace --out together
@@ -413,6 +428,7 @@ def to_markdown(report: dict) -> str:
             rows.append([f"{name} ({k}, L{best['layer'] + 1} {short_site(best['site'])})"]
                         + [f"{fmt(b['accuracy'])} ({b['positions']})" if b["positions"] else None for b in pts])
     lines += md_table(["model (set, site)"] + distance_bins(), rows)
+    lines += das_markdown(report["models"])
     lines += ["", "## Interchange interventions (stored bit; 'all' swaps every layer)", ""]
     rows = []
     for name, m in report["models"].items():

@@ -34,6 +34,10 @@ import torch
 from languages import cli
 from analyses.common import (
     Subject,
+    das_figure,
+    das_markdown,
+    das_section,
+    das_sentence,
     base_parser,
     best_row,
     check_study_out,
@@ -74,11 +78,17 @@ class Settings:
     ood_positions: int = 1500
     T: int = 20000  # witness length (1^T)
     seed: int = 0
+    das_pairs: int = 128  # DAS training pairs (plus das_pairs // 2 across lengths)
+    das_test_pairs: int = 48
+    das_steps: int = 30
+    das_ranks: tuple = (1, 4, 16)
+    das_restarts: int = 0
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=48, probe_train=120, probe_test=40, probe_positions=2000, test_positions=800,
                     ood_positions=800)
+        base.update(das_pairs=64, das_test_pairs=32, das_steps=15)
         base.update(kw)
         return cls(**base)
 
@@ -242,6 +252,7 @@ def report_figures(report: dict, subjects: Sequence[Subject], language: Any, st:
             paths += save_and_close(probe_heatmap(recs, title=f"{name}: parity-bit probe accuracy"),
                                  out / f"probes_{name}", formats)
     paths += save_and_close(witness_figure(subjects, language, min(st.T, 20000)), out / "witness", formats)
+    paths += das_figure(report, out, formats)
     return paths
 
 
@@ -263,7 +274,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     strings["probe_train"], strings["probe_test"] = split_strings(language, st.probe_train, st.probe_test,
                                                                   st.bins["bin0"], st.seed + 13)
     report: dict[str, Any] = {"study": "parity_probe", "settings": asdict(st), "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "witness", "probes")]
+    steps = [(s, part) for s in subjects for part in ("accuracy", "witness", "probes", "das")]
     bar = tqdm(steps, disable=not progress, desc="parity_probe", dynamic_ncols=True)
     for subj, part in bar:
         bar.set_postfix_str(f"{subj.name}: {part}")
@@ -275,9 +286,13 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                 m["card"] = {"train_command": subj.card.get("train_command"), "metrics": subj.card.get("metrics")}
         elif part == "witness":
             m["witness"] = witness(subj, language, st.T)
-        else:
+        elif part == "probes":
             m["probes"] = probe_records(subj, language, st, strings)
             m["verdict"] = verdict(subj, m)
+        else:
+            m["das_sweep"], m["das"] = das_section(subj, language, {"parity": [(l,) for l in range(subj.n_layers)]},
+                                                   st, st.bins["bin0"], st.bins["bin2"])
+            m["verdict"] += f" DAS: {das_sentence(m['das'], 'parity')}."
     bar.close()
     with study_output(out) as staged:  # report and figures replace --out together
         if figures:
@@ -310,6 +325,7 @@ def to_markdown(report: dict) -> str:
                          w["logits_constant_from"] if w["logits_constant_from"] is not None else "none"])
     lines += md_table(["model", "state hook", "size", "constant from step", "last change", "logits constant from"],
                       rows)
+    lines += das_markdown(report["models"])
     lines += ["", "## Parity-bit probe (logistic on the DFA state; fit on bin-0 lengths)", ""]
     ood = [b for b in bins if b != "bin0"]
     rows = []

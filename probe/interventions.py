@@ -57,7 +57,20 @@ class CausalModel:
         """A string whose automaton state is the counterfactual one, or None when undefined."""
         if variable == "all":
             return source_prefix
-        raise KeyError(f"unknown variable {variable!r}; expected one of {('all',) + self.variables}")
+        if variable not in self.variables:
+            raise KeyError(f"unknown variable {variable!r}; expected one of {('all',) + self.variables}")
+        return self._witness(base_prefix, source_prefix, variable)
+
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        raise NotImplementedError
+
+    def value(self, prefix: str, variable: str) -> Any:
+        """The variable's value after ``prefix`` (a label for probes; hashable)."""
+        raise KeyError(f"unknown variable {variable!r}; expected one of {self.variables}")
+
+    def components(self, prefix: str, variable: str) -> tuple:
+        """What a swap of ``variable`` moves, as probe targets (default: the value itself)."""
+        return (self.value(prefix, variable),)
 
 
 class DyckCausalModel(CausalModel):
@@ -83,19 +96,27 @@ class DyckCausalModel(CausalModel):
                 depth -= 1
         return depth, memory
 
-    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
-        if variable == "all":
-            return source_prefix
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
         (db, mb), (ds, ms) = self.state(base_prefix), self.state(source_prefix)
-        if variable == "depth":
-            depth, memory = ds, mb
-        elif variable == "top":
-            depth, memory = db, ms
-        else:
-            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'depth', 'top')")
+        depth, memory = (ds, mb) if variable == "depth" else (db, ms)
         if any(d not in memory for d in range(1, depth + 1)):
             return None
         return "".join(memory[d] for d in range(1, depth + 1))
+
+    def value(self, prefix: str, variable: str) -> Any:
+        depth, memory = self.state(prefix)
+        if variable == "depth":
+            return depth
+        if variable == "top":
+            return memory[depth] if depth else "-"
+        return super().value(prefix, variable)
+
+    def components(self, prefix: str, variable: str) -> tuple:
+        """``top``: the whole per-depth memory (what a swap of it moves), one block per depth."""
+        if variable != "top":
+            return super().components(prefix, variable)
+        memory = self.state(prefix)[1]
+        return tuple(memory.get(d, "-") for d in range(1, self.language.h + 1))
 
 
 class FlipFlopCausalModel(CausalModel):
@@ -103,14 +124,9 @@ class FlipFlopCausalModel(CausalModel):
 
     variables = ("stored",)
 
-    def witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
-        if variable == "all":
-            return source_prefix
-        if variable != "stored":
-            raise KeyError(f"unknown variable {variable!r}; expected one of ('all', 'stored')")
-        bit = next((source_prefix[i + 1] for i in range(len(source_prefix) - 2, -1, -1)
-                    if source_prefix[i] == "w" and i % 2 == 0), None)
-        if bit is None:
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        bit = self.value(source_prefix, "stored")
+        if bit == "-":
             return None
         # Same phase as the base: a complete pair, or a pair plus the base's pending instruction.
         w = "w" + bit
@@ -120,12 +136,35 @@ class FlipFlopCausalModel(CausalModel):
             w += base_prefix[-1]
         return w
 
+    def value(self, prefix: str, variable: str) -> Any:
+        """``stored``: the bit of the last complete write, "-" before any."""
+        if variable != "stored":
+            return super().value(prefix, variable)
+        return next((prefix[i + 1] for i in range(len(prefix) - 2, -1, -1)
+                     if prefix[i] == "w" and i % 2 == 0), "-")
+
+
+class ParityCausalModel(CausalModel):
+    """PARITY: the one variable is the number of 1s mod 2 (the signed construction's sign bit)."""
+
+    variables = ("parity",)
+
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        return "1" * self.value(source_prefix, "parity")
+
+    def value(self, prefix: str, variable: str) -> Any:
+        if variable != "parity":
+            return super().value(prefix, variable)
+        return prefix.count("1") % 2
+
 
 def causal_model_for(language: Any) -> CausalModel:
     if getattr(language, "pairs", None) and getattr(language, "name", "") == "dyck":
         return DyckCausalModel(language)
     if getattr(language, "name", "") == "flipflop":
         return FlipFlopCausalModel()
+    if getattr(language, "name", "") == "parity":
+        return ParityCausalModel()
     return CausalModel()
 
 
@@ -212,7 +251,8 @@ def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str], decode: st
 def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[tuple[str, str, int, int]],
                          layers: Sequence[int] | str, variable: str, *, causal: Optional[CausalModel] = None,
                          horizon: Optional[int] = None, seed: int = 0, decode: str = "sigmoid",
-                         score: str = "sets") -> IIAResult:
+                         score: str = "sets", intervene: Optional[Callable[..., torch.Tensor]] = None
+                         ) -> IIAResult:
     """IIA of swapping ``layers`` against the causal model's ``variable`` counterfactual.
 
     ``decode`` is how the model's outputs become probabilities and allowed sets (its card's
@@ -224,7 +264,10 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
     decoding, so it also suits next-symbol (``--loss lm``) models, whose sets are poorly defined.
 
     ``pairs`` are ``(base, source, base_split, source_split)``; pairs are grouped by their split
-    points so each group runs as one batch.
+    points so each group runs as one batch. ``intervene(model, base_tokens, source_tokens,
+    base_split, source_split)`` returns the continuation logits of another intervention with the
+    contract of :func:`interchange` (default: the whole-``layers`` state swap), e.g. a subspace swap
+    from :mod:`probe.das`.
     """
     import languages as _languages
     from languages.datasets import Vocab, encode_batch
@@ -251,7 +294,8 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
             sources = [pairs[i][1] for i in idx]
             bt = torch.as_tensor(encode_batch(language, bases, vocab).tokens)
             st = torch.as_tensor(encode_batch(language, sources, vocab).tokens)
-            logits = interchange(model, bt, st, tb, ts, layers)
+            logits = (intervene(model, bt, st, tb, ts) if intervene is not None
+                      else interchange(model, bt, st, tb, ts, layers))
             predicted = _predicted_sets(logits, out_symbols, decode)
             if score == "close":
                 from hooks.metrics import CLOSE_THRESHOLD, output_probs
@@ -300,14 +344,20 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
 
 
 def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int = 0,
-                 group: int = 16, equal_splits: bool = False) -> list[tuple[str, str, int, int]]:
+                 group: int = 16, equal_splits: bool = False,
+                 source_window: Optional[tuple[int, int]] = None) -> list[tuple[str, str, int, int]]:
     """``n`` (base, source, base_split, source_split) pairs; split points shared within groups.
 
     ``equal_splits``: the source splits where the base does (a Transformer's key/value swap needs
-    prefixes of equal length)."""
+    prefixes of equal length). ``source_window``: draw the sources from other lengths than the
+    bases (pairs across lengths, hence across depths and split points)."""
     rng = np.random.default_rng(seed)
-    strings = language.sample(2 * n, min_len, max_len, seed=seed)
-    bases, sources = strings[:n], strings[n:]
+    if source_window is None:
+        strings = language.sample(2 * n, min_len, max_len, seed=seed)
+        bases, sources = strings[:n], strings[n:]
+    else:
+        bases = language.sample(n, min_len, max_len, seed=seed)
+        sources = language.sample(n, *source_window, seed=seed + 1)
     pairs = []
     for g in range(0, n, group):
         b, s = bases[g : g + group], sources[g : g + group]

@@ -59,6 +59,18 @@ def _figures_ok(report: dict) -> None:
 
 # --------------------------------------------------------------------------- flip-flop
 
+SMALL_DAS = dict(das_pairs=48, das_test_pairs=32, das_steps=8, das_ranks=(1, 4))
+DAS_KEYS = {"variable", "layers", "rank", "iia", "iia_ood", "iia_random_subspace", "iia_probe_subspace",
+            "iia_random_init", "iia_whole_swap", "baseline"}
+
+
+def _das_ok(m: dict, variable: str) -> dict:
+    """Every model has a best DAS record per layer; returns them by layer tuple."""
+    assert m["das"] and all(DAS_KEYS <= set(r) for r in m["das"]) and {r["variable"] for r in m["das"]} == {variable}
+    assert [tuple(r["layers"]) for r in m["das"]] == [(l + 1,) for l in range(m["n_layers"])]
+    assert all(0.0 <= r["iia"] <= 1.0 for r in m["das_sweep"])
+    return {tuple(r["layers"]): r for r in m["das"]}
+
 
 @pytest.fixture(scope="module")
 def flipflop_report(tmp_path_factory):
@@ -66,7 +78,7 @@ def flipflop_report(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("flipflop")
     st = fp.Settings.quick(n=16, length=256, probe_train=48, probe_test=16, probe_positions=1200,
-                           test_positions=500, ood_positions=800, iia_pairs=32)
+                           test_positions=500, ood_positions=800, iia_pairs=32, **SMALL_DAS)
     returned = fp.run(list(fp.DEFAULT_MODELS), st, out, formats=("png",), progress=False)
     return returned, _read(out)
 
@@ -108,6 +120,13 @@ def test_flipflop_construction_is_exact(flipflop_report):
     assert chan["accuracy"] < 0.9
     iia = {r["layer"]: r["iia"] for r in c["iia"]}
     assert iia[1] == 1.0 and iia["all"] == 1.0
+    # DAS: the memory (layer 2, one number) carries the bit; the previous-token channel does not.
+    das = _das_ok(c, "stored")
+    assert das[(2,)]["rank"] == 1 and das[(2,)]["iia"] == 1.0
+    assert das[(1,)]["iia"] < 0.9
+    assert "DAS: stored: layer 2 in 1 of 1 dimensions" in c["verdict"]
+    for m in report["models"].values():
+        _das_ok(m, "stored")
 
 
 def test_write_age_and_distance_bins():
@@ -190,7 +209,7 @@ def parity_report(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("parity")
     st = pp.Settings.quick(n=16, probe_train=60, probe_test=20, probe_positions=800, test_positions=400,
-                           ood_positions=400)
+                           ood_positions=400, **SMALL_DAS)
     returned = pp.run(list(pp.DEFAULT_MODELS), st, out, formats=("png",), progress=False)
     return returned, _read(out)
 
@@ -228,6 +247,10 @@ def test_parity_signed_construction(parity_report):
     (state,) = [r for r in c["probes"] if r["site"] == "blocks.0.hook_ssm_state"]
     assert state["accuracy"] == 1.0 and state["ood"] == {"bin1": 1.0, "bin2": 1.0}
     assert state["accuracy_given_token"] == 1.0
+    das = _das_ok(c, "parity")
+    assert das[(1,)]["rank"] == 1 and das[(1,)]["iia"] == 1.0 and das[(1,)]["baseline"] < 0.8
+    for m in report["models"].values():
+        _das_ok(m, "parity")
 
 
 # --------------------------------------------------------------------------- shared helpers

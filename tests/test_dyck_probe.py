@@ -16,7 +16,8 @@ from analyses.dyck_probe import Settings, main, run
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("dyck_probe")
     st = Settings(n=60, in_window=(20, 120), out_window=(400, 500), probe_window=(20, 120), probe_positions=4000,
-                  test_positions=600, ood_positions=600, iia_pairs=32, iia_window=(20, 80))
+                  test_positions=600, ood_positions=600, iia_pairs=32, iia_window=(20, 80), das_pairs=96,
+                  das_steps=10, das_ranks=(1, 48), das_ood_window=(100, 160))
     rep = run(["dyck8-10-mamba-1l", "no-such-model"], st, out, formats=["png"], progress=False)
     return rep, out
 
@@ -24,7 +25,7 @@ def report(tmp_path_factory):
 def test_report_files_and_schema(report):
     rep, out = report
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["models"].keys() == rep["models"].keys() == {"construction", "dyck8-10-mamba-1l"}
+    assert on_disk["models"].keys() == rep["models"].keys() == {"construction", "dyck_mamba", "dyck8-10-mamba-1l"}
     assert any("no-such-model" in s for s in rep["skipped"])
     for name, m in rep["models"].items():
         assert set(m["close_accuracy"]) == {"in", "out"}
@@ -55,6 +56,32 @@ def test_construction_numbers_are_exact(report):
     assert iia[(0, "depth")]["iia"] == 1.0 and iia[(1, "top")]["iia"] == 1.0
     assert iia[(0, "depth")]["baseline"] < 0.6
     assert c["verdict"].startswith("Yes")
+
+
+def test_das_section_finds_the_constructions_variables(report):
+    rep, out = report
+    keys = {"variable", "layers", "rank", "iia", "iia_ood", "iia_random_subspace", "iia_probe_subspace",
+            "iia_random_init"}
+    for name, m in rep["models"].items():
+        assert m["das"] and all(keys <= set(r) for r in m["das"])
+        assert {r["variable"] for r in m["das"]} == {"depth", "top"}
+    # The diagonal construction: depth is its whole layer-1 state (1 number), top its layer-2 state.
+    c = {(r["variable"], tuple(r["layers"])): r for r in rep["models"]["construction"]["das"]}
+    assert c[("depth", (1,))]["rank"] == 1 and c[("depth", (1,))]["iia"] == 1.0
+    assert c[("top", (2,))]["iia"] == 1.0
+    # As HookedMamba weights depth is one direction of 144: rank 1 finds it, far above its controls.
+    d = {(r["variable"], tuple(r["layers"])): r for r in rep["models"]["dyck_mamba"]["das"]}
+    r = d[("depth", (1,))]
+    assert r["rank"] == 1 and r["iia"] >= 0.99 and r["iia_random_subspace"] < 0.75  # ~ no change: 0.5-0.55
+    # This budget (96 pairs, 10 steps) reaches 0.83 on the memory; tests/test_das.py checks >= 0.99 on more.
+    assert d[("top", (2,))]["iia"] >= 0.75 and d[("top", (2,))]["iia_random_subspace"] < 0.7
+    assert rep["models"]["construction"]["verdict_das"].startswith("Yes")
+    assert rep["models"]["dyck_mamba"]["verdict_das"].startswith(("Yes", "Partly"))
+    trained = rep["models"]["dyck8-10-mamba-1l"]
+    assert trained["das"][0]["iia_random_init"] is not None  # the random-init search ran at the best rank
+    assert (out / "das_rank.png").exists() and (out / "patching_resid_pre_dyck_mamba.png").exists()
+    md = (out / "report.md").read_text()
+    assert "## Distributed alignment search" in md
 
 
 def test_cli_rejects_a_model_of_another_language(tmp_path, capsys):
