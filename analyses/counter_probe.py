@@ -156,7 +156,8 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
         # The best site's probe again: its read-out along one long string (trajectory figure), and its
         # rounded accuracy on the OOD positions whose value exceeds every training value.
         site = best["site"]
-        probe = LinearProbe(kind="regression", alphas=(best["hyper"],)).fit(tr.acts[site], tr.labels[var])
+        probe = LinearProbe(kind="regression", alphas=(best["hyper"],)).fit(tr.acts[site], tr.labels[var],
+                                                                                  groups=tr.seq_id)
         top = float(np.nanmax(tr.labels[var]))
         beyond = {}
         for b in out_bins:

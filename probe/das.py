@@ -501,17 +501,19 @@ def probe_subspace(data: DASData, language: Any, variable: str, rank: int, causa
     X, prefixes = data.vectors()
     X = X.double().numpy()
     comps = [causal.components(p, variable) for p in prefixes]
+    groups = np.arange(len(X))  # one row per prefix: every row is its own sequence for the inner CV
     rows = []
     for c in range(len(comps[0])):
         y = [v[c] for v in comps]
         if len(set(map(str, y))) < 2:
             continue
         if all(isinstance(v, (int, np.integer)) for v in y) and len(set(y)) > 2:
-            p = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(X, np.asarray(y, dtype=float))
+            p = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(X, np.asarray(y, dtype=float),
+                                                                                  groups=groups)
         else:
             labels = sorted(set(map(str, y)))
             p = LinearProbe(kind="classification", Cs=(0.1, 1.0), cv=2, random_state=seed).fit(
-                X, np.array([labels.index(str(v)) for v in y]))
+                X, np.array([labels.index(str(v)) for v in y]), groups=groups)
         W = np.atleast_2d(np.asarray(p.coef_, dtype=np.float64))
         rows.append(W / max(np.linalg.norm(W), 1e-300))  # each component counts alike
     if not rows:
