@@ -72,10 +72,14 @@ class Settings:
     iia_pairs: int = 48
     iia_window: tuple[int, int] = (20, 120)
     seed: int = 0
-    das_pairs: int = 160  # training pairs (plus das_pairs // 2 across lengths)
+    # The default DAS budget keeps make demo near a minute: ranks 1 and 48 (depth needs one dimension in
+    # the constructions, the per-depth memory up to 48), single layers; --das-full sweeps every rank and
+    # the layers together.
+    das_pairs: int = 96  # training pairs (plus das_pairs // 2 across lengths)
     das_test_pairs: int = 48
-    das_steps: int = 30
-    das_ranks: tuple[int, ...] = (1, 4, 16, 48)
+    das_steps: int = 20
+    das_ranks: tuple[int, ...] = (1, 48)
+    das_joint_layers: bool = False  # also search all layers at once
     das_ood_window: tuple[int, int] = (200, 400)
     das_restarts: int = 0
     # DAS on the trained models costs minutes a model on 2 cores (a few seconds on the constructions),
@@ -87,7 +91,7 @@ class Settings:
     def full_das(cls, **kw: Any) -> dict[str, Any]:
         """The longer search behind ``--das-full``."""
         return dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-                    das_restarts=1, das_test_pairs=96, das_trained=True, **kw)
+                    das_restarts=1, das_test_pairs=96, das_trained=True, das_joint_layers=True, **kw)
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
@@ -208,12 +212,12 @@ def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     return out
 
 
-def das_layer_sets(subject: Subject, variable: str) -> list[tuple[int, ...]]:
-    """Where to search: every single layer for depth (and all layers together when there are two or
-    more), the last layer for top (and all layers together)."""
+def das_layer_sets(subject: Subject, variable: str, joint: bool = True) -> list[tuple[int, ...]]:
+    """Where to search: every single layer for depth, the last layer for top, and with ``joint`` all
+    layers together for both (recurrent models with two or more layers)."""
     n = subject.n_layers
     singles = [(l,) for l in range(n)] if variable == "depth" else [(n - 1,)]
-    both = [tuple(range(n))] if n > 1 and subject.family != "transformer" else []
+    both = [tuple(range(n))] if joint and n > 1 and subject.family != "transformer" else []
     return singles + both
 
 
@@ -221,7 +225,7 @@ def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     """:func:`analyses.common.das_section` over :func:`das_layer_sets` (every rank)."""
     from analyses.common import das_section
 
-    variables = {v: das_layer_sets(subject, v) for v in ("depth", "top")}
+    variables = {v: das_layer_sets(subject, v, st.das_joint_layers) for v in ("depth", "top")}
     return das_section(subject, language, variables, st, st.iia_window, st.das_ood_window, IIA_SCORE)[0]
 
 
@@ -446,6 +450,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     for subj, part in bar:
         bar.set_postfix_str(f"{subj.name}: {part}")
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
+        t_part = time.time()
         if part == "accuracy":
             acc = task_accuracy(subj, language, {"in": strings["in"], "out": strings["out"]})
             m["close_accuracy"] = {"in": acc["in"], "out": acc["out"]}
@@ -467,6 +472,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["verdict_das"] = das_verdict(subj, m, st.K, st.h)
         else:
             m["patching"] = patching_record(subj, language, st)
+        m.setdefault("seconds", {})[part] = round(time.time() - t_part, 1)  # where the run time goes
     bar.close()
     with study_output(out) as staged:  # report and figures replace --out together
         if figures:

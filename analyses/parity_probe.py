@@ -259,6 +259,12 @@ def report_figures(report: dict, subjects: Sequence[Subject], language: Any, st:
 # --------------------------------------------------------------------------- the run
 
 
+def _longest_bin(bins: dict) -> tuple[int, int]:
+    """The window of the last length bin (the longest strings): DAS's out-of-distribution pairs."""
+    later = sorted(k for k in bins if k != "bin0")
+    return tuple(bins[later[-1]] if later else bins["bin0"])
+
+
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True) -> dict:
     import languages
@@ -291,7 +297,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["verdict"] = verdict(subj, m)
         else:
             m["das_sweep"], m["das"] = das_section(subj, language, {"parity": [(l,) for l in range(subj.n_layers)]},
-                                                   st, st.bins["bin0"], st.bins["bin2"])
+                                                   st, st.bins["bin0"], _longest_bin(st.bins))
             m["verdict"] += f" DAS: {das_sentence(m['das'], 'parity')}."
     bar.close()
     with study_output(out) as staged:  # report and figures replace --out together

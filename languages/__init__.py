@@ -91,6 +91,8 @@ def get(name: str, **params: Any) -> Language:
     if name not in _FACTORIES:
         raise ValueError(f"unknown language {name!r}; known: {', '.join(_ORDER)}")
     for k, v in params.items():
+        if isinstance(v, str):  # a named option (targets=, sampler=): the language checks its value
+            continue
         for x in (v if isinstance(v, (list, tuple)) else [v]):
             if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
                 raise ValueError(f"{name}: parameter {k} must be a number, got {v!r}")

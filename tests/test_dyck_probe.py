@@ -17,7 +17,8 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("dyck_probe")
     st = Settings(n=60, in_window=(20, 120), out_window=(400, 500), probe_window=(20, 120), probe_positions=4000,
                   test_positions=600, ood_positions=600, iia_pairs=32, iia_window=(20, 80), das_pairs=96,
-                  das_steps=10, das_ranks=(1, 48), das_ood_window=(100, 160), das_trained=True)
+                  das_steps=10, das_ranks=(1, 48), das_ood_window=(100, 160), das_trained=True,
+                  das_joint_layers=True)
     rep = run(["dyck8-10-mamba-1l", "no-such-model"], st, out, formats=["png"], progress=False)
     return rep, out
 
