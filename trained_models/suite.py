@@ -105,7 +105,9 @@ PAPER_DIFFERS = (
     "GPU and reports the last); the best weights so far are evaluated when the cap is hit",
     "Transformer: our 2-layer TransformerLens model at this same budget; the paper's Transformer numbers are "
     "Bhattamishra et al.'s, trained with their own hyperparameters",
-    "data: the language's default windows and sizes of this toolkit (SPEC §3), capped at 10,000 / 2,000",
+    "data: the paper's windows and sizes (languages.paper; results/paper_data.md lists the differences: bin1 of "
+    "D_n, abcde, ab_d_bc and zot starts above the training window; lengths uniform within a window), early "
+    "stopping on a dev split drawn from the training window, disjoint from train and every test bin",
 )
 
 BUDGETS: dict[str, Budget] = {

@@ -194,7 +194,8 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         "",
         "Strict accuracy in % (a string counts only if the allowed-next set is right at every position), "
         "`bin0 / bin1` (counter languages `bin0 / bin1 / bin2`): bin0 = held-out strings of the training "
-        "lengths, bin1 and bin2 = longer strings (windows of SPEC §3). Ours: Mamba with 1–3 layers "
+        "lengths (none of them in the early-stopping dev split), bin1 and bin2 = longer strings (the paper's "
+        "windows: `languages.paper`, `results/paper_data.md`). Ours: Mamba with 1–3 layers "
         "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
         "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
         "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
