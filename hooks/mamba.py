@@ -373,30 +373,12 @@ class MambaMixer(nn.Module):
     def _carry(self, base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode):
         """The states carried after a hook turned ``base`` into ``new`` (module docstring); None when
         nothing changed and no gradient has to be routed through ``new``."""
-        with torch.no_grad():
-            changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
-            per_pos = changed.flatten(2).any(-1).any(0)
-        edited = bool(per_pos.any())
-        if not edited and not track:
-            return None
-        t0 = 0 if track else int(per_pos.nonzero()[0])
-        if ab is not None:
-            a_t, b_t = ab[0][:, t0:], ab[1][:, t0:]
-        else:
-            a_t, b_t = _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], self.cfg.gate)
-        m = changed[:, t0:]
-        # Overwrite: H_t = hook value where edited, else a_t H_{t-1} + b_t. Add: H_t = a_t H_{t-1} + b_t
-        # + (hook value - h_t). Both are one linear recurrence; the "+ (new - base)" terms are exactly
-        # zero where nothing was edited and only carry the gradient to the hook's output.
-        diff = new[:, t0:] - base[:, t0:] if (track or edit_mode == "add") else None
-        if edit_mode == "overwrite":
-            a_t = a_t.masked_fill(m, 0.0)
-            b_t = torch.where(m, new[:, t0:], b_t + diff if diff is not None else b_t)
-        else:
-            b_t = b_t + diff
-        init = h0 if t0 == 0 else base[:, t0 - 1]
-        tail = recur(a_t, b_t, init)
-        return torch.cat([base[:, :t0], tail], dim=1) if t0 > 0 else tail
+        def tail_ab(t0):
+            if ab is not None:
+                return ab[0][:, t0:], ab[1][:, t0:]
+            return _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], self.cfg.gate)
+
+        return _scan.carry_edit(base, new, track, h0, edit_mode, tail_ab, recur)
 
     def _chain_state_hooks(self, h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode):
         """Several forward hooks on ``hook_ssm_state`` (then ``hook_ssm_state_flat``): each sees (and a

@@ -535,11 +535,20 @@ def carry_state_edit(h: Tensor, h2, version: int, h0: Optional[Tensor], edit_mod
     else:  # edited in place: recompute the pre-edit states; written values become constants
         base = recompute()
         new, track = h2.detach(), False
+    H = carry_edit(base, new, track, h0, edit_mode, tail_ab, recur)
+    return base if H is None else H
+
+
+def carry_edit(base: Tensor, new: Tensor, track: bool, h0: Optional[Tensor], edit_mode: str, tail_ab,
+               recur) -> Optional[Tensor]:
+    """The states carried after a hook turned the states ``base`` [B, L, *S] into ``new``
+    (:func:`carry_state_edit`'s semantics; ``track``: route the gradient to ``new`` at every
+    position); None when nothing changed and no gradient has to be routed through ``new``."""
     with torch.no_grad():
         changed = (new != base) & ~(torch.isnan(new) & torch.isnan(base))  # NaN left as NaN: no edit
         per_pos = changed.flatten(2).any(-1).any(0)
     if not bool(per_pos.any()) and not track:
-        return base
+        return None
     t0 = 0 if track else int(per_pos.nonzero()[0])
     a_t, b_t = tail_ab(t0)
     m = changed[:, t0:]
@@ -610,6 +619,7 @@ __all__ = [
     "selective_scan_cuda",
     "check_hook_output",
     "carry_state_edit",
+    "carry_edit",
     "mamba_ssm_available",
     "set_scan_threads",
     "get_scan_threads",
