@@ -256,6 +256,11 @@ def test_printed_commands_build_the_same_configs():
     assert (signed.gate, signed.layers) == ("signed", 2)
     m2 = next(r for r in runs if r.variant == "mamba2-2l-signed").config()
     assert (m2.model, m2.gate, m2.layers) == ("mamba2", "signed", 2)
+    # Every SSM variant (Mamba-1 and Mamba-2) trains at the budget's SSM rate, the Transformer at its own.
+    small = suite.BUDGETS["small"]
+    assert small.lr_mamba != small.lr_transformer
+    lrs = {r.variant: r.config().lr for r in runs if r.language == "d2"}
+    assert lrs == {v: small.lr_transformer if v == "transformer" else small.lr_mamba for v in suite.VARIANTS}
     anbn = next(r for r in runs if r.language == "anbn" and r.variant == "mamba-2l").config()
     assert anbn.max_steps == 300 and anbn.train_window == (4, 200) and anbn.test_windows["bin2"] == (400, 600)
     eval_every = max(1, -(-81 // anbn.batch_size) // anbn.evals_per_epoch)  # 81 training strings (99 - 9 bin0 - 9 dev)

@@ -204,7 +204,7 @@ class Run:
         # which on a small window come every few steps: express it in steps as well.
         eval_every = max(1, steps_per_epoch // b.evals_per_epoch)
         patience = max(b.patience, -(-b.patience_steps // eval_every))
-        argv += ["--d-model", str(b.d_model), "--lr", f"{b.lr_mamba if family == 'mamba' else b.lr_transformer:g}",
+        argv += ["--d-model", str(b.d_model), "--lr", f"{b.lr_transformer if family == 'transformer' else b.lr_mamba:g}",
                  "--batch-size", str(b.batch_size), "--epochs", str(b.epochs), "--max-steps", str(steps),
                  "--patience", str(patience),
                  "--evals-per-epoch", str(b.evals_per_epoch), "--warmup-steps", str(b.warmup_steps),
