@@ -73,7 +73,7 @@ CASES: list[Case] = [
     *[_c(T, TRAIN, [flag, value], flag) for flag, value in [
         ("--n-train", "0"), ("--n-dev", "0"), ("--n-test", "-1"), ("--batch-size", "0"), ("--evals-per-epoch", "0"),
         ("--epochs", "0"), ("--layers", "0"), ("--d-model", "-8"), ("--lr", "0"), ("--lr", "nan"),
-        ("--max-minutes", "-1"), ("--max-steps", "0"), ("--patience", "0"), ("--warmup-steps", "-1"),
+        ("--max-minutes", "-1"), ("--max-cpu-minutes", "0"), ("--max-steps", "0"), ("--patience", "0"), ("--warmup-steps", "-1"),
         ("--threads", "0"), ("--K", "0"), ("--h", "0"), ("--p", "1.5"), ("--target", "2"), ("--seed", "-3"),
         ("--weight-decay", "-0.1"), ("--n-heads", "0"), ("--language", "nope"), ("--test-window", "bin1"),
         ("--test-window", "bin1=9:3"), ("--init-from", "{tmp}/nowhere")]],

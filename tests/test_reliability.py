@@ -252,6 +252,27 @@ def test_a_run_stopped_by_its_time_budget_leaves_a_loadable_evaluated_card(tmp_p
     assert card["finished"] and card["stop_reason"].startswith("finished early by request at step 1")
 
 
+def test_the_cpu_time_budget_counts_this_process_not_the_wall_clock(tmp_path, monkeypatch):
+    import time as _time
+
+    from trained_models.train import main
+
+    # A wall clock racing ahead (what a loaded machine looks like to one process) does not stop a run
+    # capped in CPU minutes: only its own CPU time does.
+    clock = iter(range(0, 10**9, 3600))
+    monkeypatch.setattr(_time, "time", lambda: float(next(clock)))
+    assert main(TINY_ARGV + ["--max-cpu-minutes", "1000", "--out", str(tmp_path / "a")]) == 0
+    card = json.loads((tmp_path / "a" / "card.json").read_text())
+    assert card["finished"] and not card["stop_reason"].startswith(("wall", "CPU"))
+    monkeypatch.undo()
+    # A CPU cap that runs out after the first step stops it as --max-minutes does, and --resume goes on.
+    assert main(TINY_ARGV + ["--max-cpu-minutes", "1e-9", "--out", str(tmp_path / "b")]) == 0
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert (card["finished"], card["steps"], card["stop_reason"]) == (False, 1, "CPU budget 1e-09 min")
+    assert main(TINY_ARGV + ["--resume", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "card.json").read_text())["finished"] is True
+
+
 def test_train_help_shows_defaults_and_the_languages(capsys):
     import languages
     from trained_models.train import main

@@ -189,6 +189,27 @@ def test_a_result_saved_by_other_arguments_or_data_is_stale_and_retrained(tmp_pa
     assert run.status() == "stale"
 
 
+def test_a_time_cap_the_run_never_reached_does_not_make_its_result_stale(tmp_path):
+    run = suite.plan("medium", tmp_path, ["tomita2"], ["mamba-1l"], seeds=1)[0]
+    argv = run.identity()["argv"]
+    i = argv.index("--max-cpu-minutes")
+    assert argv[i + 1] == "8" and run.config().max_cpu_minutes == 8 and run.config().max_minutes is None
+    wall = argv[:i] + ["--max-minutes", "8"] + argv[i + 2:]  # how the suite capped runs before
+    run.result_path.parent.mkdir(parents=True)
+
+    def saved(argv, stop_reason, data=None):
+        run.result_path.write_text(json.dumps({"identity": {"argv": argv, "data": data or run.identity()["data"]},
+                                               "stop_reason": stop_reason}))
+        return run.status()
+
+    assert saved(wall, "reached target 1.0") == "done"
+    assert saved(wall, "no improvement in 8 evaluations") == "done"
+    assert saved(wall, "wall budget 8.0 min at step 66 (best weights evaluated)") == "stale"  # load-dependent
+    assert saved(argv, "CPU budget 8.0 min at step 900 (best weights evaluated)") == "done"  # this run's own cap
+    assert saved(wall[:-2], "reached target 1.0") == "stale"  # other arguments beside the cap
+    assert saved(wall, "reached target 1.0", data="0" * 16) == "stale"  # other data
+
+
 def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path):
     bad, good = suite.plan("quick", tmp_path, ["tomita2"], ["mamba-1l"], seeds=2)
     bad.train_dir.mkdir(parents=True)  # a training directory of another run: resume refuses it

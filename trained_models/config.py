@@ -13,6 +13,7 @@ from typing import Any, Optional
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
 FAMILIES = ("mamba", "mamba2", "transformer")
+BUDGET_STOPS = ("wall budget", "CPU budget")  # stop reasons of a run cut by --max-minutes / --max-cpu-minutes
 
 
 @dataclass
@@ -58,7 +59,8 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 20
     max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None
+    max_minutes: Optional[float] = None  # wall clock of one invocation
+    max_cpu_minutes: Optional[float] = None  # CPU time of this process in one invocation (load-independent)
     warmup_steps: int = 100
     grad_clip: float = 1.0
     patience: int = 4
@@ -90,7 +92,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer, got {v!r}")
             if v < (1 if name in positive + ("max_steps",) else 0):
                 raise ValueError(f"{name} must be {'positive' if name in positive else '>= 0'}, got {v}")
-        for name, lo in (("lr", 0.0), ("max_minutes", 0.0)):
+        for name, lo in (("lr", 0.0), ("max_minutes", 0.0), ("max_cpu_minutes", 0.0)):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > lo):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")

@@ -82,7 +82,7 @@ def _train_run(run: Run) -> dict[str, Any]:
     t0 = time.time()
     card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
     stop_reason = card["stop_reason"]
-    if not card.get("metrics"):  # stopped by the per-run wall budget: evaluate the best weights so far
+    if not card.get("metrics"):  # stopped by the per-run time cap: evaluate the best weights so far
         card = train(cfg, run.train_dir, resume=True, finish=True, command=run.command(), progress=False)
         stop_reason = f"{stop_reason} at step {card['steps']} (best weights evaluated)"
     wall = time.time() - t0

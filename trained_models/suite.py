@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from languages.paper import paper_sizes
+from trained_models.config import BUDGET_STOPS
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 
 BINS = ("bin0", "bin1", "bin2")
@@ -73,12 +74,14 @@ class Budget:
     warmup_steps: int = 100
     min_steps: int = 0  # small windows (a^n b^n: 80 strings) get this many optimiser steps all the same
     patience_steps: int = 0  # early-stopping patience is at least this many steps' worth of evaluations
-    max_minutes: Optional[float] = None  # per run, wall clock; the run is then evaluated as it stands
+    # Per run, in CPU minutes of the training process (not wall clock: a run's result must not depend on
+    # what else the machine runs); the run is then evaluated as it stands.
+    max_minutes: Optional[float] = None
     target: Optional[float] = None  # stop once the dev strict accuracy reaches this (fraction)
     differs: tuple[str, ...] = ()  # where this budget departs from the paper's protocol (table header)
 
     def describe(self) -> str:
-        cap = f", at most {self.max_minutes:g} min a run" if self.max_minutes else ""
+        cap = f", at most {self.max_minutes:g} CPU minutes a run" if self.max_minutes else ""
         cap += f", stopping once dev strict accuracy reaches {self.target:g}" if self.target is not None else ""
         floor = f" and at least {self.min_steps} steps" if self.min_steps else ""
         wait = f" and {self.patience_steps} steps" if self.patience_steps else ""
@@ -211,7 +214,7 @@ class Run:
                  "--n-train", str(n_train_req), "--n-dev", str(b.n_dev), "--n-test", str(n_test_req),
                  "--seed", str(self.seed), "--threads", "1"]
         if b.max_minutes:
-            argv += ["--max-minutes", f"{b.max_minutes:g}"]
+            argv += ["--max-cpu-minutes", f"{b.max_minutes:g}"]
         if b.target is not None:
             argv += ["--target", f"{b.target:g}"]
         if self.device != "cpu":
@@ -238,7 +241,17 @@ class Run:
         saved = self.saved()
         if saved is None:
             return "pending"
-        return "done" if saved.get("identity") == self.identity() else "stale"
+        identity = self.identity()
+        if saved.get("identity") == identity:
+            return "done"
+        # A time cap the run never reached did not shape its result: a result made under another cap (e.g. the
+        # wall-clock --max-minutes the suite used before --max-cpu-minutes) is this run's if it stopped for
+        # another reason.
+        old = saved.get("identity") or {}
+        if (old.get("data") == identity["data"] and _without_caps(old.get("argv", [])) == _without_caps(identity["argv"])
+                and not str(saved.get("stop_reason", "")).startswith(BUDGET_STOPS)):
+            return "done"
+        return "stale"
 
     def archive_stale(self) -> Path:
         """Move a stale result and its training folder to ``<language>/stale/<stem>-<time>/`` (never
@@ -260,6 +273,22 @@ class Run:
         from trained_models.train import build_parser, config_from_args
 
         return config_from_args(build_parser().parse_args(self.argv() + ["--out", str(self.train_dir)]))
+
+
+TIME_CAPS = ("--max-minutes", "--max-cpu-minutes")
+
+
+def _without_caps(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its time caps (each flag and its value)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in TIME_CAPS:
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 @functools.lru_cache(maxsize=None)

@@ -19,7 +19,8 @@ flip-flop, strict accuracy otherwise.
 Every evaluation writes the best model + card and a resumable checkpoint atomically (the checkpoint's
 model, optimiser and state as one directory); ``--resume`` continues an interrupted run exactly (same
 data order, optimiser and schedule state). ``--max-minutes`` stops cleanly at a wall-clock budget of
-this invocation (each ``--resume`` gets a new one) so a run can span several sessions; the best
+this invocation (``--max-cpu-minutes``: at a budget of this process's CPU time, which the machine's load
+does not change) (each ``--resume`` gets a new one) so a run can span several sessions; the best
 weights so far (the last ones if none was evaluated yet) are then evaluated and written with a
 loadable card marked ``"finished": false``. An ``--out`` folder that already holds a run is refused
 unless ``--resume`` (continue it) or ``--force`` (start over, deleting it); every argument is checked
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 
 from languages import cli
 from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
-from trained_models.config import TrainConfig
+from trained_models.config import BUDGET_STOPS, TrainConfig
 from trained_models.evaluate import FIRST_SYMBOL_ID, TorchBatch, evaluate_strings
 from trained_models.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
                                recover_dir)
@@ -313,7 +314,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
             raise ValueError(f"--resume: cannot read {saved_cfg_path}: {e}") from None
         if saved.to_dict() != cfg.to_dict():
             diff = {k: (saved.to_dict()[k], v) for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v}
-            budget_only = set(diff) <= {"max_minutes", "epochs", "max_steps", "patience", "target", "threads"}
+            budget_only = set(diff) <= {"max_minutes", "max_cpu_minutes", "epochs", "max_steps", "patience", "target", "threads"}
             if not budget_only:
                 raise ValueError(f"--resume: config differs from the saved run in {out}: {diff}")
 
@@ -375,7 +376,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     state["n_dev"] = len(dev)
 
     budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-    t_session = time.time()
+    cpu_budget = cfg.max_cpu_minutes * 60 if cfg.max_cpu_minutes else None
+    t_session, cpu_session = time.time(), time.process_time()
     model.train()
     stop_reason = None
 
@@ -438,11 +440,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
                 _save_checkpoint(out, model, opt, state)
             if budget is not None and time.time() - t_session > budget:
                 stop_reason = stop_reason or f"wall budget {cfg.max_minutes} min"
+            if cpu_budget is not None and time.process_time() - cpu_session > cpu_budget:
+                stop_reason = stop_reason or f"CPU budget {cfg.max_cpu_minutes} min"
             if stop_reason or state["step"] >= total_steps:
                 break
     if bar is not None:
         bar.close()
-    finished = stop_reason is None or not stop_reason.startswith("wall budget")
+    finished = stop_reason is None or not stop_reason.startswith(BUDGET_STOPS)
     state["done"] = finished
     state["stop_reason"] = stop_reason or "step budget reached"
     state["total_steps"] = total_steps
@@ -553,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="wall-clock budget of this invocation (each --resume gets a new one); when it runs out, "
                          "the best weights so far are evaluated and written with a loadable card, and --resume "
                          "continues the run")
+    ap.add_argument("--max-cpu-minutes", type=cli.positive_float,
+                    help="the same, counted in CPU time of this process (all its threads) instead of wall "
+                         "clock: where the run stops does not depend on what else the machine runs")
     ap.add_argument("--warmup-steps", type=cli.nonnegative_int, default=100)
     ap.add_argument("--patience", type=cli.positive_int, default=4)
     ap.add_argument("--target", type=cli.probability, help="stop once the dev selection metric reaches this")
@@ -609,7 +616,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
-        max_steps=args.max_steps, max_minutes=args.max_minutes, warmup_steps=args.warmup_steps,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, max_cpu_minutes=args.max_cpu_minutes, warmup_steps=args.warmup_steps,
         patience=args.patience, target=args.target, evals_per_epoch=args.evals_per_epoch,
         n_train=args.n_train, n_dev=args.n_dev, n_test=args.n_test, train_window=window,
         test_windows=tests, threads=args.threads,
@@ -632,7 +639,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                       "finished": card["finished"], "metrics": card["metrics"]}, indent=2))
     if not card["finished"]:
         again = [a for a in argv if a not in ("--force", "--resume")] + ["--resume"]
-        print(f"stopped by --max-minutes at step {card['steps']}; {args.out} holds the best weights so far, "
+        print(f"stopped by its time budget ({card['stop_reason']}) at step {card['steps']}; {args.out} holds the best weights so far, "
               f"evaluated. Continue with: python -m trained_models.train {' '.join(shlex.quote(a) for a in again)}",
               file=sys.stderr)
     return 0
