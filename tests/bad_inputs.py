@@ -389,6 +389,7 @@ def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
     results.append(("killed between the checkpoint's writes, then --resume", differ))
 
     from analyses import parity_probe as pp
+    from analyses import study as skeleton
 
     def study(seed: int) -> None:
         st = pp.Settings.quick(n=8, probe_train=16, probe_test=8, probe_positions=200, test_positions=100,
@@ -397,16 +398,16 @@ def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
 
     _quiet(lambda: study(0))
     before = snapshot(tmp / "study")
-    real = pp.write_report
+    real = skeleton.write_report
 
     def killed_report(*a, **k):
         raise KeyboardInterrupt
 
-    pp.write_report = killed_report
+    skeleton.write_report = killed_report
     try:
         _quiet(lambda: study(1))
     finally:
-        pp.write_report = real
+        skeleton.write_report = real
     results.append(("a study interrupted after its figures", snapshot(tmp / "study") != before))
     return results
 
