@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 import languages
-from trained_models import executors, suite, suite_report
+from trained_models import executors, suite, suite_plan, suite_report
 from trained_models.paper_numbers import CLASSES, MODELS, PAPER, SUITE, paper_bins, transformer_pos_encoding
 
 LANGS = ["tomita1", "anbn"]
@@ -169,8 +169,8 @@ def test_a_result_saved_by_other_arguments_or_data_is_stale_and_retrained(tmp_pa
     saved = run.saved()
     # The same arguments but another sampler or target (as when Tomita 3's definition changed): the
     # fingerprint of the language's data moves, so the old result is neither collected nor kept in place.
-    assert suite.data_fingerprint("tomita2") == saved["identity"]["data"]
-    monkeypatch.setattr(suite, "data_fingerprint", lambda name: "0" * 16)
+    assert suite_plan.data_fingerprint("tomita2") == saved["identity"]["data"]
+    monkeypatch.setattr(suite_plan, "data_fingerprint", lambda name: "0" * 16)
     assert run.status() == "stale"
     cells = suite_report.collect(tmp_path, "quick", 1)
     assert cells[("tomita2", "mamba-1l")].n == 0 and cells[("tomita2", "mamba-1l")].stale == {0}
@@ -182,7 +182,7 @@ def test_a_result_saved_by_other_arguments_or_data_is_stale_and_retrained(tmp_pa
     assert json.loads((moved / run.result_path.name).read_text()) == saved  # the old result kept, moved aside
     assert (moved / run.train_dir.name / "card.json").exists()
     # Other training arguments (a result made before the windows changed) are stale as well.
-    assert suite.data_fingerprint("tomita2") == "0" * 16
+    assert suite_plan.data_fingerprint("tomita2") == "0" * 16
     result = run.saved()
     result["identity"]["argv"] = result["identity"]["argv"][:-2]
     run.result_path.write_text(json.dumps(result))
