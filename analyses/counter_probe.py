@@ -8,7 +8,7 @@ length generalization fails at the same lengths.
     python -m analyses.counter_probe --language anbn --model runs/my-anbn-run --out outputs/x
 
 Dyck-1's depth (#( - #), the trace's ``depth``, equal to its ``counter[0]``) and a^n b^n's
-``counter[0]`` (#a - #b) grow with the length, so the paper's counter constructions (SPEC §1 result 5)
+``counter[0]`` (#a - #b) grow with the length, so the paper's counter constructions (c_t = c_{t-1} + [a] - [b], gate 1)
 hold them exactly in one gate-1 coordinate. For every model (the construction of its language first,
 as the reference) the report gives
 

@@ -7,9 +7,9 @@ and Mamba vs Transformer glitches.
     python -m analyses.flipflop_probe --quick
     python -m analyses.flipflop_probe --model runs/my-ffl-run --length 1024 --out outputs/x
 
-Flip-flop language modelling (Liu et al. 2023; SPEC §3): after ``r`` the next bit must repeat the bit
+Flip-flop language modelling (Liu et al. 2023): after ``r`` the next bit must repeat the bit
 of the most recent ``w``. FFL(0.8) is dense (a write every ~10 instructions), FFL(0.98) sparse (every
-~100), so sparse reads reach back much further. SPEC §1 result 3 gives an exact two-layer SSM
+~100), so sparse reads reach back much further. The paper gives an exact two-layer SSM
 (previous-token channel, then a set/reset memory); it is the reference. For every model the report
 gives
 
@@ -243,7 +243,7 @@ def comparison(report: dict) -> Optional[str]:
     if missing:
         text += f" (no {' or '.join(missing)} model to compare with)"
     elif min(s for _, s, _ in fam["mamba"]) < min(s for _, s, _ in fam["transformer"]):
-        text += " -- the Mamba glitches less on sparse sequences, as Liu et al. / SPEC §4 report"
+        text += " -- the Mamba glitches less on sparse sequences, as Liu et al. and the paper report"
     else:
         text += " -- the Transformer does not glitch more than the Mamba here"
     return text + "."

@@ -6,7 +6,7 @@
     python -m analyses.parity_probe --quick
     python -m analyses.parity_probe --model runs/my-parity-run --T 50000 --out outputs/x
 
-SPEC §1 result 2: on 1^T every coordinate of a non-negative-gate SSM is monotone, hence constant
+The paper's PARITY result: on 1^T every coordinate of a non-negative-gate SSM is monotone, hence constant
 from some step on at finite precision, so no such model tracks PARITY at every length; one layer
 with gate -1 on '1' (the signed construction) does. For every model (the signed construction
 first, as the reference) the report gives

@@ -2,7 +2,7 @@
 
 The table is shared by ``tests/test_bad_inputs.py`` (every case must end with exit code 2 and one
 line on stderr naming the argument) and by the measurement below, which also runs on an older checkout
-to give the before/after counts of issue 14::
+to give before/after counts::
 
     python tests/bad_inputs.py                         # this checkout
     PYTHONPATH=/tmp/old python tests/bad_inputs.py     # another one (its packages first on the path)
@@ -342,7 +342,7 @@ def _quiet(call: Callable[[], object]) -> None:
 
 
 def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
-    """Each scenario of issue 14's "Losing data" section on this checkout: ``(label, data lost)``."""
+    """Each way of losing a saved result (a killed or repeated command) on this checkout: ``(label, data lost)``."""
     import subprocess
 
     import torch

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 14): each test reproduces a failure seen on the old main.
+"""Nothing lost, nothing silently wrong: each test reproduces a failure seen on an older version.
 
 Losing data: ``train --out`` refuses a folder holding a run unless ``--resume``/``--force``, checks
 every argument before writing, refuses ``--out ""``; the checkpoint is one unit (a process killed
@@ -231,7 +231,7 @@ def test_saved_files_get_the_umask_permissions_not_0600(tmp_path):
     assert stat.S_IMODE((d / "y.json").stat().st_mode) == 0o644
 
 
-# --------------------------------------------------------------------------- --max-minutes (issue 16)
+# --------------------------------------------------------------------------- --max-minutes
 
 
 def test_a_run_stopped_by_its_time_budget_leaves_a_loadable_evaluated_card(tmp_path, capsys):

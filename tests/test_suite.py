@@ -273,7 +273,7 @@ def test_printed_commands_build_the_same_configs():
 def test_paper_budget_follows_the_papers_configs():
     # lacoco-lab/ssm_expressivity configs: dataset/*.yaml training_size 10000, test_size 2000, batch_size 32;
     # train/defaults.yaml epochs 50; model/mamba.yaml d_channels 16, d_state 16, d_conv 4, d_expand 2;
-    # AdamW, weight decay 0.1 on every parameter (SPEC §4).
+    # AdamW, weight decay 0.1 on every parameter (the paper's settings).
     cfg = suite.plan("paper", "runs/suite", ["parity"], ["mamba-3l"])[0].config()
     assert (cfg.n_train, cfg.n_test, cfg.batch_size, cfg.epochs) == (10_000, 2_000, 32, 50)
     assert (cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.layers) == (16, 16, 4, 2, 3)

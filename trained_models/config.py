@@ -23,8 +23,8 @@ FAMILIES = ("mamba", "mamba2", "transformer")
 class TrainConfig:
     """What to train, on what, and how.
 
-    ``loss="bce"``: a sigmoid per output symbol against the allowed-next set (Bhattamishra et al.;
-    SPEC §2), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
+    ``loss="bce"``: a sigmoid per output symbol against the allowed-next set (Bhattamishra et al.'s
+    character-prediction task), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
     language-modelling objective Yao et al. use for Dyck). ``loss="bce+lm"``: their sum. Allowed sets
     are decoded by ``sigmoid(logits) > 0.5`` for ``bce`` and ``bce+lm`` and by ``softmax > threshold``
     for ``lm`` (see ``decode``); an ``lm`` model's set decoding is fragile where many symbols share the

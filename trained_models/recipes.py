@@ -26,7 +26,7 @@ from trained_models.train import build_parser, config_from_args, train
 DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "300",
         "--test-window", "bin0=2:300", "--test-window", "bin1=701:1400", "--n-train", "6000", "--n-dev", "300",
         "--n-test", "500", "--evals-per-epoch", "2"]
-# Length 512 (256 instruction/bit pairs) as in SPEC §3, but half the training strings are sparse: a
+# Length 512 (256 instruction/bit pairs) as in Liu et al.'s FFL setting, but half the training strings are sparse: a
 # mixture of FFL(0.8) and FFL(0.98). Trained on FFL(0.8) alone, the 1-layer Mamba read 3-16% of
 # FFL(0.98) sequences wrong (errors at write-read gaps of ~270 tokens; worse the longer it trained).
 # FFL(0.8) and FFL(0.98) at 512 are evaluated on 1,000 fresh sequences each by ``extra_metrics``.

@@ -62,7 +62,7 @@ class Budget:
 # configs/train/defaults.yaml, configs/model/mamba.yaml, configs/dataset/*.yaml, train_with_mse.py):
 # 10,000 training / 2,000 test strings a bin (1,000 / 50 for the small windows: Tomita 1, a^n b^n),
 # batch 32, 50 epochs, d_model (d_channels) 16, d_state 16, d_conv 4, expand 2, AdamW on every
-# parameter (SPEC §4: lr 1e-4..1e-3, weight decay 0.1), no scheduler (use_scheduler: False), no early
+# parameter (the paper's settings: lr 1e-4..1e-3, weight decay 0.1), no scheduler (use_scheduler: False), no early
 # stopping (the last epoch is reported), MSE on the allowed-next vectors. The Dyck(8,10) runs add a
 # plateau schedule (halve on a dev-loss plateau) and early stopping after 3 epochs.
 PAPER_DIFFERS = (

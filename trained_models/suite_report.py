@@ -197,7 +197,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
         "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
         "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
-        "(`shared/paper_results.md`; pos mask = no positional encoding, pos enc = with). "
+        "(`trained_models/paper_numbers.py`; pos mask = no positional encoding, pos enc = with). "
         f"{OUTSIDE}: the paper's number lies outside our 95% interval (cells with at least two seeds). "
         "`(n=k)`: the cell has k finished seeds, not the planned number.",
         "",

@@ -1,4 +1,4 @@
-"""Character-prediction training on the formal languages (SPEC §2), for Mamba and Transformers.
+"""Character-prediction training on the formal languages (the allowed next-symbol sets), for Mamba and Transformers.
 
 ::
 
