@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup test demo bench clean
 
 setup: $(STAMP)
 
@@ -24,9 +24,6 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest
-
-test-slow: setup
-	$(BIN)/python -m pytest -m slow
 
 demo: setup
 	@if [ -f analyses/dyck_probe.py ]; then $(BIN)/python -m analyses.dyck_probe; else $(BIN)/python -m languages; fi

@@ -1,30 +1,24 @@
-"""Pieces shared by the studies in :mod:`analyses` (``flipflop_probe``, ``counter_probe``,
-``parity_probe``; ``dyck_probe`` follows the same shape).
+"""What the studies in :mod:`analyses` measure alike: subjects, data, probes and the DAS section.
+
+The skeleton around it (command line, run loop, reports) is :mod:`analyses.study`.
 
 * :class:`Subject` -- a model under study (name, module, family, layers, card, language) and the hook
   sites to probe per layer; :func:`construction_subject`, :func:`load_subjects` (the shipped or
-  run-directory models, skipping the missing ones with a note) and :func:`random_like` (the same
-  architecture at random initialisation, for the probe baseline).
-* Data: :func:`train_window` / :func:`test_windows` (a model card's, else the language's defaults),
-  :func:`sample_upto` (at most the strings a window holds), :func:`split_strings` (disjoint probe
-  train / test strings), :func:`strict_by_bin` (strict accuracy per length bin).
-* Probes: :func:`probe_rows` flattens :func:`probe.grid.probe_grid` records into the report's rows;
-  :func:`with_token_label` (probe a variable given the current token); :func:`best_row`, :func:`first_below`.
-* Reports: :func:`fmt`, :func:`md_table`, :func:`finish_report` (run time, peak memory),
-  :func:`write_report` (``report.json`` and ``report.md``, each atomically), :func:`safe_figures`
-  (a failing figure never loses the report), :func:`save_and_close`; :func:`study_output` (a run's
-  report and figures written together, into a temporary folder moved onto ``--out`` at the end) and
-  :func:`check_study_out` (``--out`` checked before anything is computed).
-* CLI: :func:`base_parser` (``--model`` repeatable, ``--n``, ``--seed``, ``--out``, ``--format``,
-  ``--quick``, ``--no-progress``, ``--no-figures``), :func:`parse_window`, :func:`configure_threads`.
+  run-directory models, skipping the missing ones with a note), :func:`language_is` (which models a
+  study accepts) and :func:`random_like` (the same architecture at random initialisation, for the
+  probe baseline).
+* Data: :func:`train_window` (a model card's, else the language's defaults), :func:`sample_upto` (at
+  most the strings a window holds), :func:`split_strings` (disjoint probe train / test strings),
+  :func:`strict_by_bin` (strict accuracy per length bin).
+* Probes: :func:`probe_collections` (held-out sets and the random-init baseline), :func:`probe_rows`
+  flattens :func:`probe.grid.probe_grid` records into the report's rows; :func:`with_token_label`
+  (probe a variable given the current token); :func:`best_row`, :func:`first_below`.
+* Distributed alignment search: :func:`das_section`, :func:`das_sentence`, :func:`das_markdown`,
+  :func:`das_figure`.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import resource
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
@@ -32,7 +26,15 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from trained_models.build import MAMBA_FAMILIES
+import languages
+from analyses.figures import das_rank_curves
+# The skeleton's names stay importable from here (studies and tests written against this module).
+from analyses.study import (REPORT_FILES, base_parser, check_models, check_study_out,  # noqa: F401
+                            configure_threads, finish_report, fmt, md_table, parse_window, safe_figures,
+                            save_and_close, settings_from_args, short_site, study_output, write_report)
+from trained_models import load
+from trained_models.build import MAMBA_FAMILIES, build_model
+from trained_models.evaluate import evaluate_strings
 
 # --------------------------------------------------------------------------- subjects
 
@@ -99,9 +101,6 @@ def load_subjects(names: Iterable[str], accept: Callable[[dict], Optional[str]]
     None for a model the study can use, or the reason it cannot (the study was asked for a model of
     another language): that is an error, raised as ``SystemExit`` with the reason.
     """
-    import languages
-    from trained_models import load
-
     subjects, skipped = [], []
     for name in names:
         try:
@@ -122,16 +121,18 @@ def load_subjects(names: Iterable[str], accept: Callable[[dict], Optional[str]]
     return subjects, skipped
 
 
-def language_is(*names: str) -> Callable[[dict], Optional[str]]:
-    """An ``accept`` for :func:`load_subjects`: the card's language is one of ``names``."""
+def language_is(*names: str, **params: Any) -> Callable[[dict], Optional[str]]:
+    """An ``accept`` for :func:`load_subjects`: the card's language is one of ``names``, with the
+    given ``params`` (e.g. ``language_is("dyck", K=8, h=10)``)."""
+    want = " or ".join(names) + "".join(f" {k}={v}" for k, v in params.items())
 
     def accept(card: dict) -> Optional[str]:
         lang = card.get("language", {})
-        if lang.get("name") in names:
+        have = lang.get("params") or {}
+        if lang.get("name") in names and all(have.get(k) == v for k, v in params.items()):
             return None
-        params = lang.get("params") or {}
-        what = f"{lang.get('name')} {params}" if params else f"{lang.get('name')}"
-        return f"trained on {what}, not {' or '.join(names)}"
+        what = f"{lang.get('name')} {have}" if have else f"{lang.get('name')}"
+        return f"trained on {what}, not {want}"
 
     return accept
 
@@ -140,8 +141,6 @@ def random_like(subject: Subject, seed: int = 1) -> Optional[torch.nn.Module]:
     """The subject's architecture at random initialisation (None for a construction)."""
     if subject.family == "construction" or subject.card is None:
         return None
-    from trained_models.build import build_model
-
     torch.manual_seed(seed)
     spec = dict(subject.card["model"])
     cfg = dict(spec["config"])
@@ -190,8 +189,6 @@ def split_strings(language: Any, n_train: int, n_test: int, window: Sequence[int
 
 def strict_by_bin(subject: Subject, language: Any, bins: Mapping[str, Sequence[str]]) -> dict[str, dict]:
     """``trained_models.evaluate.evaluate_strings`` per named bin of strings (empty bins skipped)."""
-    from trained_models.evaluate import evaluate_strings
-
     out = {}
     for name, strings in bins.items():
         if strings:
@@ -284,168 +281,6 @@ def first_below(points: Sequence[tuple[Any, Optional[float]]], threshold: float)
     return None
 
 
-# --------------------------------------------------------------------------- reports
-
-
-def fmt(x: Any, digits: int = 2) -> str:
-    """A table cell: floats with ``digits`` decimals, None / NaN as an en dash."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, (float, np.floating)):
-        return f"{float(x):.{digits}f}"
-    return str(x)
-
-
-def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 2) -> list[str]:
-    """A markdown table as a list of lines (cells through :func:`fmt`; ``|`` in cells escaped)."""
-    def cell(v: Any) -> str:
-        return fmt(v, digits).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return lines
-
-
-def short_site(site: str) -> str:
-    return site.split(".")[-1].replace("hook_", "")
-
-
-def finish_report(report: dict, t0: float) -> dict:
-    """Add the run time (s) and the process's peak resident memory (MB)."""
-    report["seconds"] = round(time.time() - t0, 1)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return report
-
-
-REPORT_FILES = ("report.json", "report.md")
-
-
-def check_study_out(out: str | Path) -> Path:
-    """``--out`` checked before a study computes anything: a writable folder that is new, empty, or
-    holds only a previous run's outputs (its ``report.json``, ``report.md`` and the figures that report
-    lists), since :func:`study_output` replaces the whole folder."""
-    from trained_models.io import check_writable
-
-    out = check_writable(out)
-    if not out.is_dir():
-        return out
-    entries = {p.name for p in out.iterdir()}
-    ours = set(REPORT_FILES)
-    try:
-        import json
-
-        ours |= {Path(f).name for f in json.loads((out / "report.json").read_text()).get("figures", [])}
-    except (OSError, ValueError, AttributeError):
-        pass
-    foreign = sorted(entries - ours)
-    if foreign and entries:
-        raise FileExistsError(f"--out {out} holds files that are not a study's outputs ({', '.join(foreign[:3])}"
-                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
-    return out
-
-
-def study_output(out: str | Path) -> Any:
-    """``with study_output(out) as staged:`` write the figures into ``staged.dir`` (passing
-    ``staged.final`` to :func:`safe_figures`) and the report with ``write_report(staged.dir, ...)``;
-    at the end of the block the folder replaces ``out`` as one unit, so a report never sits beside
-    another run's figures, and an interrupted run leaves the previous outputs whole."""
-    from trained_models.io import StagedDir
-
-    return StagedDir(check_study_out(out))
-
-
-def write_report(out: Path, report: dict, markdown: str) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``out``, each atomically."""
-    from trained_models.io import atomic_write_json, atomic_write_text
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(out / "report.json", report), atomic_write_text(out / "report.md", markdown)
-
-
-def safe_figures(report: dict, make: Callable[[], list[Path]],
-                 final: Callable[[Path], Path] = Path) -> None:
-    """``report["figures"]`` from ``make()`` (each path through ``final``: a staged file's final path);
-    an exception becomes ``report["figure_error"]``."""
-    report.setdefault("figures", [])
-    try:
-        report["figures"] += [str(final(p)) for p in make()]
-    except Exception as e:  # a figure must never lose the report
-        report["figure_error"] = f"{type(e).__name__}: {e}"
-
-
-def save_and_close(fig: Any, path: Path, formats: Sequence[str]) -> list[Path]:
-    """:func:`analyses.figures.save_figure`, then close the figure (studies draw many)."""
-    import matplotlib.pyplot as plt
-
-    from analyses.figures import save_figure
-
-    try:
-        return save_figure(fig, path, formats)
-    finally:
-        plt.close(fig)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def configure_threads() -> None:
-    """Torch threads: ``OMP_NUM_THREADS`` when set, else at most 2 (the studies' tensors are small)."""
-    n = os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(max(1, int(n)) if n and n.isdigit() else min(2, os.cpu_count() or 1))
-
-
-def parse_window(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(x) for x in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
-    if not 0 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
-    return lo, hi
-
-
-def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParser:
-    """The flags every study takes."""
-    from languages import cli
-
-    ap = cli.ArgumentParser(prog=prog, description=(doc or "").strip().split("\n")[0],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable; "
-                    "default: the study's shipped models, the missing ones skipped; a named one must exist)")
-    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
-    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    ap.add_argument("--out", default=default_out, type=cli.out_dir, help=f"output folder (default {default_out})")
-    from analyses.figures import FORMATS
-
-    ap.add_argument("--format", action="append", choices=FORMATS, help="figure format, repeatable (default png)")
-    ap.add_argument("--quick", action="store_true", help="a smaller, faster pass")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--no-figures", action="store_true")
-    return ap
-
-
-def check_models(names: Optional[Sequence[str]]) -> None:
-    """Models named with ``--model`` must exist (only the study's default models may be missing and
-    skipped): a ``FileNotFoundError`` naming the first missing one otherwise, before any computing."""
-    from trained_models.registry import resolve
-
-    for name in names or ():
-        try:
-            resolve(name)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"--model {name}: {e}") from None
-
-
-def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
-    """``cls.quick(...)`` or ``cls(...)`` with ``seed``, ``n`` (when given) and ``kw``."""
-    kw = dict(kw, seed=args.seed)
-    if args.n is not None:
-        kw["n"] = args.n
-    check_models(args.model)
-    return cls.quick(**kw) if args.quick else cls(**kw)
-
-
 # --------------------------------------------------------------------------- distributed alignment search
 
 
@@ -536,8 +371,6 @@ def das_panels(models: Mapping[str, dict]) -> dict[str, list[dict]]:
 
 def das_figure(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
     """IIA against DAS rank with its controls (:func:`analyses.figures.das_rank_curves`), if any."""
-    from analyses.figures import das_rank_curves
-
     panels = das_panels(report["models"])
     if not panels:
         return []

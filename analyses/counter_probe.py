@@ -8,7 +8,7 @@ length generalization fails at the same lengths.
     python -m analyses.counter_probe --language anbn --model runs/my-anbn-run --out outputs/x
 
 Dyck-1's depth (#( - #), the trace's ``depth``, equal to its ``counter[0]``) and a^n b^n's
-``counter[0]`` (#a - #b) grow with the length, so the paper's counter constructions (SPEC §1 result 5)
+``counter[0]`` (#a - #b) grow with the length, so the paper's counter constructions (c_t = c_{t-1} + [a] - [b], gate 1)
 hold them exactly in one gate-1 coordinate. For every model (the construction of its language first,
 as the reference) the report gives
 
@@ -26,7 +26,6 @@ every file atomically.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -34,35 +33,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+import languages
+from analyses.common import (Subject, best_row, bin_name, construction_subject, edges_to_bins, first_below,
+                             language_is, load_subjects, probe_collections, probe_rows, sample_upto, split_strings,
+                             strict_by_bin, train_window)
+from analyses.figures import length_curves, probe_heatmap, state_trajectory
+from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
+                            settings_from_args, short_site, start)
+from hooks.constructions import counter
 from languages import cli
-from analyses.common import (
-    Subject,
-    base_parser,
-    best_row,
-    bin_name,
-    check_study_out,
-    configure_threads,
-    construction_subject,
-    edges_to_bins,
-    finish_report,
-    first_below,
-    fmt,
-    language_is,
-    load_subjects,
-    md_table,
-    probe_rows,
-    probe_collections,
-    safe_figures,
-    save_and_close,
-    sample_upto,
-    settings_from_args,
-    short_site,
-    split_strings,
-    strict_by_bin,
-    train_window,
-    study_output,
-    write_report,
-)
+from probe.collect import collect
+from probe.grid import length_bins as split_by_length
+from probe.grid import probe_grid
+from probe.linear import LinearProbe
 
 LANGUAGES = ("dyck1", "anbn")
 DEFAULT_MODELS = ("dyck1-mamba", "dyck1-transformer", "anbn-mamba", "anbn-transformer")
@@ -105,8 +88,6 @@ def length_bins(window: tuple[int, int]) -> tuple[list[tuple[int, int]], list[tu
 
 
 def load_all(names: Sequence[str], langs: Sequence[str]) -> tuple[list[Subject], list[str]]:
-    from hooks.constructions import counter
-
     subjects, skipped = load_subjects(names, language_is(*LANGUAGES))
     kept = [s for s in subjects if s.language.name in langs]
     skipped += [f"{s.name}: trained on {s.language.name}, not among --language {list(langs)}"
@@ -128,11 +109,6 @@ def accuracy_by_bin(subject: Subject, language: Any, strings: dict[str, list[str
 def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]],
                   in_bins: list[str], out_bins: list[str], trajectory: str) -> tuple[list[dict], dict]:
     """Probe rows (every site) and the best site's read-out along the ``trajectory`` string."""
-    from probe.collect import collect
-    from probe.grid import length_bins as split_by_length
-    from probe.grid import probe_grid
-    from probe.linear import LinearProbe
-
     var = VARIABLE[language.name]
     sites = subject.sites()
 
@@ -226,8 +202,6 @@ def verdict(subject: Subject, m: dict, var: str, in_bins: list[str], out_bins: l
 
 
 def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    from analyses.figures import length_curves, probe_heatmap, state_trajectory
-
     paths = []
     for lang, info in report["languages"].items():
         members = {n: m for n, m in report["models"].items() if m["language"] == lang}
@@ -266,12 +240,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True) -> dict:
-    import languages
-    from tqdm.auto import tqdm
-
-    t0 = time.time()
-    check_study_out(out)  # --out checked before anything is computed
-    configure_threads()
+    t0 = start(out)  # --out checked before anything is computed
     subjects, skipped = load_all(names, st.languages)
     report: dict[str, Any] = {"study": "counter_probe", "settings": asdict(st), "skipped": skipped,
                               "languages": {}, "models": {}}
@@ -295,29 +264,22 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                                           "in_bins": in_bins, "out_bins": out_bins,
                                           "trajectory": {"string": long, "value": value}}
     steps = [(s, part) for s in subjects for part in ("accuracy", "probes")]
-    bar = tqdm(steps, disable=not progress, desc="counter_probe", dynamic_ncols=True)
-    for subj, part in bar:
-        bar.set_postfix_str(f"{subj.name}: {part}")
+    for subj, part in progress_steps(steps, "counter_probe", progress):
         d = data[subj.language.name]
         m = report["models"].setdefault(subj.name, {"language": subj.language.name, "family": subj.family,
                                                     "n_layers": subj.n_layers})
         if part == "accuracy":
             m.update(accuracy_by_bin(subj, d["language"], {b: d["strings"][b] for b in d["in_bins"] + d["out_bins"]}))
             if subj.card:
-                m["card"] = {"train_command": subj.card.get("train_command"), "metrics": subj.card.get("metrics")}
+                m["card"] = card_summary(subj.card)
         else:
             m["probes"], m["trajectory"] = probe_records(subj, d["language"], st, d["strings"], d["in_bins"],
                                                          d["out_bins"], d["trajectory"])
             var = VARIABLE[subj.language.name]
             m["breaks"] = breaks(m, var, d["in_bins"] + d["out_bins"])
             m["verdict"] = verdict(subj, m, var, d["in_bins"], d["out_bins"])
-    bar.close()
-    with study_output(out) as staged:  # report and figures replace --out together
-        if figures:
-            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
-        finish_report(report, t0)
-        write_report(staged.dir, report, to_markdown(report))
-    return report
+    makers = [lambda folder: report_figures(report, folder, formats)] if figures else []
+    return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 
 
 def to_markdown(report: dict) -> str:
@@ -380,13 +342,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--language", action="append", choices=LANGUAGES, help="repeatable (default both)")
     args = ap.parse_args(argv)
     langs = tuple(dict.fromkeys(args.language)) if args.language else LANGUAGES
-    st = settings_from_args(Settings, args, languages=langs)
-    out = Path(args.out)
-    report = run(args.model or list(DEFAULT_MODELS), st, out, formats=args.format or ["png"],
-                 progress=not args.no_progress, figures=not args.no_figures)
-    print(to_markdown(report))
-    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
-    return 0
+    return run_cli(args, settings_from_args(Settings, args, languages=langs), run, DEFAULT_MODELS, to_markdown)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from probe.das import best_per_site
-from analyses.common import (Subject, check_models, check_study_out, configure_threads, construction_subject, das_markdown,
-                             finish_report, fmt as _fmt, load_subjects, parse_window, probe_collections, safe_figures,
-                             study_output, write_report)
+import languages
+from analyses.common import Subject, das_markdown, probe_collections
+from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
+from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_figure
+from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, parse_window, progress_steps,
+                            run_cli, settings_from_args, start)
 from languages import cli
+from probe.alignment import alignment_scores
+from probe.collect import collect
+from probe.das import best_per_site
+from probe.grid import probe_given, probe_grid
+from probe.interventions import interchange_accuracy, sample_pairs
+from trained_models.evaluate import evaluate_strings
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
 PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
@@ -101,40 +109,11 @@ class Settings:
         return cls(**base)
 
 
-def dyck_accept(K: int, h: int):
-    """An ``accept`` for :func:`analyses.common.load_subjects`: Dyck(K, h) models only."""
-
-    def accept(card: dict) -> Optional[str]:
-        lang = card.get("language", {})
-        params = lang.get("params") or {}
-        if lang.get("name") == "dyck" and params.get("K") == K and params.get("h") == h:
-            return None
-        return f"trained on {lang.get('name')} {params}, not dyck K={K} h={h}"
-
-    return accept
-
-
-def load_dyck_subjects(names: Sequence[str], K: int, h: int, mamba_construction: bool = False
-                       ) -> tuple[list[Subject], list[str]]:
-    """The construction (and with ``mamba_construction`` its HookedMamba realisation, ``dyck_mamba``)
-    plus each requested model that can be loaded; returns (subjects, skipped)."""
-    from hooks import constructions
-
-    subjects, skipped = load_subjects(names, dyck_accept(K, h))
-    first = [construction_subject("construction", constructions.dyck(K, h))]
-    if mamba_construction:
-        c = constructions.dyck_mamba(K, h)
-        first.append(Subject("dyck_mamba", c.model, "mamba", 2, None, c.language))
-    return first + subjects, skipped
-
-
 # --------------------------------------------------------------------------- the four measurements
 
 
 def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n_bins: int = 3) -> dict[str, Any]:
     """Close and strict accuracy per set, and close accuracy per length bin (for the curves)."""
-    from trained_models.evaluate import evaluate_strings
-
     bs, decode = subject.batch_size, subject.decode
     out: dict[str, Any] = {"curve": []}
     for key, strings in sets.items():
@@ -156,9 +135,6 @@ def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n
 
 
 def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]]) -> list[dict]:
-    from probe.collect import collect
-    from probe.grid import probe_given, probe_grid
-
     sites = subject.sites()
     variables = ["depth", "top"]
     bs = subject.batch_size
@@ -194,8 +170,6 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
 
 
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    from probe.interventions import interchange_accuracy, sample_pairs
-
     pairs = sample_pairs(language, st.iia_pairs, *st.iia_window, seed=st.seed + 7, group=16,
                          equal_splits=subject.family == "transformer")
     out = []
@@ -246,9 +220,6 @@ def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
 
 def alignment_records(subject: Subject, construction: Subject, language: Any, st: Settings,
                       strings: list[str]) -> list[dict]:
-    from probe.alignment import alignment_scores
-    from probe.collect import collect
-
     if subject is construction:
         return []
     c_sites = [construction.state_site(l) for l in range(construction.n_layers)]
@@ -332,52 +303,7 @@ def verdict(subject: Subject, report: dict) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("png",), length: int = 120,
-                       seed: int = 0, K: int = 8, h: int = 10) -> list[Path]:
-    """State-trajectory and PCA figures for one model beside the construction."""
-    import languages
-    from analyses.figures import save_figure, state_projection, state_trajectory
-    from probe.collect import collect
-    from probe.conditional import ConditionalProbe
-    from probe.linear import LinearProbe
-
-    language = languages.get("dyck", K=K, h=h)
-    subjects, skipped = load_dyck_subjects([model_name] if model_name != "construction" else [], K, h)
-    if skipped:
-        raise SystemExit(skipped[0])
-    train = language.sample(150, 20, 200, seed=seed)
-    string = language.sample(1, length, length, seed=seed + 99)[0]
-    tr = language.trace(string, initial=True)
-    readouts, tops, panels = {}, {}, {}
-    for subj in subjects:
-        for l in range(subj.n_layers):
-            site = subj.state_site(l)
-            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=4000, seed=seed)
-            dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"], groups=c.seq_id)
-            # The top bracket given the depth (one probe per depth): the construction's last layer
-            # holds it as block[depth], which no single linear probe reads (see probe.conditional).
-            tprobe = ConditionalProbe(kind="classification", probe_params={"Cs": (1.0,)}).fit(
-                c.acts[site], c.labels["top"], c.labels["depth"])
-            one = collect(subj.model, language, [string], [site], ["depth"])
-            label = f"{subj.name} L{l + 1}"
-            readouts[label] = dprobe.predict(one.acts[site])
-            classes = c.classes["top"]
-            tops[label] = [classes[i] if i >= 0 else "?" for i in tprobe.predict(one.acts[site], one.labels["depth"])]
-            if l == subj.n_layers - 1 or subj.family == "construction" and l == 0:
-                panels[f"{subj.name}: layer {l + 1}"] = (c.acts[site][:2000], c.labels["depth"][:2000])
-    last = {f"{s.name} L{s.n_layers}" for s in subjects}
-    f1 = state_trajectory(string, tr["depth"], readouts, top=tr["top"],
-                          top_readouts={k: v for k, v in tops.items() if k in last},
-                          title=f"Depth along one Dyck({K},{h}) string: automaton vs linear probes "
-                                "(top bracket: one probe per depth)")
-    f2 = state_projection(panels, title="States projected on their first two principal components")
-    paths = save_figure(f1, out / "trajectory", formats) + save_figure(f2, out / "projection", formats)
-    return paths
-
-
 def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_figure
-
     paths = []
     for name, m in report["models"].items():
         recs = [dict(r, score=r["accuracy"]) for r in m["probes"] if r["accuracy"] is not None]
@@ -426,12 +352,7 @@ def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True) -> dict:
-    import languages
-    from tqdm.auto import tqdm
-
-    t0 = time.time()
-    check_study_out(out)  # --out checked before anything is computed
-    configure_threads()
+    t0 = start(out)  # --out checked before anything is computed
     language = languages.get("dyck", K=st.K, h=st.h)
     subjects, skipped = load_dyck_subjects(names, st.K, st.h, mamba_construction=True)
     strings = {
@@ -445,10 +366,8 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
     steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment", "das", "patching")
              if part != "das" or st.das_trained or s.card is None]
-    bar = tqdm(steps, disable=not progress, desc="dyck_probe", dynamic_ncols=True)
     construction = subjects[0]
-    for subj, part in bar:
-        bar.set_postfix_str(f"{subj.name}: {part}")
+    for subj, part in progress_steps(steps, "dyck_probe", progress):
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
         t_part = time.time()
         if part == "accuracy":
@@ -457,8 +376,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["strict_accuracy"] = {"in": acc["in_strict"], "out": acc["out_strict"]}
             m["length_curve"] = acc["curve"]
             if subj.card:
-                m["card"] = {"train_command": subj.card.get("train_command"),
-                             "train_seconds": subj.card.get("train_seconds"), "metrics": subj.card.get("metrics")}
+                m["card"] = card_summary(subj.card, ("train_command", "train_seconds", "metrics"))
         elif part == "probes":
             m["probes"] = probe_records(subj, language, st, strings)
         elif part == "iia":
@@ -473,18 +391,14 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         else:
             m["patching"] = patching_record(subj, language, st)
         m.setdefault("seconds", {})[part] = round(time.time() - t_part, 1)  # where the run time goes
-    bar.close()
-    with study_output(out) as staged:  # report and figures replace --out together
-        if figures:
-            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
-            best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2 and s.card), None)
-            if best is not None:
-                name = next(n for n in names if Path(str(n)).name == best)
-                safe_figures(report, lambda: trajectory_figures(name, staged.dir, formats, K=st.K, h=st.h),
-                             staged.final)
-        finish_report(report, t0)
-        write_report(staged.dir, report, to_markdown(report))
-    return report
+    makers = []
+    if figures:
+        makers.append(lambda folder: report_figures(report, folder, formats))
+        best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2 and s.card), None)
+        if best is not None:
+            name = next(n for n in names if Path(str(n)).name == best)
+            makers.append(lambda folder: trajectory_figures(name, folder, formats, K=st.K, h=st.h))
+    return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 
 
 def to_markdown(report: dict) -> str:
@@ -536,50 +450,27 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def print_summary(report: dict, out: Path) -> None:
-    print(to_markdown(report))
-    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
-
-
 @cli.cli("python -m analyses.dyck_probe")
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = cli.ArgumentParser(prog="python -m analyses.dyck_probe", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable)")
+    ap = base_parser("python -m analyses.dyck_probe", __doc__, "outputs/dyck_probe")
     ap.add_argument("--K", type=cli.positive_int, default=8)
     ap.add_argument("--h", type=cli.positive_int, default=10)
-    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
     ap.add_argument("--lengths", nargs=2, type=parse_window, metavar=("IN", "OUT"),
                     help="in- and out-of-distribution windows, e.g. 2:300 701:1400")
-    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
-    ap.add_argument("--out", default="outputs/dyck_probe", type=cli.out_dir)
-    ap.add_argument("--format", action="append", choices=("png", "svg", "pdf"))
-    ap.add_argument("--quick", action="store_true")
     ap.add_argument("--das-trained", action="store_true",
                     help="run the DAS search on the trained models too (minutes a model; the default searches the "
                          "constructions only)")
     ap.add_argument("--das-full", action="store_true",
                     help="longer DAS search on every model: more pairs and steps, ranks up to the width")
-    ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--no-figures", action="store_true")
     args = ap.parse_args(argv)
-    check_models(args.model)
-    kw: dict[str, Any] = {"K": args.K, "h": args.h, "seed": args.seed}
-    if args.n is not None:
-        kw["n"] = args.n
+    kw: dict[str, Any] = {"K": args.K, "h": args.h}
     if args.lengths:
         kw["in_window"], kw["out_window"] = args.lengths
-    if args.das_trained:
-        kw["das_trained"] = True
     if args.das_full:
-        kw = Settings.full_das(**kw)
-    st = Settings.quick(**kw) if args.quick else Settings(**kw)
-    names = args.model or list(DEFAULT_MODELS)
-    out = Path(args.out)
-    report = run(names, st, out, formats=args.format or ["png"], progress=not args.no_progress,
-                 figures=not args.no_figures)
-    print_summary(report, out)
-    return 0
-
+        kw = Settings.full_das(**kw)  # the trained models included
+    elif args.das_trained:
+        kw["das_trained"] = True
+    return run_cli(args, settings_from_args(Settings, args, **kw), run, DEFAULT_MODELS, to_markdown)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,18 +6,17 @@
   per model (a trained model beside the construction);
 * :func:`probe_heatmap` -- probe accuracy by layer x site (one panel per variable);
 * :func:`iia_heatmap` -- interchange intervention accuracy by layer x split position;
-* :func:`length_curves` -- task accuracy and probe accuracy against string length.
+* :func:`length_curves` -- task accuracy and probe accuracy against string length;
+* :func:`das_rank_curves`, :func:`patching_heatmap` -- DAS rank sweeps and activation patching.
 
 Colours are the Okabe-Ito colour-blind-safe palette; sizes are set for a paper column (3.4 in)
 or page (7 in) width with 8-9 pt text.
 
-CLI (draws the trajectory and projection figures for a shipped model and the construction)::
-
-    python -m analyses.figures --model dyck8-10-mamba-2l --out outputs/figures --format svg
+The trajectory and projection figures of a Dyck model beside the construction have their command
+line in :mod:`analyses.dyck_trajectory`.
 """
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -27,6 +26,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from languages.io import atomic_write  # noqa: E402
 
 # Okabe-Ito, with its yellow moved last (hard to see on white as a line colour).
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442"]
@@ -41,8 +42,6 @@ plt.rcParams.update({
 
 def save_figure(fig: "plt.Figure", path: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Write ``path.<fmt>`` for each format atomically (temp file + rename); returns the paths."""
-    from trained_models.io import atomic_write
-
     written = []
     path = Path(path)
     for fmt in formats:
@@ -132,10 +131,10 @@ def probe_heatmap(records: Sequence[Mapping[str, Any]], *, value: str = "score",
     for ax, var in zip(axes[0], variables):
         rs = [r for r in records if r["variable"] == var]
         layers = sorted({r["layer"] for r in rs}, key=lambda v: (v is None, v))
-        sites = sorted({_short_site(r["site"]) for r in rs})
+        sites = sorted({short_site(r["site"]) for r in rs})
         grid = np.full((len(layers), len(sites)), np.nan)
         for r in rs:
-            grid[layers.index(r["layer"]), sites.index(_short_site(r["site"]))] = r[value]
+            grid[layers.index(r["layer"]), sites.index(short_site(r["site"]))] = r[value]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="cividis", aspect="auto")
         for i in range(len(layers)):
             for j in range(len(sites)):
@@ -246,26 +245,6 @@ def length_curves(curves: Mapping[str, Sequence[tuple[float, float]]], *, train_
     return fig
 
 
-def _short_site(site: str) -> str:
+def short_site(site: str) -> str:
+    """A hook site's last part without ``hook_`` (``blocks.0.hook_ssm_state`` -> ``ssm_state``)."""
     return site.split(".")[-1].replace("hook_", "")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analyses.figures", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="dyck8-10-mamba-2l", help="shipped name or run directory")
-    ap.add_argument("--out", default="outputs/figures")
-    ap.add_argument("--format", action="append", choices=FORMATS, help="repeatable (default png)")
-    ap.add_argument("--length", type=int, default=120, help="length of the trajectory string")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    from analyses.dyck_probe import trajectory_figures
-
-    paths = trajectory_figures(args.model, Path(args.out), formats=args.format or ["png"], length=args.length,
-                               seed=args.seed)
-    for p in paths:
-        print(p)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

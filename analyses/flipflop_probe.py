@@ -7,9 +7,9 @@ and Mamba vs Transformer glitches.
     python -m analyses.flipflop_probe --quick
     python -m analyses.flipflop_probe --model runs/my-ffl-run --length 1024 --out outputs/x
 
-Flip-flop language modelling (Liu et al. 2023; SPEC §3): after ``r`` the next bit must repeat the bit
+Flip-flop language modelling (Liu et al. 2023): after ``r`` the next bit must repeat the bit
 of the most recent ``w``. FFL(0.8) is dense (a write every ~10 instructions), FFL(0.98) sparse (every
-~100), so sparse reads reach back much further. SPEC §1 result 3 gives an exact two-layer SSM
+~100), so sparse reads reach back much further. The paper gives an exact two-layer SSM
 (previous-token channel, then a set/reset memory); it is the reference. For every model the report
 gives
 
@@ -28,7 +28,6 @@ every file atomically.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -36,35 +35,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+import languages
+from analyses.common import (Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
+                             das_sentence, language_is, load_subjects, probe_collections, probe_rows, sample_upto,
+                             split_strings, train_window)
+from analyses.figures import iia_heatmap, length_curves, probe_heatmap
+from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
+                            settings_from_args, short_site, start)
+from hooks.constructions import flipflop
 from languages import cli
-from analyses.common import (
-    Subject,
-    das_figure,
-    das_markdown,
-    das_section,
-    das_sentence,
-    base_parser,
-    best_row,
-    check_study_out,
-    configure_threads,
-    construction_subject,
-    finish_report,
-    fmt,
-    language_is,
-    load_subjects,
-    md_table,
-    probe_rows,
-    probe_collections,
-    safe_figures,
-    save_and_close,
-    sample_upto,
-    settings_from_args,
-    short_site,
-    split_strings,
-    train_window,
-    study_output,
-    write_report,
-)
+from probe.collect import collect
+from probe.grid import probe_grid
+from probe.interventions import interchange_accuracy, sample_pairs
+from probe.linear import LinearProbe
 
 DEFAULT_MODELS = ("flipflop-mamba-1l", "flipflop-transformer")
 SETS = ("in", "dense", "sparse")
@@ -125,8 +108,6 @@ def write_age(s: str, p: int) -> Optional[int]:
 
 
 def load_all(names: Sequence[str]) -> tuple[list[Subject], list[str]]:
-    from hooks.constructions import flipflop
-
     subjects, skipped = load_subjects(names, language_is("flipflop"))
     return [construction_subject("construction", flipflop())] + subjects, skipped
 
@@ -180,10 +161,6 @@ def read_analysis(subject: Subject, language: Any, strings: Sequence[str]) -> di
 
 def probe_records(subject: Subject, st: Settings, langs: dict[str, Any], strings: dict[str, list[str]]
                   ) -> list[dict]:
-    from probe.collect import collect
-    from probe.grid import probe_grid
-    from probe.linear import LinearProbe
-
     sites = subject.sites()
     variables = ["stored", "instruction"]
 
@@ -217,8 +194,6 @@ def probe_records(subject: Subject, st: Settings, langs: dict[str, Any], strings
 
 
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    from probe.interventions import interchange_accuracy, sample_pairs
-
     pairs = sample_pairs(language, st.iia_pairs, *st.iia_window, seed=st.seed + 7, group=16,
                          equal_splits=subject.family == "transformer")
     out = []
@@ -268,7 +243,7 @@ def comparison(report: dict) -> Optional[str]:
     if missing:
         text += f" (no {' or '.join(missing)} model to compare with)"
     elif min(s for _, s, _ in fam["mamba"]) < min(s for _, s, _ in fam["transformer"]):
-        text += " -- the Mamba glitches less on sparse sequences, as Liu et al. / SPEC §4 report"
+        text += " -- the Mamba glitches less on sparse sequences, as Liu et al. and the paper report"
     else:
         text += " -- the Transformer does not glitch more than the Mamba here"
     return text + "."
@@ -286,8 +261,6 @@ def _mid(name: str) -> float:
 
 
 def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    from analyses.figures import iia_heatmap, length_curves, probe_heatmap
-
     def by_distance_figure(curves: dict, ylabel: str, title: str, path: Path) -> list[Path]:
         """One line per curve against the instructions since the last write (log x); none if empty."""
         if not curves:
@@ -341,12 +314,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True) -> dict:
-    import languages
-    from tqdm.auto import tqdm
-
-    t0 = time.time()
-    check_study_out(out)  # --out checked before anything is computed
-    configure_threads()
+    t0 = start(out)  # --out checked before anything is computed
     subjects, skipped = load_all(names)
     langs = {"dense": languages.get("flipflop", p=st.p_dense), "sparse": languages.get("flipflop", p=st.p_sparse)}
     trained = next((s for s in subjects if s.card), None)
@@ -361,15 +329,13 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     report: dict[str, Any] = {"study": "flipflop_probe", "settings": asdict(st), "train_window": list(window),
                               "skipped": skipped, "models": {}}
     steps = [(s, part) for s in subjects for part in ("reads", "probes", "iia", "das")]
-    bar = tqdm(steps, disable=not progress, desc="flipflop_probe", dynamic_ncols=True)
-    for subj, part in bar:
-        bar.set_postfix_str(f"{subj.name}: {part}")
+    for subj, part in progress_steps(steps, "flipflop_probe", progress):
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
         if part == "reads":
             m["reads"] = {k: read_analysis(subj, langs["sparse" if k == "sparse" else "dense"], strings[k])
                           for k in SETS}
             if subj.card:
-                m["card"] = {"train_command": subj.card.get("train_command"), "metrics": subj.card.get("metrics")}
+                m["card"] = card_summary(subj.card)
         elif part == "probes":
             m["probes"] = probe_records(subj, st, langs, strings)
         elif part == "iia":
@@ -379,14 +345,9 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["das_sweep"], m["das"] = das_section(subj, langs["dense"], {"stored": [(l,) for l in range(subj.n_layers)]},
                                                    st, st.iia_window, (200, 400))
             m["verdict"] += f" DAS: {das_sentence(m['das'], 'stored')}."
-    bar.close()
     report["comparison"] = comparison(report)
-    with study_output(out) as staged:  # report and figures replace --out together
-        if figures:
-            safe_figures(report, lambda: report_figures(report, staged.dir, formats), staged.final)
-        finish_report(report, t0)
-        write_report(staged.dir, report, to_markdown(report))
-    return report
+    makers = [lambda folder: report_figures(report, folder, formats)] if figures else []
+    return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 
 
 def to_markdown(report: dict) -> str:
@@ -451,12 +412,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.length is not None and (args.length < 2 or args.length % 2):
         ap.error("--length must be an even number >= 2")
     st = settings_from_args(Settings, args, **({"length": args.length} if args.length else {}))
-    out = Path(args.out)
-    report = run(args.model or list(DEFAULT_MODELS), st, out, formats=args.format or ["png"],
-                 progress=not args.no_progress, figures=not args.no_figures)
-    print(to_markdown(report))
-    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
-    return 0
+    return run_cli(args, st, run, DEFAULT_MODELS, to_markdown)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
     python -m analyses.parity_probe --quick
     python -m analyses.parity_probe --model runs/my-parity-run --T 50000 --out outputs/x
 
-SPEC §1 result 2: on 1^T every coordinate of a non-negative-gate SSM is monotone, hence constant
+The paper's PARITY result: on 1^T every coordinate of a non-negative-gate SSM is monotone, hence constant
 from some step on at finite precision, so no such model tracks PARITY at every length; one layer
 with gate -1 on '1' (the signed construction) does. For every model (the signed construction
 first, as the reference) the report gives
@@ -23,7 +23,6 @@ every file atomically.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -31,36 +30,18 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+import languages
+from analyses.common import (Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
+                             das_sentence, edges_to_bins, language_is, load_subjects, probe_collections, probe_rows,
+                             sample_upto, split_strings, strict_by_bin)
+from analyses.figures import length_curves, probe_heatmap
+from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
+                            settings_from_args, short_site, start)
+from hooks.constructions import parity_signed
 from languages import cli
-from analyses.common import (
-    Subject,
-    das_figure,
-    das_markdown,
-    das_section,
-    das_sentence,
-    base_parser,
-    best_row,
-    check_study_out,
-    configure_threads,
-    construction_subject,
-    edges_to_bins,
-    finish_report,
-    fmt,
-    language_is,
-    load_subjects,
-    md_table,
-    probe_rows,
-    probe_collections,
-    safe_figures,
-    save_and_close,
-    sample_upto,
-    settings_from_args,
-    short_site,
-    split_strings,
-    strict_by_bin,
-    study_output,
-    write_report,
-)
+from probe.collect import collect
+from probe.conditional import ConditionalProbe
+from probe.grid import probe_grid
 
 DEFAULT_MODELS = ("parity-mamba-nonnegative", "parity-mamba-signed")
 PROBE_OK = 0.95
@@ -94,8 +75,6 @@ class Settings:
 
 
 def load_all(names: Sequence[str]) -> tuple[list[Subject], list[str]]:
-    from hooks.constructions import parity_signed
-
     subjects, skipped = load_subjects(names, language_is("parity"))
     return [construction_subject("construction", parity_signed())] + subjects, skipped
 
@@ -134,9 +113,6 @@ def witness(subject: Subject, language: Any, T: int) -> dict:
 
 
 def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]]) -> list[dict]:
-    from probe.collect import collect
-    from probe.grid import probe_grid
-
     sites = subject.sites()
     ood_names = [b for b in st.bins if b != "bin0"]
 
@@ -164,8 +140,6 @@ def given_token(tr: Any, colls: dict[str, Any], site: str, seed: int = 0) -> dic
     """Accuracy of the parity bit read by one logistic probe per current token (fit on ``tr``) on each
     collection; positions whose token has no training rows count as errors. A token after which the
     bit takes one value only (BOS) predicts that value (``ConditionalProbe.single_class_``)."""
-    from probe.conditional import ConditionalProbe
-
     cp = ConditionalProbe(kind="classification", random_state=seed, probe_params={"Cs": (1.0,)}).fit(
         tr.acts[site], tr.labels["state"], tr.token, groups=tr.seq_id)
     return {name: cp.score(c.acts[site], c.codes_for("state", tr.classes["state"]), c.token)
@@ -236,8 +210,6 @@ def witness_figure(subjects: Sequence[Subject], language: Any, T: int):
 
 def report_figures(report: dict, subjects: Sequence[Subject], language: Any, st: Settings, out: Path,
                    formats: Sequence[str]) -> list[Path]:
-    from analyses.figures import length_curves, probe_heatmap
-
     paths = []
     curves = {name: m["length_curve"] for name, m in report["models"].items() if m.get("length_curve")}
     paths += save_and_close(length_curves(curves, train_max=st.bins["bin0"][1], ylabel="strict accuracy",
@@ -267,12 +239,7 @@ def _longest_bin(bins: dict) -> tuple[int, int]:
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True) -> dict:
-    import languages
-    from tqdm.auto import tqdm
-
-    t0 = time.time()
-    check_study_out(out)  # --out checked before anything is computed
-    configure_threads()
+    t0 = start(out)  # --out checked before anything is computed
     language = languages.get("parity")
     subjects, skipped = load_all(names)
     strings: dict[str, list[str]] = {b: sample_upto(language, st.n, w, st.seed + 11 + i)
@@ -281,15 +248,13 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                                                                   st.bins["bin0"], st.seed + 13)
     report: dict[str, Any] = {"study": "parity_probe", "settings": asdict(st), "skipped": skipped, "models": {}}
     steps = [(s, part) for s in subjects for part in ("accuracy", "witness", "probes", "das")]
-    bar = tqdm(steps, disable=not progress, desc="parity_probe", dynamic_ncols=True)
-    for subj, part in bar:
-        bar.set_postfix_str(f"{subj.name}: {part}")
+    for subj, part in progress_steps(steps, "parity_probe", progress):
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers,
                                                     "gate": "signed" if subj.family == "construction" else subj.gate})
         if part == "accuracy":
             m.update(accuracy_by_bin(subj, language, {b: strings[b] for b in st.bins}, st))
             if subj.card:
-                m["card"] = {"train_command": subj.card.get("train_command"), "metrics": subj.card.get("metrics")}
+                m["card"] = card_summary(subj.card)
         elif part == "witness":
             m["witness"] = witness(subj, language, st.T)
         elif part == "probes":
@@ -299,14 +264,8 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m["das_sweep"], m["das"] = das_section(subj, language, {"parity": [(l,) for l in range(subj.n_layers)]},
                                                    st, st.bins["bin0"], _longest_bin(st.bins))
             m["verdict"] += f" DAS: {das_sentence(m['das'], 'parity')}."
-    bar.close()
-    with study_output(out) as staged:  # report and figures replace --out together
-        if figures:
-            safe_figures(report, lambda: report_figures(report, subjects, language, st, staged.dir, formats),
-                         staged.final)
-        finish_report(report, t0)
-        write_report(staged.dir, report, to_markdown(report))
-    return report
+    makers = [lambda folder: report_figures(report, subjects, language, st, folder, formats)] if figures else []
+    return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 
 
 def to_markdown(report: dict) -> str:
@@ -361,12 +320,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--T", type=cli.positive_int, help="witness length (default 20000)")
     args = ap.parse_args(argv)
     st = settings_from_args(Settings, args, **({"T": args.T} if args.T else {}))
-    out = Path(args.out)
-    report = run(args.model or list(DEFAULT_MODELS), st, out, formats=args.format or ["png"],
-                 progress=not args.no_progress, figures=not args.no_figures)
-    print(to_markdown(report))
-    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
-    return 0
+    return run_cli(args, st, run, DEFAULT_MODELS, to_markdown)
 
 
 if __name__ == "__main__":

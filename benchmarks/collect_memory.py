@@ -1,4 +1,4 @@
-"""Peak memory and time of ``probe.collect`` (issue 7's bound: under 2 GB).
+"""Peak memory and time of ``probe.collect`` (the bound it must meet: under 2 GB).
 
 Setting: a 2-layer HookedMamba for Dyck(8, 10) (d_model 32, d_state 16, expand 2, so
 ``blocks.{l}.mixer.hook_ssm_state`` is [B, L, 64, 16] -> 1,024 features per layer), sites

@@ -11,7 +11,7 @@ Run: ``make bench`` (= ``python -m benchmarks.scan_bench``; ``--help`` for optio
    elementwise passes that read and write the same tensors as the recurrence's forward (read a, b;
    write h) and backward (read dh, a, h; write grad_b, grad_a), with fresh outputs as any autograd op
    has, and into preallocated outputs; run on the same number of threads as our scan.
-3. The targets of issue 3 as ratios; time and memory against length (512 / 2048 / 8192).
+3. The speed and memory targets (the table's ``target`` column) as ratios; time and memory against length (512 / 2048 / 8192).
 
 Method: ``torch.set_num_threads(--threads)`` (2), ``OMP_WAIT_POLICY=PASSIVE`` unless set (see below),
 float32 CPU. Times: median and minimum of ``--reps``

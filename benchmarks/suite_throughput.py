@@ -34,19 +34,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from trained_models.config import BUDGET_STOPS
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see benchmarks.scan_bench)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+
+from trained_models import executors, suite  # noqa: E402
+from trained_models.config import BUDGET_STOPS  # noqa: E402
+from trained_models.train import train  # noqa: E402
 
 CONFIGS = ("today", "2 threads", "joblib 2 jobs", "ray 2 CPUs")
 
 
 def _train_with_threads(runs, threads: int) -> None:
     """The runs one after the other, each with ``threads`` torch threads (the suite forces one)."""
-    import torch
-
-    from trained_models.train import train
-
     for run in runs:
         cfg = replace(run.config(), threads=threads)
         card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
@@ -62,8 +62,6 @@ def _train_with_threads(runs, threads: int) -> None:
 
 
 def measure(config: str, runs_args: dict, root: Path) -> dict:
-    from trained_models import executors, suite
-
     runs = suite.plan(runs_args["budget"], root / config.replace(" ", "_"), runs_args["languages"],
                       runs_args["models"], runs_args["seeds"])
     load0 = os.getloadavg()[0]
@@ -95,9 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
     args = ap.parse_args(argv)
     runs_args = dict(budget=args.budget, languages=args.languages, models=args.models, seeds=args.seeds)
-    from trained_models import suite, train  # noqa: F401  warm-up: imports and data sizes, outside the timings
-
-    for run in suite.plan(args.budget, "warm-up", args.languages, args.models, args.seeds):
+    for run in suite.plan(args.budget, "warm-up", args.languages, args.models, args.seeds):  # data sizes, untimed
         run.config()
     rows = []
     with tempfile.TemporaryDirectory(prefix="suite_throughput_") as tmp:

@@ -46,8 +46,6 @@ def _infer_config(sd: Mapping[str, Tensor], n_groups: int) -> dict[str, Any]:
 
 
 def from_hf(cls, obj: Any, **overrides: Any):
-    from hooks.mamba2 import Mamba2Config
-
     raw, hf_cfg = _unpack(obj)
     sd = _to_ours(raw, _MIXER2_PARAMS, _WHAT)
     n_groups = overrides.pop("n_groups", getattr(hf_cfg, "n_groups", 1))
@@ -59,7 +57,7 @@ def from_hf(cls, obj: Any, **overrides: Any):
         if lim is not None and (float(lim[0]) > 0 or math.isfinite(float(lim[1]))):
             fields["dt_limit"] = (float(lim[0]), float(lim[1]))
     fields.update(overrides)
-    return _build(cls, Mamba2Config(**fields), sd)
+    return _build(cls, cls.config_class(**fields), sd)
 
 
 def to_hf(model):

@@ -22,6 +22,9 @@ entry (our full config and the vocabulary's alphabet) that :func:`from_pretraine
 ``.safetensors`` file (config inferred from shapes). Pickled ``.bin`` weights are refused. A hub id is
 fetched only when the hub is allowed (``HF_HUB_OFFLINE`` unset) and reachable; otherwise the error
 says so.
+
+The loaders take the model class (``cls``) and build its config with ``cls.config_class``, so this
+module needs nothing from :mod:`hooks.mamba` (which imports it).
 """
 from __future__ import annotations
 
@@ -85,8 +88,6 @@ def _infer_config(sd: Mapping[str, Tensor]) -> dict[str, Any]:
 
 
 def from_hf(cls, obj: Any, **overrides: Any):
-    from hooks.mamba import MambaConfig
-
     if isinstance(obj, (str, os.PathLike)):
         return from_pretrained(cls, obj, **overrides)
     raw, hf_cfg = _unpack(obj)
@@ -97,7 +98,7 @@ def from_hf(cls, obj: Any, **overrides: Any):
         if getattr(hf_cfg, "rms_norm", True) is False:
             raise ValueError("only RMSNorm Mamba is supported (the mamba-ssm config has rms_norm=False)")
     fields.update(overrides)
-    return _build(cls, MambaConfig(**fields), sd)
+    return _build(cls, cls.config_class(**fields), sd)
 
 
 def _unpack(obj: Any) -> tuple[Mapping[str, Tensor], Any]:
@@ -272,11 +273,9 @@ def from_pretrained(cls, path: Any, **overrides: Any):
     sd = _read_weights(p)
     ours = (config or {}).get("automata_lens", {})
     if "mamba_config" in ours:
-        from hooks.mamba import MambaConfig
-
-        fields = {k: v for k, v in ours["mamba_config"].items() if k not in MambaConfig._DERIVED}
+        fields = {k: v for k, v in ours["mamba_config"].items() if k not in cls.config_class._DERIVED}
         fields.update(overrides)
-        model = cls(MambaConfig(**fields))
+        model = cls(cls.config_class(**fields))
         renamed = _to_ours(sd)
         if model.cfg.tie_embeddings:
             renamed.pop("lm_head.weight", None)

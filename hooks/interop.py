@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from transformer_lens import ActivationCache
 
+from hooks.pyvene_compat import register_if_loaded
+
 #: The mixer's hook names (``blocks.{l}.mixer.hook_<name>``) that shorthand keys resolve to.
 MIXER_HOOKS = ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y")
 _ATTN_OR_MLP = {
@@ -45,9 +47,7 @@ class LensInterop:
     def config(self):
         """The model's config under Hugging Face's / pyvene's attribute name (the same object as ``cfg``).
         Asking for it also registers the model with pyvene when pyvene is loaded (``hooks.pyvene_compat``)."""
-        from hooks.pyvene_compat import register_if_loaded
-
-        register_if_loaded()
+        register_if_loaded(type(self))
         return self.cfg
 
     @property

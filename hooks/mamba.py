@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from hooks import _mamba_hf
 from hooks import scan as _scan
 from hooks.interop import LensInterop, SSMActivationCache, next_token_loss
 from hooks.state import LayeredState
@@ -678,31 +679,23 @@ class HookedMamba(LensInterop, HookedRootModule):
         The config is read from the HF config when given a model, else inferred from tensor shapes;
         ``overrides`` set other :class:`MambaConfig` fields (e.g. ``norm_eps``, ``scan``).
         """
-        from hooks._mamba_hf import from_hf
-
-        return from_hf(cls, model_or_state_dict, **overrides)
+        return _mamba_hf.from_hf(cls, model_or_state_dict, **overrides)
 
     def to_hf(self):
         """An equivalent ``transformers.MambaForCausalLM`` (nonnegative gate only), in float32 eval mode."""
-        from hooks._mamba_hf import to_hf
-
-        return to_hf(self)
+        return _mamba_hf.to_hf(self)
 
     @classmethod
     def from_pretrained(cls, path: Any, **overrides: Any) -> "HookedMamba":
         """Load a local Hugging Face Mamba-1 directory (``config.json`` + safetensors weights), a
         ``.safetensors`` file, or what :meth:`save_pretrained` wrote (vocabulary included). A hub id is
         fetched only when the hub is allowed and reachable; offline it is a clear error. Eval mode."""
-        from hooks._mamba_hf import from_pretrained
-
-        return from_pretrained(cls, path, **overrides)
+        return _mamba_hf.from_pretrained(cls, path, **overrides)
 
     def save_pretrained(self, directory: Any):
         """Write the Hugging Face layout (``config.json`` + ``model.safetensors``), loadable by
         ``transformers.MambaForCausalLM.from_pretrained`` and :meth:`from_pretrained`; nonnegative gate only."""
-        from hooks._mamba_hf import save_pretrained
-
-        return save_pretrained(self, directory)
+        return _mamba_hf.save_pretrained(self, directory)
 
 
 def _cfg_repr(cfg: MambaConfig) -> str:

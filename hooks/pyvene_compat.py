@@ -4,7 +4,9 @@ pyvene looks a model's components up by type in ``pyvene.models.intervenable_mod
 ``type_to_module_mapping`` / ``type_to_dimension_mapping``. :func:`register` adds
 :class:`hooks.HookedMamba` and :class:`hooks.HookedTransformerLM`; it runs by itself when pyvene asks
 a model for its ``config`` (``model.config``, see :class:`hooks.interop.LensInterop`), so
-``pyvene.IntervenableModel(config, model)`` works on the models as they are, no shims.
+``pyvene.IntervenableModel(config, model)`` works on the models as they are, no shims. The model
+classes are named here by their import path, not imported (they import this module through
+:class:`hooks.interop.LensInterop`); a subclass is covered by the class it derives from.
 
 Components (``RepresentationConfig(layer, component, unit="pos")``):
 
@@ -31,14 +33,15 @@ import sys
 
 _MIXER_DIMS = {"in_proj": "d_inner*2", "gate": "d_inner", "conv": "d_inner", "ssm_input": "d_inner",
                "delta": "d_inner", "B": "d_state", "C": "d_state", "y": "d_inner"}
-_registered = False
+_registered: set[type] = set()
 
 
-def _mappings():
+MAMBA, TRANSFORMER = "hooks.mamba.HookedMamba", "hooks.transformer.HookedTransformerLM"
+
+
+def _mappings() -> dict[str, tuple[dict, dict]]:
+    """``{class path: (component -> module, component -> dimension)}`` for pyvene's type tables."""
     from pyvene.models.constants import CONST_OUTPUT_HOOK as OUT
-
-    from hooks.mamba import HookedMamba
-    from hooks.transformer import HookedTransformerLM
 
     mamba = {
         "block_input": ("blocks[%s].hook_resid_pre", OUT),
@@ -57,26 +60,28 @@ def _mappings():
     transformer_dims = {name: ("d_model",) for name in transformer}
     mamba_dims = {**{name: ("d_model",) for name in ("block_input", "block_output", "resid_pre", "resid_post")},
                   "ssm_state": ("d_ssm_state",), **{name: (dim,) for name, dim in _MIXER_DIMS.items()}}
-    return [(HookedMamba, mamba, mamba_dims), (HookedTransformerLM, transformer, transformer_dims)]
+    return {MAMBA: (mamba, mamba_dims), TRANSFORMER: (transformer, transformer_dims)}
 
 
-def register() -> None:
-    """Add this project's models to pyvene's type tables (idempotent; needs pyvene)."""
-    global _registered
-    if _registered:
+def register(model_class: type) -> None:
+    """Add ``model_class``'s model (:class:`hooks.HookedMamba`, :class:`hooks.HookedTransformerLM`, or the
+    one of them it derives from) to pyvene's type tables (idempotent; needs pyvene)."""
+    tables = _mappings()
+    cls = next((c for c in model_class.__mro__ if f"{c.__module__}.{c.__qualname__}" in tables), None)
+    if cls is None or cls in _registered:
         return
     from pyvene.models import intervenable_modelcard as card
 
-    for cls, modules, dims in _mappings():
-        card.type_to_module_mapping.setdefault(cls, modules)
-        card.type_to_dimension_mapping.setdefault(cls, dims)
-    _registered = True
+    modules, dims = tables[f"{cls.__module__}.{cls.__qualname__}"]
+    card.type_to_module_mapping.setdefault(cls, modules)
+    card.type_to_dimension_mapping.setdefault(cls, dims)
+    _registered.add(cls)
 
 
-def register_if_loaded() -> None:
+def register_if_loaded(model_class: type) -> None:
     """:func:`register` when pyvene has been imported (a model never imports pyvene itself)."""
-    if not _registered and "pyvene" in sys.modules:
-        register()
+    if "pyvene" in sys.modules:
+        register(model_class)
 
 
 __all__ = ["register", "register_if_loaded"]

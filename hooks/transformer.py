@@ -58,8 +58,8 @@ Edits at these hooks propagate, except ``hook_resid_mid``: in the bridge it is `
 an edit there reaches the MLP but not the residual carried forward (patch ``hook_attn_out``
 instead).
 
-Key/value cache (interchange interventions, issue 8)
-----------------------------------------------------
+Key/value cache (for interchange interventions)
+-----------------------------------------------
 ``NativeModel`` has no KV cache (``past_key_values`` is ignored), so :func:`run_with_kv` continues
 from a :class:`KVCache` through hooks: it runs ``P`` filler tokens followed by the suffix and
 replaces the keys and values of the first ``P`` positions in every layer (``blocks.{l}.attn.hook_k``

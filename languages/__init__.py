@@ -22,7 +22,7 @@ Public API
   repository's targets, see :mod:`languages.regular`); ``get("shuffle4", sampler="interleave")``
   (general interleavings; the default ``"nested"`` draws the paper's properly nested strings).
 
-The suite (SPEC §3; definitions and judgment calls in the docstrings of :mod:`languages.regular`,
+The paper's suite (README, "The languages"; definitions and judgment calls in the docstrings of :mod:`languages.regular`,
 :mod:`languages.counter`, :mod:`languages.flipflop`, :mod:`languages.dyck`):
 
 * star-free regular: tomita1, tomita2, tomita4, tomita7, d2, d3, d4, d12, abcde, ab_d_bc, zot, and
@@ -79,7 +79,7 @@ _CACHE: dict[tuple, Language] = {}
 
 
 def names() -> list[str]:
-    """The 29 language names, in SPEC §3 order (regular, counter, flip-flop, Dyck(K, h))."""
+    """The 29 language names, in the suite's order (regular, counter, flip-flop, Dyck(K, h))."""
     return list(_ORDER)
 
 

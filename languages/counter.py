@@ -12,10 +12,11 @@ All follow Bhattamishra, Ahuja & Goyal (EMNLP 2020) as used by the paper's repos
   per pair, ``phase`` (0 valid / -1 dead).
 * ``anbn`` [a,b], ``anbncn`` [a,b,c], ``anbncndn`` [a,b,c,d]: ``a^n b^n (c^n (d^n))`` with n >= 1.
   Trace: ``counter`` = ``(#a-#b,)``, ``(#a-#b, #b-#c)``, ``(#a-#b, #b-#c, #c-#d)`` (each counter
-  climbs in its first letter's block and returns to 0 in the next block; the construction of SPEC §1
-  uses 1/2/3 counters); ``phase`` = index of the block being read (0 before any symbol, 1 while
+  climbs in its first letter's block and returns to 0 in the next block; the paper's counter constructions
+  use 1/2/3 counters); ``phase`` = index of the block being read (0 before any symbol, 1 while
   reading a's, 2 for b's, ...; -1 once the prefix is no longer a prefix of a member). ``phase >= 2``
-  is SPEC §1's "seen b" flag. Default windows (the paper's configs bound ``n``): n in [2, 100] /
+  is the "seen b" flag of the paper's a^n b^n construction. Default windows (the paper's configs
+  bound ``n``): n in [2, 100] /
   [101, 200] / [200, 300] for anbn, [3, 150] / [151, 300] / [300, 450] for anbncn and [4, 200] /
   [201, 400] / [400, 600] for anbncndn (the original starts bin2 *at* bin1's upper bound; the splits
   are disjoint, so that one string is drawn once); ``default_bins`` holds the *lengths* ``k·n``.

@@ -1,9 +1,9 @@
-"""The regular languages of the suite (SPEC §3), each a minimal :class:`~languages.dfa.DFA`.
+"""The regular languages of the paper's suite, each a minimal :class:`~languages.dfa.DFA`.
 
 Star-free (11): tomita1, tomita2, tomita4, tomita7, d2, d3, d4, d12, abcde, ab_d_bc, zot.
 Non-star-free (7): parity, aa_star, aaaa_star, abab_star, tomita3, tomita5, tomita6.
 (The split is *computed* by :meth:`DFA.is_star_free` from each transition monoid; the test suite
-checks it against SPEC §3.)
+checks it against the paper's star-free / non-star-free split.)
 
 Definitions (alphabet in brackets):
 
@@ -29,7 +29,7 @@ Definitions (alphabet in brackets):
 * ``parity`` [0,1]: even number of 1s (the empty string included).
 * ``aa_star`` [a]: ``(aa)*``; ``aaaa_star`` [a]: ``(aaaa)*``; ``abab_star`` [a,b]: ``(abab)*``.
 
-Membership-target languages (SPEC §2): parity, aa_star, aaaa_star, abab_star, tomita5, tomita6.
+Membership-target languages (the target is prefix membership, one bit): parity, aa_star, aaaa_star, abab_star, tomita5, tomita6.
 
 The original repository's targets (``languages.get(name, targets="paper")``). Our targets are the
 exact allowed-next sets; the original's differ in two languages, and ``targets="paper"`` reproduces

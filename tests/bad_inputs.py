@@ -2,7 +2,7 @@
 
 The table is shared by ``tests/test_bad_inputs.py`` (every case must end with exit code 2 and one
 line on stderr naming the argument) and by the measurement below, which also runs on an older checkout
-to give the before/after counts of issue 14::
+to give before/after counts::
 
     python tests/bad_inputs.py                         # this checkout
     PYTHONPATH=/tmp/old python tests/bad_inputs.py     # another one (its packages first on the path)
@@ -342,7 +342,7 @@ def _quiet(call: Callable[[], object]) -> None:
 
 
 def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
-    """Each scenario of issue 14's "Losing data" section on this checkout: ``(label, data lost)``."""
+    """Each way of losing a saved result (a killed or repeated command) on this checkout: ``(label, data lost)``."""
     import subprocess
 
     import torch
@@ -389,6 +389,7 @@ def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
     results.append(("killed between the checkpoint's writes, then --resume", differ))
 
     from analyses import parity_probe as pp
+    from analyses import study as skeleton
 
     def study(seed: int) -> None:
         st = pp.Settings.quick(n=8, probe_train=16, probe_test=8, probe_positions=200, test_positions=100,
@@ -397,16 +398,16 @@ def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
 
     _quiet(lambda: study(0))
     before = snapshot(tmp / "study")
-    real = pp.write_report
+    real = skeleton.write_report
 
     def killed_report(*a, **k):
         raise KeyboardInterrupt
 
-    pp.write_report = killed_report
+    skeleton.write_report = killed_report
     try:
         _quiet(lambda: study(1))
     finally:
-        pp.write_report = real
+        skeleton.write_report = real
     results.append(("a study interrupted after its figures", snapshot(tmp / "study") != before))
     return results
 

@@ -40,6 +40,16 @@ def _check_skipped(report: dict, defaults) -> None:
             assert any(s.startswith(name + ":") for s in report["skipped"])
 
 
+def _report_of(study_report: tuple, study) -> dict:
+    """The report a study wrote: the one ``run`` returned, with the run's time and memory, and every
+    default model either run or skipped with a reason."""
+    returned, report = study_report
+    assert report["study"] == study.__name__.rpartition(".")[2] and set(report["models"]) == set(returned["models"])
+    assert _is_num(report["seconds"]) and _is_num(report["peak_rss_mb"])
+    _check_skipped(report, study.DEFAULT_MODELS)
+    return report
+
+
 def _check_probe_rows(rows: list, ood_names) -> None:
     assert rows
     for r in rows:
@@ -86,10 +96,7 @@ def flipflop_report(tmp_path_factory):
 def test_flipflop_report_shape(flipflop_report):
     from analyses import flipflop_probe as fp
 
-    returned, report = flipflop_report
-    assert report["study"] == "flipflop_probe" and set(report["models"]) == set(returned["models"])
-    assert _is_num(report["seconds"]) and _is_num(report["peak_rss_mb"])
-    _check_skipped(report, fp.DEFAULT_MODELS)
+    report = _report_of(flipflop_report, fp)
     for name, m in report["models"].items():
         assert set(m["reads"]) == {"in", "dense", "sparse"}
         for k, r in m["reads"].items():
@@ -157,9 +164,7 @@ def counter_report(tmp_path_factory):
 def test_counter_report_shape(counter_report):
     from analyses import counter_probe as cp
 
-    _, report = counter_report
-    assert report["study"] == "counter_probe"
-    _check_skipped(report, cp.DEFAULT_MODELS)
+    report = _report_of(counter_report, cp)
     assert set(report["languages"]) == {"dyck1", "anbn"}
     for lang, info in report["languages"].items():
         assert len(info["in_bins"]) == 2 and len(info["out_bins"]) == 4
@@ -217,9 +222,7 @@ def parity_report(tmp_path_factory):
 def test_parity_report_shape(parity_report):
     from analyses import parity_probe as pp
 
-    _, report = parity_report
-    assert report["study"] == "parity_probe"
-    _check_skipped(report, pp.DEFAULT_MODELS)
+    report = _report_of(parity_report, pp)
     for name, m in report["models"].items():
         assert set(m["strict_accuracy"]) == {"bin0", "bin1", "bin2"}
         assert all(0.0 <= v <= 1.0 for v in m["strict_accuracy"].values())
@@ -257,7 +260,7 @@ def test_parity_signed_construction(parity_report):
 
 
 def test_common_tables_and_reports(tmp_path):
-    from analyses.common import fmt, md_table, write_report
+    from analyses.study import fmt, md_table, write_report
 
     assert fmt(None) == "–" and fmt(float("nan")) == "–" and fmt(0.5) == "0.50" and fmt(3) == "3"
     lines = md_table(["a", "b"], [[1, 0.25], ["x|y", None]])
@@ -280,13 +283,16 @@ def test_common_sampling_helpers():
 
 
 def test_base_parser_flags():
-    from analyses.common import base_parser
+    from analyses.study import base_parser
 
     ap = base_parser("x", "Doc line.\nMore.", "outputs/x")
     a = ap.parse_args(["--model", "a", "--model", "b", "--n", "5", "--format", "svg", "--format", "pdf", "--quick"])
     assert a.model == ["a", "b"] and a.n == 5 and a.format == ["svg", "pdf"] and a.quick and a.out == "outputs/x"
     with pytest.raises(SystemExit):
         ap.parse_args(["--format", "jpg"])
+    # The description is the docstring's first paragraph, not its first line cut mid-sentence.
+    assert base_parser("x", "Where the bit lives, and how\n  reads fail.\n\nMore.", "o").description == \
+        "Where the bit lives, and how reads fail."
 
 
 # --------------------------------------------------------------------------- figures

@@ -1,6 +1,6 @@
 """hooks.constructions against the ground truth of ``languages`` (allowed_next, trace).
 
-Lengths are ten times the paper's training lengths (issue 4): Dyck(8,10) at 7,000, flip-flop at
+Lengths are ten times the paper's training lengths: Dyck(8,10) at 7,000, flip-flop at
 5,120, a^n b^n at n = 1,000, Dyck-1 at 1,500, signed parity at 10,000; a few strings each. All run
 in float32: every counter here is an exact small integer (float32 is exact below 2**24), the sign bit
 of parity is exactly ±1, and the flip-flop channel's thresholds have a 1/3 margin at any length.

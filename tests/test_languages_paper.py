@@ -74,7 +74,7 @@ def test_windows_and_sizes_match_the_papers_configs(name):
 
 
 def test_suite_runs_use_the_paper_windows_and_sizes(tmp_path):
-    from trained_models.suite import Run
+    from trained_models.suite_plan import Run
 
     for name, budget, want in [("tomita1", "full", ("1000", "50")), ("d12", "full", ("10000", "2000")),
                                ("tomita6", "full", ("10000", "2000")), ("aa_star", "small", ("250", "50")),

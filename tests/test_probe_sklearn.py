@@ -1,5 +1,5 @@
-"""The probes under scikit-learn's own estimator checks, its input errors (issue 14's silent
-failures) and group-aware inner CV under cross_val_score."""
+"""The probes under scikit-learn's own estimator checks, its input errors (bad input must fail
+loudly, not silently) and group-aware inner CV under cross_val_score."""
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 14): each test reproduces a failure seen on the old main.
+"""Nothing lost, nothing silently wrong: each test reproduces a failure seen on an older version.
 
 Losing data: ``train --out`` refuses a folder holding a run unless ``--resume``/``--force``, checks
 every argument before writing, refuses ``--out ""``; the checkpoint is one unit (a process killed
@@ -128,7 +128,7 @@ def test_a_process_killed_while_writing_the_checkpoint_resumes_to_the_uninterrup
         assert r.returncode == 9, r.stderr[-2000:]
     else:
         # Killed between moving the old checkpoint aside and moving the new one in.
-        import trained_models.io as io
+        import languages.io as io
 
         train(_tiny(epochs=3, evals_per_epoch=2, max_minutes=1e-9), run, progress=False)
         ck = run / "checkpoint"
@@ -143,7 +143,7 @@ def test_a_process_killed_while_writing_the_checkpoint_resumes_to_the_uninterrup
 
 
 def test_staged_dir_keeps_the_old_directory_whole_when_the_writer_fails(tmp_path):
-    from trained_models.io import StagedDir
+    from languages.io import StagedDir
 
     out = tmp_path / "d"
     with StagedDir(out) as s:
@@ -169,8 +169,7 @@ def _parity_run(out: Path, seed: int = 0):
 
 
 def test_an_interrupted_study_leaves_the_previous_report_and_figures_together(tmp_path, monkeypatch):
-    import analyses.common as common
-    from analyses import parity_probe as pp
+    import analyses.study as study
 
     out = tmp_path / "parity"
     first = _parity_run(out)
@@ -182,12 +181,12 @@ def test_an_interrupted_study_leaves_the_previous_report_and_figures_together(tm
     def killed(*a, **k):
         raise KeyboardInterrupt  # the run dies after its figures, before its report
 
-    monkeypatch.setattr(pp, "write_report", killed)
+    monkeypatch.setattr(study, "write_report", killed)
     with pytest.raises(KeyboardInterrupt):
         _parity_run(out, seed=1)  # other figures than the first run's
     assert _snapshot(out) == before  # old main: new figures beside the old report
     monkeypatch.undo()
-    assert common.check_study_out(out) == out  # a previous run's outputs may be replaced
+    assert study.check_study_out(out) == out  # a previous run's outputs may be replaced
 
 
 def test_a_study_checks_out_before_computing(tmp_path, monkeypatch):
@@ -205,7 +204,7 @@ def test_a_study_checks_out_before_computing(tmp_path, monkeypatch):
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):  # root: the kernel grants the write, so deny it where the check asks
-            import trained_models.io as tio
+            import languages.io as tio
 
             real = os.access
             monkeypatch.setattr(tio.os, "access", lambda p, mode: False if Path(p) == ro else real(p, mode))
@@ -219,7 +218,7 @@ def test_a_study_checks_out_before_computing(tmp_path, monkeypatch):
 
 
 def test_saved_files_get_the_umask_permissions_not_0600(tmp_path):
-    from trained_models.io import atomic_write_json, atomic_write_dir
+    from languages.io import atomic_write_json, atomic_write_dir
 
     old = os.umask(0o022)
     try:
@@ -232,7 +231,7 @@ def test_saved_files_get_the_umask_permissions_not_0600(tmp_path):
     assert stat.S_IMODE((d / "y.json").stat().st_mode) == 0o644
 
 
-# --------------------------------------------------------------------------- --max-minutes (issue 16)
+# --------------------------------------------------------------------------- --max-minutes
 
 
 def test_a_run_stopped_by_its_time_budget_leaves_a_loadable_evaluated_card(tmp_path, capsys):

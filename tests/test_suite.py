@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 import languages
-from trained_models import executors, suite, suite_report
+from trained_models import executors, suite, suite_plan, suite_report
 from trained_models.paper_numbers import CLASSES, MODELS, PAPER, SUITE, paper_bins, transformer_pos_encoding
 
 LANGS = ["tomita1", "anbn"]
@@ -169,8 +169,8 @@ def test_a_result_saved_by_other_arguments_or_data_is_stale_and_retrained(tmp_pa
     saved = run.saved()
     # The same arguments but another sampler or target (as when Tomita 3's definition changed): the
     # fingerprint of the language's data moves, so the old result is neither collected nor kept in place.
-    assert suite.data_fingerprint("tomita2") == saved["identity"]["data"]
-    monkeypatch.setattr(suite, "data_fingerprint", lambda name: "0" * 16)
+    assert suite_plan.data_fingerprint("tomita2") == saved["identity"]["data"]
+    monkeypatch.setattr(suite_plan, "data_fingerprint", lambda name: "0" * 16)
     assert run.status() == "stale"
     cells = suite_report.collect(tmp_path, "quick", 1)
     assert cells[("tomita2", "mamba-1l")].n == 0 and cells[("tomita2", "mamba-1l")].stale == {0}
@@ -182,7 +182,7 @@ def test_a_result_saved_by_other_arguments_or_data_is_stale_and_retrained(tmp_pa
     assert json.loads((moved / run.result_path.name).read_text()) == saved  # the old result kept, moved aside
     assert (moved / run.train_dir.name / "card.json").exists()
     # Other training arguments (a result made before the windows changed) are stale as well.
-    assert suite.data_fingerprint("tomita2") == "0" * 16
+    assert suite_plan.data_fingerprint("tomita2") == "0" * 16
     result = run.saved()
     result["identity"]["argv"] = result["identity"]["argv"][:-2]
     run.result_path.write_text(json.dumps(result))
@@ -299,7 +299,7 @@ def test_printed_commands_build_the_same_configs():
 def test_paper_budget_follows_the_papers_configs():
     # lacoco-lab/ssm_expressivity configs: dataset/*.yaml training_size 10000, test_size 2000, batch_size 32;
     # train/defaults.yaml epochs 50; model/mamba.yaml d_channels 16, d_state 16, d_conv 4, d_expand 2;
-    # AdamW, weight decay 0.1 on every parameter (SPEC §4).
+    # AdamW, weight decay 0.1 on every parameter (the paper's settings).
     cfg = suite.plan("paper", "runs/suite", ["parity"], ["mamba-3l"])[0].config()
     assert (cfg.n_train, cfg.n_test, cfg.batch_size, cfg.epochs) == (10_000, 2_000, 32, 50)
     assert (cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.layers) == (16, 16, 4, 2, 3)

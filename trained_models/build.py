@@ -15,6 +15,11 @@ from typing import Any
 
 import torch
 
+from hooks import constructions
+from hooks.mamba import HookedMamba, MambaConfig
+from hooks.mamba2 import HookedMamba2, Mamba2Config
+from hooks.transformer import TransformerConfig, build_transformer
+
 FAMILIES = ("mamba", "mamba2", "transformer", "construction")
 # Families whose layer l has a recurrent state at ``blocks.{l}.mixer.hook_ssm_state`` and a gate.
 MAMBA_FAMILIES = ("mamba", "mamba2")
@@ -24,16 +29,10 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
     family = spec.get("family")
     config = spec.get("config", {})
     if family == "mamba":
-        from hooks.mamba import HookedMamba, MambaConfig
-
         return HookedMamba(MambaConfig.from_dict(config))
     if family == "mamba2":
-        from hooks.mamba2 import HookedMamba2, Mamba2Config
-
         return HookedMamba2(Mamba2Config.from_dict(config))
     if family == "transformer":
-        from hooks.transformer import TransformerConfig, build_transformer
-
         return build_transformer(TransformerConfig.from_dict(config))
     if family == "construction":
         return build_construction(config["name"], **config.get("params", {})).model
@@ -42,13 +41,5 @@ def build_model(spec: dict[str, Any]) -> torch.nn.Module:
 
 def build_construction(name: str, **params: Any):
     """The construction for a language name (``dyck``, ``flipflop``, ``parity``, counters)."""
-    from hooks import constructions
-
     return constructions.build(name, **params)
 
-
-def model_config_dict(model: torch.nn.Module) -> dict[str, Any]:
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "to_dict"):
-        raise TypeError(f"{type(model).__name__} has no .cfg.to_dict(); cannot describe it in a card")
-    return cfg.to_dict()

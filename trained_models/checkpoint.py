@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from trained_models.io import atomic_save_safetensors, atomic_write_json
+from languages.io import atomic_save_safetensors, atomic_write_json
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"

@@ -1,7 +1,9 @@
-"""Training configuration: one dataclass, saved as JSON beside every run's outputs.
+"""Training configuration: one dataclass, saved as JSON beside every run's outputs, and the data it makes.
 
 An experiment is a :class:`TrainConfig` plus its seed; ``python -m trained_models.train`` builds one
-from its flags, and ``--resume`` checks that the saved one matches.
+from its flags, and ``--resume`` checks that the saved one matches. :func:`make_data` draws its
+train / dev / test strings (the windows from :func:`resolve_windows`), the same for training, the
+suite's plan and re-evaluation.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from languages.datasets import make_splits
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
@@ -20,8 +24,8 @@ BUDGET_STOPS = ("wall budget", "CPU budget")  # stop reasons of a run cut by --m
 class TrainConfig:
     """What to train, on what, and how.
 
-    ``loss="bce"``: a sigmoid per output symbol against the allowed-next set (Bhattamishra et al.;
-    SPEC §2), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
+    ``loss="bce"``: a sigmoid per output symbol against the allowed-next set (Bhattamishra et al.'s
+    character-prediction task), the default. ``loss="lm"``: cross-entropy on the next symbol of member strings (the
     language-modelling objective Yao et al. use for Dyck). ``loss="bce+lm"``: their sum. Allowed sets
     are decoded by ``sigmoid(logits) > 0.5`` for ``bce`` and ``bce+lm`` and by ``softmax > threshold``
     for ``lm`` (see ``decode``); an ``lm`` model's set decoding is fragile where many symbols share the
@@ -132,3 +136,26 @@ class TrainConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+# --------------------------------------------------------------------------- the data a config makes
+
+
+def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
+    train = cfg.train_window or bins.get("train")
+    if train is None:
+        raise ValueError(f"{language.name} has no default training window: pass --min-len/--max-len")
+    tests = cfg.test_windows or {k: v for k, v in bins.items() if k != "train"}
+    if "bin0" not in tests:
+        tests = {"bin0": train, **tests}
+    return tuple(train), dict(tests)
+
+
+def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
+    train, tests = resolve_windows(cfg, language)
+    bins = {"train": train, **tests}
+    # dev (early stopping) is drawn last from the training window, disjoint from train and every test
+    # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
+    return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
+                       allow_fewer=True)

@@ -1,4 +1,4 @@
-"""Executors for the suite's runs: each takes :class:`~trained_models.suite.Run` records and trains the
+"""Executors for the suite's runs: each takes :class:`~trained_models.suite_plan.Run` records and trains the
 pending ones; the run directories are the only state they share, so any executor resumes any other's
 work (a finished run is skipped, an interrupted one continues from its checkpoint).
 
@@ -20,8 +20,10 @@ import time
 import traceback
 from typing import Any, Optional, Sequence
 
-from trained_models.io import atomic_write_json
-from trained_models.suite import BINS, Run, _train_size
+import languages
+from languages.io import atomic_write_json
+from trained_models.suite_plan import BINS, Run, _train_size
+from trained_models.train import train
 
 STATUSES = ("trained", "skipped", "deferred", "failed")
 
@@ -75,9 +77,6 @@ def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
 
 
 def _train_run(run: Run) -> dict[str, Any]:
-    import languages
-    from trained_models.train import train
-
     cfg = run.config()
     t0 = time.time()
     card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)

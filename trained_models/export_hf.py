@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from trained_models.registry import load
+
 
 def export_hf(name_or_dir: str, out: str | Path) -> Path:
     """Load ``name_or_dir`` with :func:`trained_models.registry.load` and ``save_pretrained`` it to ``out``."""
-    from trained_models.registry import load
-
     model, card = load(name_or_dir)
     if not hasattr(model, "save_pretrained"):
         family = (card.get("model") or {}).get("family", type(model).__name__)

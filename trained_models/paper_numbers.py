@@ -1,6 +1,6 @@
 """The paper's reported numbers for the Bhattamishra suite, keyed by our language names.
 
-Transcribed by hand from ``shared/paper_results.md``, which copies the paper's repository
+Transcribed by hand from the paper's repository
 (``lacoco-lab/ssm_expressivity``, ``visualisation/main_expt_results.xlsx``, sheets "Regular1",
 "Regular2" and "Counter"). Strict (whole-string) accuracy in %. The Transformer numbers are
 Bhattamishra et al.'s (2020), as copied by the paper; ``transformer_pos`` is the variant those numbers

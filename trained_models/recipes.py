@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Optional
 
 from languages import cli
+from languages.io import atomic_write, atomic_write_json
 from trained_models.registry import SHIPPED
+from trained_models.train import build_parser, config_from_args, train
 
 DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "300",
         "--test-window", "bin0=2:300", "--test-window", "bin1=701:1400", "--n-train", "6000", "--n-dev", "300",
         "--n-test", "500", "--evals-per-epoch", "2"]
-# Length 512 (256 instruction/bit pairs) as in SPEC §3, but half the training strings are sparse: a
+# Length 512 (256 instruction/bit pairs) as in Liu et al.'s FFL setting, but half the training strings are sparse: a
 # mixture of FFL(0.8) and FFL(0.98). Trained on FFL(0.8) alone, the 1-layer Mamba read 3-16% of
 # FFL(0.98) sequences wrong (errors at write-read gaps of ~270 tokens; worse the longer it trained).
 # FFL(0.8) and FFL(0.98) at 512 are evaluated on 1,000 fresh sequences each by ``extra_metrics``.
@@ -107,8 +109,6 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
                    seed: int = 0, progress: bool = True, finish: bool = False, threads: Optional[int] = None,
                    epochs: Optional[int] = None) -> dict:
     """Train (resuming if a run exists) and, when the run finished, ship it."""
-    from trained_models.train import build_parser, config_from_args, train
-
     recipe = RECIPES.get(name) or BASES.get(name)
     if recipe is None:
         raise cli.UsageError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES) + sorted(BASES))}")
@@ -131,15 +131,11 @@ def train_and_ship(name: str, *, root: str | Path = "runs", max_minutes: Optiona
 
 
 def ship(name: str, run: str | Path) -> Path:
-    from trained_models.io import atomic_write
-
     run = Path(run)
     dest = SHIPPED / name
     card = json.loads((run / "card.json").read_text())
     card["name"] = name
     atomic_write(dest / "model.safetensors", lambda tmp: shutil.copyfile(run / "model.safetensors", tmp))
-    from trained_models.io import atomic_write_json
-
     atomic_write_json(dest / "card.json", card)
     return dest
 

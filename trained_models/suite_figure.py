@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trained_models.io import atomic_write
+import languages
+from languages.io import atomic_write
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
-from trained_models.suite import VARIANT_LABELS, VARIANTS
+from trained_models.suite_plan import VARIANT_LABELS, VARIANTS
 
 TITLES = {"star-free": "Star-free languages", "non-star-free": "Non-star-free languages",
           "counter": "Counter languages"}
@@ -30,7 +31,6 @@ def draw(cells: dict, budget: str, variant: str = "mamba-3l"):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import languages
 
     column = VARIANTS[variant][1]
     if column is None:

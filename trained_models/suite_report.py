@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from trained_models.io import atomic_write_text
+import languages
+from languages.io import atomic_write_text
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
-from trained_models.suite import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, plan
+from trained_models.suite_figure import write_figure
+from trained_models.suite_plan import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, plan
 
 LEVEL = 0.95
 OUTSIDE = "†"
@@ -110,8 +112,6 @@ CSV_FIELDS = ("language", "class", "variant", "budget", "seed", "bin0", "bin1", 
 
 def csv_rows(cells: dict[tuple[str, str], Cell], budget: str, seeds: int) -> list[dict[str, Any]]:
     """One row per run: every seed below ``seeds`` (done, failed or missing) and any further done seed."""
-    import languages
-
     rows = []
     for lang in SUITE:
         for variant in VARIANTS:
@@ -167,8 +167,6 @@ def _paper_text(lang: str, variant: str, cell: Cell, n_bins: int) -> str:
 
 
 def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | Path, seeds: int) -> str:
-    import languages
-
     b = BUDGETS[budget]
     total = len(SUITE) * len(VARIANTS) * seeds
     done = sum(min(c.n, seeds) for c in cells.values())
@@ -199,7 +197,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
         "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
         "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
-        "(`shared/paper_results.md`; pos mask = no positional encoding, pos enc = with). "
+        "(`trained_models/paper_numbers.py`; pos mask = no positional encoding, pos enc = with). "
         f"{OUTSIDE}: the paper's number lies outside our 95% interval (cells with at least two seeds). "
         "`(n=k)`: the cell has k finished seeds, not the planned number.",
         "",
@@ -300,8 +298,6 @@ def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int 
                  figures: bool = True) -> dict[str, Path]:
     """Render ``budget``'s report into ``<out>/<budget>/`` (atomically; refused over another budget's):
     ``suite.csv``, ``suite.md`` and, with ``figures``, ``figure5_<variant>.{png,svg}``."""
-    from trained_models.suite_figure import write_figure
-
     folder = check_report_target(out, budget)
     cells = collect(runs_dir, budget, seeds)
     buf = io.StringIO()

@@ -1,4 +1,4 @@
-"""Character-prediction training on the formal languages (SPEC §2), for Mamba and Transformers.
+"""Character-prediction training on the formal languages (the allowed next-symbol sets), for Mamba and Transformers.
 
 ::
 
@@ -42,12 +42,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import languages
+from hooks.mamba import MambaConfig
+from hooks.mamba2 import Mamba2Config
+from hooks.transformer import TransformerConfig
 from languages import cli
+from languages.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
+                          recover_dir)
+from trained_models.build import build_model
 from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
-from trained_models.config import BUDGET_STOPS, TrainConfig
+from trained_models.config import BUDGET_STOPS, TrainConfig, make_data, resolve_windows
 from trained_models.evaluate import FIRST_SYMBOL_ID, TorchBatch, evaluate_strings
-from trained_models.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
-                               recover_dir)
+from trained_models.registry import SHIPPED
 
 CKPT_DIR = "checkpoint"
 CONFIG = "train_config.json"
@@ -67,8 +73,6 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
     A Transformer's context covers the longest string of every window it is trained or tested on
     (plus BOS), and at least 2048 positions."""
     if cfg.model == "mamba":
-        from hooks.mamba import MambaConfig
-
         mc = MambaConfig(
             d_model=cfg.d_model,
             n_layers=cfg.layers,
@@ -81,16 +85,12 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
         )
         return {"family": "mamba", "config": mc.to_dict()}
     if cfg.model == "mamba2":
-        from hooks.mamba2 import Mamba2Config
-
         m2 = Mamba2Config(
             d_model=cfg.d_model, n_layers=cfg.layers, vocab_size=vocab_size, d_state=cfg.d_state,
             d_conv=cfg.d_conv, expand=cfg.expand, gate=cfg.gate, headdim=cfg.headdim,
             **({"dt_min": cfg.dt_init[0], "dt_max": cfg.dt_init[1]} if cfg.dt_init else {}),
         )
         return {"family": "mamba2", "config": m2.to_dict()}
-    from hooks.transformer import TransformerConfig
-
     windows = [cfg.train_window or (0, 0), *(cfg.test_windows or {}).values()]
     if language is not None:
         train, tests = resolve_windows(cfg, language)
@@ -108,34 +108,12 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
     return {"family": "transformer", "config": tc.to_dict()}
 
 
-def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
-    train = cfg.train_window or bins.get("train")
-    if train is None:
-        raise ValueError(f"{language.name} has no default training window: pass --min-len/--max-len")
-    tests = cfg.test_windows or {k: v for k, v in bins.items() if k != "train"}
-    if "bin0" not in tests:
-        tests = {"bin0": train, **tests}
-    return tuple(train), dict(tests)
-
-
 def selection_metric(language: Any, result: dict[str, Any]) -> float:
     if "close_accuracy" in result:
         return result["close_accuracy"]
     if "read_error_rate" in result:
         return 1.0 - result["read_error_rate"]
     return result["strict_accuracy"]
-
-
-def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
-    from languages.datasets import make_splits
-
-    train, tests = resolve_windows(cfg, language)
-    bins = {"train": train, **tests}
-    # dev (early stopping) is drawn last from the training window, disjoint from train and every test
-    # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
-    return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
-                       allow_fewer=True)
 
 
 def dev_description(train_window: tuple[int, int], n: Optional[int]) -> dict[str, Any]:
@@ -170,8 +148,6 @@ def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
 def init_weights_path(source: str) -> Path:
     """The weights ``--init-from`` names: a run directory (its best ``model.safetensors``) or a shipped
     model's name."""
-    from trained_models.registry import SHIPPED
-
     for cand in (Path(source) / "model.safetensors", SHIPPED / source / "model.safetensors"):
         if cand.exists():
             return cand
@@ -292,9 +268,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     it stands: no more steps, the best weights so far (the last if none was evaluated) are evaluated on
     the test bins and the card records why training stopped.
     """
-    import languages
     from languages.datasets import Vocab, encode_batch
-    from trained_models.build import build_model
 
     out = check_out(out_dir, resume=resume, force=force)
     if finish and not resume:
@@ -480,8 +454,6 @@ def extra_metrics(cfg: TrainConfig, model: torch.nn.Module, language: Any) -> di
     """Task-specific extra evaluations (flip-flop: FFL(0.8) and FFL(0.98) at length 512)."""
     if language.name != "flipflop":
         return {}
-    import languages
-
     out = {}
     for p in (0.8, 0.98):
         lang = languages.get("flipflop", p=p)
@@ -520,8 +492,6 @@ def _card(cfg: TrainConfig, spec: dict, language: Any, state: dict, command: Opt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import languages
-
     ap = cli.ArgumentParser(prog="python -m trained_models.train", description=__doc__.split("\n")[0],
                             epilog="languages: " + ", ".join(languages.names()))
     ap.add_argument("--language", required=True, choices=languages.names(), metavar="LANGUAGE",

@@ -1,0 +1,229 @@
+"""The skeleton every study in :mod:`analyses` runs on: its command line, its run and its outputs.
+
+A study (``dyck_probe``, ``flipflop_probe``, ``counter_probe``, ``parity_probe``) is a ``Settings``
+dataclass, a ``run(names, st, out, formats, progress, figures)`` and a ``to_markdown(report)``; this
+module holds what they share, so each study holds only its own measurements:
+
+* CLI: :func:`base_parser` (``--model`` repeatable, ``--n``, ``--seed``, ``--out``, ``--format``,
+  ``--quick``, ``--no-progress``, ``--no-figures``), :func:`settings_from_args` (the settings, the
+  named models checked first), :func:`run_cli` (run, print the report, name the files written),
+  :func:`parse_window`, :func:`configure_threads`.
+* The run: :func:`start` (``--out`` checked before anything is computed, threads set),
+  :func:`progress_steps` (the (model, part) loop with a progress bar), :func:`card_summary`,
+  :func:`finish` (figures and report written together).
+* Reports: :func:`fmt`, :func:`md_table`, :func:`short_site`, :func:`finish_report` (run time, peak
+  memory), :func:`write_report` (``report.json`` and ``report.md``, each atomically),
+  :func:`safe_figures` (a failing figure never loses the report), :func:`save_and_close`;
+  :func:`study_output` (a run's report and figures written together, into a temporary folder moved
+  onto ``--out`` at the end) and :func:`check_study_out` (``--out`` checked before anything is computed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from analyses.figures import FORMATS, save_figure, short_site  # noqa: F401 (short_site: for the studies)
+from languages import cli
+from languages.io import StagedDir, atomic_write_json, atomic_write_text, check_writable
+from trained_models.registry import resolve
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configure_threads() -> None:
+    """Torch threads: ``OMP_NUM_THREADS`` when set, else at most 2 (the studies' tensors are small)."""
+    n = os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(max(1, int(n)) if n and n.isdigit() else min(2, os.cpu_count() or 1))
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, got {text!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
+def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParser:
+    """The flags every study takes; the description is the first sentence of ``doc`` (the module
+    docstring), however many lines it spans."""
+    first = " ".join((doc or "").strip().split("\n\n")[0].split())
+    ap = cli.ArgumentParser(prog=prog, description=first,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="shipped name or run directory (repeatable; "
+                    "default: the study's shipped models, the missing ones skipped; a named one must exist)")
+    ap.add_argument("--n", type=cli.positive_int, help="strings per evaluation set")
+    ap.add_argument("--seed", type=cli.nonnegative_int, default=0)
+    ap.add_argument("--out", default=default_out, type=cli.out_dir, help=f"output folder (default {default_out})")
+    ap.add_argument("--format", action="append", choices=FORMATS, help="figure format, repeatable (default png)")
+    ap.add_argument("--quick", action="store_true", help="a smaller, faster pass")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-figures", action="store_true")
+    return ap
+
+
+def check_models(names: Optional[Sequence[str]]) -> None:
+    """Models named with ``--model`` must exist (only the study's default models may be missing and
+    skipped): a ``FileNotFoundError`` naming the first missing one otherwise, before any computing."""
+    for name in names or ():
+        try:
+            resolve(name)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"--model {name}: {e}") from None
+
+
+def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
+    """``cls.quick(...)`` or ``cls(...)`` with ``seed``, ``n`` (when given) and ``kw``."""
+    kw = dict(kw, seed=args.seed)
+    if args.n is not None:
+        kw["n"] = args.n
+    check_models(args.model)
+    return cls.quick(**kw) if args.quick else cls(**kw)
+
+
+def run_cli(args: argparse.Namespace, st: Any, run: Callable[..., dict], default_models: Sequence[str],
+            to_markdown: Callable[[dict], str]) -> int:
+    """Run a study from its parsed flags (:func:`base_parser`), print its report and the files written."""
+    out = Path(args.out)
+    report = run(args.model or list(default_models), st, out, formats=args.format or ["png"],
+                 progress=not args.no_progress, figures=not args.no_figures)
+    print(to_markdown(report))
+    print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
+    return 0
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def start(out: str | Path) -> float:
+    """The start of a run: ``--out`` checked before anything is computed, torch threads set; returns
+    the start time for :func:`finish`."""
+    t0 = time.time()
+    check_study_out(out)
+    configure_threads()
+    return t0
+
+
+def progress_steps(steps: Sequence[tuple[Any, str]], desc: str, progress: bool = True) -> Iterator[tuple[Any, str]]:
+    """Yield each ``(subject, part)`` of ``steps`` with a progress bar naming the model and the part."""
+    bar = tqdm(steps, disable=not progress, desc=desc, dynamic_ncols=True)
+    for subject, part in bar:
+        bar.set_postfix_str(f"{subject.name}: {part}")
+        yield subject, part
+    bar.close()
+
+
+def card_summary(card: dict, keys: Sequence[str] = ("train_command", "metrics")) -> dict:
+    """The parts of a model card a report quotes."""
+    return {k: card.get(k) for k in keys}
+
+
+def finish(out: str | Path, report: dict, t0: float, to_markdown: Callable[[dict], str],
+           figures: Iterable[Callable[[Path], list[Path]]] = ()) -> dict:
+    """Write the run's figures (each ``make(folder)`` through :func:`safe_figures`) and its report into
+    one staged folder that replaces ``out`` as a unit (:func:`study_output`); returns the report."""
+    with study_output(out) as staged:
+        for make in figures:
+            safe_figures(report, lambda make=make: make(staged.dir), staged.final)
+        finish_report(report, t0)
+        write_report(staged.dir, report, to_markdown(report))
+    return report
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def fmt(x: Any, digits: int = 2) -> str:
+    """A table cell: floats with ``digits`` decimals, None / NaN as an en dash."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.{digits}f}"
+    return str(x)
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 2) -> list[str]:
+    """A markdown table as a list of lines (cells through :func:`fmt`; ``|`` in cells escaped)."""
+    def cell(v: Any) -> str:
+        return fmt(v, digits).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def finish_report(report: dict, t0: float) -> dict:
+    """Add the run time (s) and the process's peak resident memory (MB)."""
+    report["seconds"] = round(time.time() - t0, 1)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return report
+
+
+REPORT_FILES = ("report.json", "report.md")
+
+
+def check_study_out(out: str | Path) -> Path:
+    """``--out`` checked before a study computes anything: a writable folder that is new, empty, or
+    holds only a previous run's outputs (its ``report.json``, ``report.md`` and the figures that report
+    lists), since :func:`study_output` replaces the whole folder."""
+    out = check_writable(out)
+    if not out.is_dir():
+        return out
+    entries = {p.name for p in out.iterdir()}
+    ours = set(REPORT_FILES)
+    try:
+        ours |= {Path(f).name for f in json.loads((out / "report.json").read_text()).get("figures", [])}
+    except (OSError, ValueError, AttributeError):
+        pass
+    foreign = sorted(entries - ours)
+    if foreign and entries:
+        raise FileExistsError(f"--out {out} holds files that are not a study's outputs ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+    return out
+
+
+def study_output(out: str | Path) -> StagedDir:
+    """``with study_output(out) as staged:`` write the figures into ``staged.dir`` (passing
+    ``staged.final`` to :func:`safe_figures`) and the report with ``write_report(staged.dir, ...)``;
+    at the end of the block the folder replaces ``out`` as one unit, so a report never sits beside
+    another run's figures, and an interrupted run leaves the previous outputs whole."""
+    return StagedDir(check_study_out(out))
+
+
+def write_report(out: Path, report: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out``, each atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(out / "report.json", report), atomic_write_text(out / "report.md", markdown)
+
+
+def safe_figures(report: dict, make: Callable[[], list[Path]],
+                 final: Callable[[Path], Path] = Path) -> None:
+    """``report["figures"]`` from ``make()`` (each path through ``final``: a staged file's final path);
+    an exception becomes ``report["figure_error"]``."""
+    report.setdefault("figures", [])
+    try:
+        report["figures"] += [str(final(p)) for p in make()]
+    except Exception as e:  # a figure must never lose the report
+        report["figure_error"] = f"{type(e).__name__}: {e}"
+
+
+def save_and_close(fig: Any, path: Path, formats: Sequence[str]) -> list[Path]:
+    """:func:`analyses.figures.save_figure`, then close the figure (studies draw many)."""
+    try:
+        return save_figure(fig, path, formats)
+    finally:
+        plt.close(fig)

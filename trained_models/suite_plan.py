@@ -1,0 +1,297 @@
+"""The suite's plan: budgets, model variants and the runs they make (:func:`plan`), one :class:`Run` a
+seed of a language x variant cell. :mod:`trained_models.suite` is its command line; the executors
+(:mod:`trained_models.executors`) train the runs and :mod:`trained_models.suite_report` reports them.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import languages as _languages
+from languages.paper import paper_sizes
+from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
+from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
+from trained_models.train import build_parser, config_from_args
+
+BINS = ("bin0", "bin1", "bin2")
+
+
+# --------------------------------------------------------------------------- budgets and variants
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The knobs a budget sets; everything else is the language's default or ``train``'s."""
+
+    n_train: int  # requested; small windows hold fewer (a^n b^n, Tomita 1): all they hold, 4:1 train:bin0
+    n_test: int  # per test bin; train and test sizes are capped by the paper's (languages.paper.paper_sizes)
+    n_dev: int  # early-stopping set: training-window strings in no other split
+    d_model: int
+    epochs: int
+    lr_mamba: float
+    lr_transformer: float
+    patience: int
+    evals_per_epoch: int
+    batch_size: int = 32
+    warmup_steps: int = 100
+    min_steps: int = 0  # small windows (a^n b^n: 80 strings) get this many optimiser steps all the same
+    patience_steps: int = 0  # early-stopping patience is at least this many steps' worth of evaluations
+    # Per run, in CPU minutes of the training process (not wall clock: a run's result must not depend on
+    # what else the machine runs); the run is then evaluated as it stands.
+    max_minutes: Optional[float] = None
+    target: Optional[float] = None  # stop once the dev strict accuracy reaches this (fraction)
+    differs: tuple[str, ...] = ()  # where this budget departs from the paper's protocol (table header)
+
+    def describe(self) -> str:
+        cap = f", at most {self.max_minutes:g} CPU minutes a run" if self.max_minutes else ""
+        cap += f", stopping once dev strict accuracy reaches {self.target:g}" if self.target is not None else ""
+        floor = f" and at least {self.min_steps} steps" if self.min_steps else ""
+        wait = f" and {self.patience_steps} steps" if self.patience_steps else ""
+        return (f"≤{self.n_train:,} training strings (fewer where the window holds fewer), ≤{self.n_test:,} test "
+                f"strings per bin, d_model {self.d_model}, {self.epochs} epochs{floor} (batch {self.batch_size}, "
+                f"{self.evals_per_epoch} dev evaluation(s) an epoch on {self.n_dev} held-out training-window strings, early "
+                f"stopping after {self.patience} of them{wait} without improvement), AdamW lr {self.lr_mamba:g} (Mamba) / "
+                f"{self.lr_transformer:g} (Transformer){cap}")
+
+
+# The paper's Bhattamishra-suite protocol (lacoco-lab/ssm_expressivity: configs/defaults.yaml,
+# configs/train/defaults.yaml, configs/model/mamba.yaml, configs/dataset/*.yaml, train_with_mse.py):
+# 10,000 training / 2,000 test strings a bin (1,000 / 50 for the small windows: Tomita 1, a^n b^n),
+# batch 32, 50 epochs, d_model (d_channels) 16, d_state 16, d_conv 4, expand 2, AdamW on every
+# parameter (the paper's settings: lr 1e-4..1e-3, weight decay 0.1), no scheduler (use_scheduler: False), no early
+# stopping (the last epoch is reported), MSE on the allowed-next vectors. The Dyck(8,10) runs add a
+# plateau schedule (halve on a dev-loss plateau) and early stopping after 3 epochs.
+PAPER_DIFFERS = (
+    "objective: a sigmoid per symbol against the allowed-next set (BCE), the paper's is MSE on the same vectors",
+    "schedule: 100 warm-up steps, then cosine decay to 0.1x (`train` has no constant or plateau schedule; the "
+    "paper's suite script uses none, its Dyck runs a plateau schedule)",
+    "stopping: best dev weights, early stopping after 5 epochs without dev improvement or once dev strict "
+    "accuracy reaches 100%, and at most 60 min a run on one CPU thread (the paper trains all 50 epochs on a "
+    "GPU and reports the last); the best weights so far are evaluated when the cap is hit",
+    "Transformer: our 2-layer TransformerLens model at this same budget; the paper's Transformer numbers are "
+    "Bhattamishra et al.'s, trained with their own hyperparameters",
+    "data: the paper's windows and sizes (languages.paper; results/paper_data.md lists the differences: bin1 of "
+    "D_n, abcde, ab_d_bc and zot starts above the training window; lengths uniform within a window), early "
+    "stopping on a dev split drawn from the training window, disjoint from train and every test bin",
+)
+
+BUDGETS: dict[str, Budget] = {
+    # The paper's hyperparameters as far as a CPU allows; where not: PAPER_DIFFERS (in the table header).
+    "paper": Budget(n_train=10_000, n_test=2_000, n_dev=500, d_model=16, epochs=50, lr_mamba=1e-3,
+                    lr_transformer=1e-3, patience=5, evals_per_epoch=1, batch_size=32, warmup_steps=100,
+                    max_minutes=60.0, target=1.0, differs=PAPER_DIFFERS),
+    # The paper's protocol scale: 10,000 / 2,000 strings, d_model 32, up to 20 epochs, early stopping.
+    "full": Budget(n_train=10_000, n_test=2_000, n_dev=500, d_model=32, epochs=20, lr_mamba=1e-3,
+                   lr_transformer=1e-3, patience=4, evals_per_epoch=1, min_steps=2_000, patience_steps=1_000),
+    # Between the two: ~4x small's examples, a few minutes a run (for a subset of cells, e.g. one family).
+    "medium": Budget(n_train=5_000, n_test=1_000, n_dev=300, d_model=32, epochs=8, lr_mamba=3e-3,
+                     lr_transformer=1e-3, patience=6, evals_per_epoch=2, batch_size=32, warmup_steps=100,
+                     min_steps=1_000, patience_steps=600, max_minutes=8.0, target=1.0),
+    # Fits a 2-core CPU: a few minutes a run.
+    "small": Budget(n_train=2_000, n_test=500, n_dev=200, d_model=32, epochs=3, lr_mamba=3e-3,
+                    lr_transformer=1e-3, patience=6, evals_per_epoch=2, batch_size=16, warmup_steps=50,
+                    min_steps=300, patience_steps=300, max_minutes=4.0, target=1.0),
+    # Seconds a run: exercises the machinery only.
+    "quick": Budget(n_train=64, n_test=16, n_dev=16, d_model=8, epochs=1, lr_mamba=3e-3, lr_transformer=3e-3,
+                    patience=1, evals_per_epoch=1, batch_size=16, warmup_steps=2),
+}
+
+# variant name -> (train flags, the paper's column or None). Table order.
+VARIANTS: dict[str, tuple[list[str], Optional[str]]] = {
+    "mamba-1l": (["--model", "mamba", "--layers", "1", "--gate", "nonnegative"], "Mamba1"),
+    "mamba-2l": (["--model", "mamba", "--layers", "2", "--gate", "nonnegative"], "Mamba2"),
+    "mamba-3l": (["--model", "mamba", "--layers", "3", "--gate", "nonnegative"], "Mamba3"),
+    "mamba-signed-2l": (["--model", "mamba", "--layers", "2", "--gate", "signed"], None),
+    "mamba2-2l": (["--model", "mamba2", "--layers", "2", "--gate", "nonnegative"], None),
+    "mamba2-2l-signed": (["--model", "mamba2", "--layers", "2", "--gate", "signed"], None),
+    "transformer": (["--model", "transformer", "--layers", "2", "--n-heads", "4"], "Transformer"),
+}
+VARIANT_LABELS = {"mamba-1l": "Mamba 1L", "mamba-2l": "Mamba 2L", "mamba-3l": "Mamba 3L",
+                  "mamba-signed-2l": "Mamba 2L signed", "mamba2-2l": "Mamba-2 2L",
+                  "mamba2-2l-signed": "Mamba-2 2L signed", "transformer": "Transformer 2L"}
+# Training order: these variants for every language first, then the rest.
+FIRST_VARIANTS = ("mamba-2l", "transformer")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One seed of one cell. Seed 0 keeps the single-seed layout (``<variant>.json``, ``<variant>/``),
+    so runs made before ``--seeds`` count as seed 0; seed k > 0 adds ``.seed<k>``."""
+
+    language: str
+    variant: str
+    budget: str
+    runs_dir: str
+    seed: int = 0
+    device: str = "cpu"  # not part of the run's identity: a run resumes on any device
+
+    @property
+    def stem(self) -> str:
+        return self.variant if self.seed == 0 else f"{self.variant}.seed{self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.json"
+
+    @property
+    def failure_path(self) -> Path:
+        """Written when the run raised (its error), removed once it succeeds."""
+        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.failed.json"
+
+    @property
+    def train_dir(self) -> Path:
+        return Path(self.runs_dir) / self.budget / self.language / self.stem
+
+    @property
+    def name(self) -> str:
+        return f"{self.language}/{self.variant}/seed{self.seed}"
+
+    def argv(self) -> list[str]:
+        """The ``python -m trained_models.train`` arguments of this run (without ``--out``)."""
+        b = BUDGETS[self.budget]
+        flags, _ = VARIANTS[self.variant]
+        family = flags[flags.index("--model") + 1]
+        argv = ["--language", self.language, *flags]
+        if family == "transformer":
+            argv += ["--pos-encoding", transformer_pos_encoding(self.language)]
+        lang = _languages.get(self.language)
+        windows = {"train": lang.default_bins["train"], **{k: v for k, v in lang.default_bins.items() if k != "train"}}
+        # Explicit windows: the command is self-contained (and the Transformer's n_ctx covers bin2).
+        argv += ["--min-len", str(windows["train"][0]), "--max-len", str(windows["train"][1])]
+        argv += [x for k, (lo, hi) in windows.items() if k != "train" for x in ("--test-window", f"{k}={lo}:{hi}")]
+        n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
+        n_train = _train_size(self.language, n_train_req, n_test_req, b.n_dev)
+        steps_per_epoch = -(-n_train // b.batch_size)
+        steps = max(b.epochs * steps_per_epoch, b.min_steps)
+        # ``train`` evaluates every steps_per_epoch // evals_per_epoch steps; patience counts evaluations,
+        # which on a small window come every few steps: express it in steps as well.
+        eval_every = max(1, steps_per_epoch // b.evals_per_epoch)
+        patience = max(b.patience, -(-b.patience_steps // eval_every))
+        argv += ["--d-model", str(b.d_model), "--lr", f"{b.lr_transformer if family == 'transformer' else b.lr_mamba:g}",
+                 "--batch-size", str(b.batch_size), "--epochs", str(b.epochs), "--max-steps", str(steps),
+                 "--patience", str(patience),
+                 "--evals-per-epoch", str(b.evals_per_epoch), "--warmup-steps", str(b.warmup_steps),
+                 "--n-train", str(n_train_req), "--n-dev", str(b.n_dev), "--n-test", str(n_test_req),
+                 "--seed", str(self.seed), "--threads", "1"]
+        if b.max_minutes:
+            argv += ["--max-cpu-minutes", f"{b.max_minutes:g}"]
+        if b.target is not None:
+            argv += ["--target", f"{b.target:g}"]
+        if self.device != "cpu":
+            argv += ["--device", self.device]
+        return argv
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a saved result this run's: its training arguments (the device aside: a run resumes on
+        any device) and a fingerprint of the language's data (:func:`data_fingerprint`), so a result made
+        before a sampler, a target or a window changed is never collected as this run's."""
+        argv = self.argv()
+        if "--device" in argv:
+            i = argv.index("--device")
+            del argv[i:i + 2]
+        return {"argv": argv, "data": data_fingerprint(self.language)}
+
+    def saved(self) -> Optional[dict[str, Any]]:
+        """The saved result if there is one (whatever made it)."""
+        return json.loads(self.result_path.read_text()) if self.result_path.exists() else None
+
+    def status(self) -> str:
+        """``done`` (a result made by this run as it is defined now), ``stale`` (a result made by other
+        arguments or other data: not collected, and retrained after moving it aside), or ``pending``."""
+        saved = self.saved()
+        if saved is None:
+            return "pending"
+        identity = self.identity()
+        if saved.get("identity") == identity:
+            return "done"
+        # A time cap the run never reached did not shape its result: a result made under another cap (e.g. the
+        # wall-clock --max-minutes the suite used before --max-cpu-minutes) is this run's if it stopped for
+        # another reason.
+        old = saved.get("identity") or {}
+        if (old.get("data") == identity["data"] and _without_caps(old.get("argv", [])) == _without_caps(identity["argv"])
+                and not str(saved.get("stop_reason", "")).startswith(BUDGET_STOPS)):
+            return "done"
+        return "stale"
+
+    def archive_stale(self) -> Path:
+        """Move a stale result and its training folder to ``<language>/stale/<stem>-<time>/`` (never
+        deleted: the old numbers stay readable) and return that folder."""
+        dest = self.result_path.parent / "stale" / f"{self.stem}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        dest.mkdir(parents=True, exist_ok=False)
+        for p in (self.result_path, self.failure_path, self.train_dir):
+            if p.exists():
+                p.rename(dest / p.name)
+        return dest
+
+    def command(self) -> str:
+        argv = self.argv() + ["--out", str(self.train_dir), "--resume", "--no-progress"]
+        return "python -m trained_models.train " + " ".join(shlex.quote(a) for a in argv)
+
+    def config(self):
+        return config_from_args(build_parser().parse_args(self.argv() + ["--out", str(self.train_dir)]))
+
+
+TIME_CAPS = ("--max-minutes", "--max-cpu-minutes")
+
+
+def _without_caps(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its time caps (each flag and its value)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in TIME_CAPS:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def data_fingerprint(language: str) -> str:
+    """sha256 (16 hex digits) of 32 strings the language samples from its training window with a fixed
+    seed, with their per-position targets: it changes whenever the sampler, the targets or the training
+    window change, which the training arguments alone would not show (Tomita 3's definition changed
+    while its name and windows stayed)."""
+    lang = _languages.get(language)
+    lo, hi = lang.default_bins["train"]
+    h = hashlib.sha256(f"{language} {lo} {hi}".encode())
+    for s in lang.sample(32, lo, hi, seed=12345):
+        h.update(s.encode() + b"\x00")
+        h.update(repr([sorted(a) for a in lang.allowed_next(s)]).encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _train_size(language: str, n_train: int, n_test: int, n_dev: int) -> int:
+    """How many training strings ``train`` will get for these requests (the window may hold fewer)."""
+    cfg = TrainConfig(language=language, n_train=n_train, n_test=n_test, n_dev=n_dev)
+    return len(make_data(cfg, _languages.get(language))["train"])
+
+
+def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] = None,
+         variants: Optional[Sequence[str]] = None, seeds: int = 1, device: str = "cpu") -> list[Run]:
+    """The selected runs in training order: seed by seed (every cell gets its seed 0 before any cell
+    its seed 1), and within a seed :data:`FIRST_VARIANTS` for every language, then the rest."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; known: {', '.join(BUDGETS)}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+    langs = list(languages) if languages else list(SUITE)
+    vars_ = list(variants) if variants else list(VARIANTS)
+    bad = [x for x in langs if x not in PAPER]
+    if bad:
+        raise ValueError(f"not suite languages: {bad}; known: {', '.join(SUITE)}")
+    bad = [v for v in vars_ if v not in VARIANTS]
+    if bad:
+        raise ValueError(f"unknown variants: {bad}; known: {', '.join(VARIANTS)}")
+    groups = [[v for v in VARIANTS if v in vars_ and v in FIRST_VARIANTS],
+              [v for v in VARIANTS if v in vars_ and v not in FIRST_VARIANTS]]
+    return [Run(lang, v, budget, str(runs_dir), seed, device)
+            for seed in range(seeds) for group in groups for lang in langs for v in group]
