@@ -43,9 +43,10 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     """
     from captum.attr import LayerIntegratedGradients
 
-    from hooks.metrics import END_ID, output_probs
+    from hooks.metrics import output_probs
+    from languages.vocab import FIRST_OUTPUT_ID
 
-    if target_id < END_ID:
+    if target_id < FIRST_OUTPUT_ID:
         raise ValueError(f"target_id {target_id} is PAD or BOS, which are never predicted")
 
     tokens = torch.as_tensor(tokens, dtype=torch.long)
@@ -66,7 +67,7 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     def f(inp: torch.Tensor) -> torch.Tensor:
         out = model(inp)
         out = out[0] if isinstance(out, tuple) else out
-        return output_probs(out[:, position], decode)[:, target_id - END_ID]
+        return output_probs(out[:, position], decode)[:, target_id - FIRST_OUTPUT_ID]
 
     was_training = model.training
     model.eval()
