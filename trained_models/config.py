@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from languages.datasets import make_splits
+
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
 FAMILIES = ("mamba", "mamba2", "transformer")
@@ -130,3 +132,25 @@ class TrainConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """The run's training window and test windows (``bin0`` = the training window unless given)."""
+    bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
+    train = cfg.train_window or bins.get("train")
+    if train is None:
+        raise ValueError(f"{language.name} has no default training window: pass --min-len/--max-len")
+    tests = cfg.test_windows or {k: v for k, v in bins.items() if k != "train"}
+    if "bin0" not in tests:
+        tests = {"bin0": train, **tests}
+    return tuple(train), dict(tests)
+
+
+def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
+    """The run's splits (train, the test bins, dev), deterministic for its seed."""
+    train, tests = resolve_windows(cfg, language)
+    bins = {"train": train, **tests}
+    # dev (early stopping) is drawn last from the training window, disjoint from train and every test
+    # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
+    return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
+                       allow_fewer=True)

@@ -29,6 +29,7 @@ import languages
 from languages import cli
 from languages.base import check_fits
 from languages.datasets import Vocab, encode_batch, make_splits
+from trained_models.config import TrainConfig, make_data
 
 
 @dataclass
@@ -146,9 +147,6 @@ def held_out_bin0(card: dict[str, Any], language: Any) -> dict[str, Any]:
     bin0_w = tuple(card["test_windows"].get("bin0", window))
     n_dev, n_test, seed = int(tc["n_dev"]), int(tc["n_test"]), tc["seed"]
     if isinstance(card.get("dev"), dict):
-        from trained_models.config import TrainConfig
-        from trained_models.train import make_data
-
         sp = make_data(TrainConfig.from_dict(tc), language)
         return {"shared": sp["bin0"][:n_test], "dev": [], "fresh": [],
                 "note": "the card's own bin0 (its dev set is a separate split)"}

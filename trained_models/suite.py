@@ -286,7 +286,7 @@ def _train_size(language: str, n_train: int, n_test: int, n_dev: int) -> int:
     """How many training strings ``train`` will get for these requests (the window may hold fewer)."""
     import languages
     from trained_models.config import TrainConfig
-    from trained_models.train import make_data
+    from trained_models.config import make_data
 
     cfg = TrainConfig(language=language, n_train=n_train, n_test=n_test, n_dev=n_dev)
     return len(make_data(cfg, languages.get(language))["train"])

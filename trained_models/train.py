@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from languages import cli
 from languages.vocab import FIRST_OUTPUT_ID
 from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
-from trained_models.config import TrainConfig
+from trained_models.config import TrainConfig, make_data, resolve_windows  # noqa: F401 (make_data: re-exported)
 from trained_models.evaluate import TorchBatch, evaluate_strings
 from trained_models.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
                                recover_dir)
@@ -108,34 +108,12 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
     return {"family": "transformer", "config": tc.to_dict()}
 
 
-def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
-    bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
-    train = cfg.train_window or bins.get("train")
-    if train is None:
-        raise ValueError(f"{language.name} has no default training window: pass --min-len/--max-len")
-    tests = cfg.test_windows or {k: v for k, v in bins.items() if k != "train"}
-    if "bin0" not in tests:
-        tests = {"bin0": train, **tests}
-    return tuple(train), dict(tests)
-
-
 def selection_metric(language: Any, result: dict[str, Any]) -> float:
     if "close_accuracy" in result:
         return result["close_accuracy"]
     if "glitch_rate" in result:
         return 1.0 - result["glitch_rate"]
     return result["strict_accuracy"]
-
-
-def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
-    from languages.datasets import make_splits
-
-    train, tests = resolve_windows(cfg, language)
-    bins = {"train": train, **tests}
-    # dev (early stopping) is drawn last from the training window, disjoint from train and every test
-    # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
-    return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
-                       allow_fewer=True)
 
 
 def dev_description(train_window: tuple[int, int], n: Optional[int]) -> dict[str, Any]:
