@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from languages.vocab import BOS_ID, END_ID, FIRST_OUTPUT_ID, PAD_ID  # noqa: F401 (re-exported)
+from languages.vocab import BOS_ID, END_ID, FIRST_OUTPUT_ID, PAD_ID, Vocab  # noqa: F401 (re-exported)
 
 CLOSE_THRESHOLD = 0.8
 #: ``decode="softmax"`` (models trained with ``--loss lm``): a symbol is allowed iff its next-symbol
@@ -158,10 +158,7 @@ def close_token_ids(language: Any, vocab: Any) -> list[int]:
 def close_accuracy_counts(logits: Tensor, batch: Any, language: Any, vocab: Optional[Any] = None,
                           decode: str = "sigmoid") -> tuple[int, int]:
     """:func:`close_counts` for ``language``'s closing brackets (``vocab``: default its own)."""
-    if vocab is None:
-        from languages.vocab import Vocab
-
-        vocab = Vocab(language.alphabet)
+    vocab = vocab if vocab is not None else Vocab(language.alphabet)
     return close_counts(logits, batch, close_token_ids(language, vocab), decode)
 
 

@@ -30,6 +30,7 @@ from languages import cli
 from languages.base import check_fits
 from languages.datasets import Vocab, encode_batch, make_splits
 from trained_models.config import TrainConfig, make_data
+from trained_models.registry import load, load_any
 
 
 @dataclass
@@ -175,8 +176,6 @@ def remeasure_bin0(name_or_dir: str, cluster: int = 8) -> dict[str, Any]:
     and the cluster (ratio-estimator) interval for Dyck's close accuracy, which pools positions that are
     not independent within a string.
     """
-    from trained_models.registry import load
-
     model, card = load(name_or_dir)
     lang = languages.get(card["language"]["name"], **card["language"].get("params", {}))
     decode = card.get("decode", "sigmoid")
@@ -283,8 +282,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"{r['recomputed']:.4f}), held out {r['held_out']:.4f} (n={r['held_out_n']}, 95% "
                   f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]){' MOVED' if r['moved'] else ''}; {r['note']}")
         return 0
-
-    from trained_models.registry import load_any
 
     try:
         model, card = load_any(args.model, language=args.language, K=args.K, h=args.h, verify=not args.no_verify)

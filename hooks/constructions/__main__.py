@@ -23,6 +23,8 @@ import torch
 
 from hooks import metrics
 from hooks.constructions import LANGUAGES, batch_for, build
+from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
+from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
 from languages import cli
 from languages.base import check_fits
 
@@ -66,9 +68,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_fits(args.n, args.min_len, args.max_len, what="--n")
 
     if args.model in ("mamba", "mamba2"):
-        from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
-        from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
-
         dyck_fn, flipflop_fn = (dyck_mamba, flipflop_mamba) if args.model == "mamba" else (dyck_mamba2, flipflop_mamba2)
         if args.language == "dyck":
             c = dyck_fn(args.K, args.h)
