@@ -41,7 +41,8 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
         raise ValueError(f"score must be 'close' or 'sets', got {score!r}")
     import languages
     from languages.datasets import Vocab, encode_batch
-    from hooks.metrics import CLOSE_THRESHOLD, END_ID, allowed_from_logits, output_probs
+    from hooks.metrics import CLOSE_THRESHOLD, allowed_from_logits, close_ratio
+    from languages.vocab import FIRST_OUTPUT_ID
     from probe import LinearProbe, collect
     from probe.interventions import DyckCausalModel, steer
 
@@ -49,7 +50,7 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
     causal = DyckCausalModel(language)
     symbols = [languages.END] + list(language.alphabet)
     closes = [c for _, c in language.pairs]
-    close_cols = [symbols.index(c) for c in closes]
+    close_ids = [vocab.encode(c)[0] for c in closes]
     if direction is None:
         col = collect(model, language, {"n": fit_n, "min_len": 20, "max_len": 200, "seed": seed}, [site], ["depth"],
                       positions=positions)
@@ -77,14 +78,14 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
                 after = model(tokens)[0, t]
         want = language.allowed_next("".join(memory[d] for d in range(1, new + 1)))[-1]
         if score == "sets":
-            sb = allowed_from_logits(before, decode=decode)[END_ID:]
-            sa = allowed_from_logits(after, decode=decode)[END_ID:]
+            sb = allowed_from_logits(before, decode=decode)[FIRST_OUTPUT_ID:]
+            sa = allowed_from_logits(after, decode=decode)[FIRST_OUTPUT_ID:]
             ok += {symbols[i] for i in sa.nonzero().flatten().tolist()} == set(want)
             unchanged += bool((sb == sa).all())
         else:
-            pb, pa = (output_probs(x, decode)[close_cols].double() for x in (before, after))
+            pb, pa = (close_ratio(x, close_ids, decode) for x in (before, after))
             right = [o for o, _ in language.pairs].index(memory[new])
-            ok += bool(pa[right] / pa.sum() > CLOSE_THRESHOLD)
+            ok += bool(pa[right] > CLOSE_THRESHOLD)
             unchanged += int(pb.argmax()) == int(pa.argmax())
         n += 1
     return {"accuracy": ok / max(n, 1), "n": n, "unchanged": unchanged}

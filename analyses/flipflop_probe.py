@@ -117,15 +117,14 @@ def load_all(names: Sequence[str]) -> tuple[list[Subject], list[str]]:
 
 @torch.no_grad()
 def read_analysis(subject: Subject, language: Any, strings: Sequence[str]) -> dict:
-    """Glitch rate (``read_error_rate``: sequences with any wrong read), strict accuracy, and reads /
-    wrong reads per distance bin. A read is right iff the bit with the higher probability after ``r``
-    is the stored one (as :class:`trained_models.evaluate.MetricAccumulator` scores it)."""
+    """Glitch rate (sequences with any wrong read), read error rate (wrong reads / reads), strict
+    accuracy, and reads / wrong reads per distance bin, as :mod:`hooks.metrics` defines and counts them."""
+    from hooks.metrics import MetricAccumulator, read_outcomes
     from languages.datasets import Vocab, encode_batch
-    from trained_models.evaluate import FIRST_SYMBOL_ID, MetricAccumulator, TorchBatch, iter_batches, output_probs
+    from trained_models.evaluate import TorchBatch, iter_batches
 
     vocab = Vocab(language.alphabet)
     acc = MetricAccumulator(language, vocab, subject.decode)
-    bit_cols = [vocab.encode(b)[0] - FIRST_SYMBOL_ID for b in "01"]
     n_bins = len(DISTANCE_EDGES)
     reads, wrong = np.zeros(n_bins, int), np.zeros(n_bins, int)
     model = subject.model
@@ -137,7 +136,7 @@ def read_analysis(subject: Subject, language: Any, strings: Sequence[str]) -> di
             out = model(tb.tokens)
             logits = out[0] if isinstance(out, tuple) else out
             acc.update(logits, tb)
-            pred = output_probs(logits, subject.decode)[..., bit_cols].argmax(-1).numpy()  # [B, L]: 0 / 1
+            wrong_at = read_outcomes(logits, tb, acc.read_id, acc.bit_ids, subject.decode)[1].numpy()  # [B, L]
             for b, s in enumerate(tb.strings):
                 last_w = None
                 for i in range(0, len(s) - 1, 2):
@@ -146,12 +145,12 @@ def read_analysis(subject: Subject, language: Any, strings: Sequence[str]) -> di
                     elif s[i] == "r" and last_w is not None:
                         k = distance_bin((i - last_w) // 2)
                         reads[k] += 1
-                        wrong[k] += int(pred[b, i + 1] != int(s[i + 1]))
+                        wrong[k] += int(wrong_at[b, i + 1])
     finally:
         model.train(was_training)
     r = acc.result()
     return {
-        "glitch_rate": r["read_error_rate"], "read_error_rate": r["wrong_reads"] / max(r["reads"], 1),
+        "glitch_rate": r["glitch_rate"], "read_error_rate": r["read_error_rate"],
         "strict_accuracy": r["strict_accuracy"], "reads": r["reads"], "wrong_reads": r["wrong_reads"],
         "by_distance": [{"distance": name, "reads": int(n), "wrong": int(w),
                          "error_rate": (float(w / n) if n else None)}

@@ -21,6 +21,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache
 
 from hooks.pyvene_compat import register_if_loaded
+from languages.vocab import PAD_ID, Vocab
 
 #: The mixer's hook names (``blocks.{l}.mixer.hook_<name>``) that shorthand keys resolve to.
 MIXER_HOOKS = ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y")
@@ -31,8 +32,6 @@ _ATTN_OR_MLP = {
 
 
 def _vocab_of(obj: Any):
-    from languages.datasets import Vocab
-
     if obj is None or isinstance(obj, Vocab):
         return obj
     return Vocab(obj)  # a Language or an alphabet
@@ -81,11 +80,9 @@ class LensInterop:
     def to_tokens(self, input: Union[str, Sequence[str]], prepend_bos: bool = True, vocab: Any = None) -> Tensor:
         """Strings to token ids ``[B, L]`` (int64, on the model's device): BOS first unless
         ``prepend_bos=False``, right-padded with PAD. A single string gives ``[1, L]``."""
-        from hooks.constructions._core import encode
-
         vocab = self._need_vocab(vocab)
         strings = [input] if isinstance(input, str) else list(input)
-        tokens = encode(vocab, strings)
+        tokens = torch.from_numpy(vocab.inputs(strings))
         if not prepend_bos:
             tokens = tokens[:, 1:]
         return tokens.to(self.device)
@@ -176,8 +173,6 @@ for _what in ("stack_head_results", "compute_head_results", "get_neuron_results"
 def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
     """TransformerLens's ``return_type="loss"``: mean cross-entropy of ``tokens[:, 1:]`` given the
     logits at the positions before them, PAD targets ignored."""
-    from languages.datasets import PAD_ID
-
     target = tokens[:, 1:].long().masked_fill(tokens[:, 1:] == PAD_ID, -100)
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100

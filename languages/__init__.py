@@ -15,6 +15,8 @@ Public API
   ``trace(s, initial=False)``, ``count(length)``, ``count_window(lo, hi)``, ``is_star_free()``.
 * :class:`DFA` ``(states, alphabet, transitions, start, accepting)`` -- a user-defined regular
   language with everything above plus ``minimize()``, ``transition_monoid()``, ``run(s)``.
+* :mod:`languages.vocab` -- the token ids (``PAD_ID``, ``BOS_ID``, ``END_ID``, ``FIRST_SYMBOL_ID``,
+  ``FIRST_OUTPUT_ID``), ``Vocab`` and its ``inputs(strings)``, the one encoder of model inputs.
 * :mod:`languages.datasets` -- ``Vocab``, ``encode_batch``, ``Batch``, ``make_splits`` (train, test bins
   and a ``dev`` split drawn last from the training window, disjoint from all of them).
 * :mod:`languages.paper` -- the paper's windows (every suite language's ``default_bins``) and sizes.

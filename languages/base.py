@@ -32,8 +32,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-END = "$"
-"""End-of-string marker in :meth:`Language.allowed_next` sets. No alphabet contains it."""
+from .vocab import END, SymbolIndex, Vocab, check_alphabet
 
 DEFAULT_N_TRAIN = 10_000
 DEFAULT_N_TEST = 2_000
@@ -64,20 +63,6 @@ def check_fits(n: int, min_len: int, max_len: int, what: str = "n") -> None:
     if need > have / 2:
         raise ValueError(f"{what}={n} strings of length {min_len}-{max_len} need about {need / 2**30:.1f} GiB of "
                          f"memory; this machine has {have / 2**30:.1f} GiB: ask for fewer")
-
-
-def _check_alphabet(alphabet: Iterable[str]) -> tuple[str, ...]:
-    alphabet = tuple(alphabet)
-    if not alphabet:
-        raise ValueError("an alphabet needs at least one symbol")
-    for c in alphabet:
-        if not isinstance(c, str) or len(c) != 1:
-            raise ValueError(f"alphabet symbols must be one-character strings, got {c!r}")
-        if c == END:
-            raise ValueError(f"{END!r} is reserved for the end-of-string marker and cannot be a symbol")
-    if len(set(alphabet)) != len(alphabet):
-        raise ValueError(f"alphabet has repeated symbols: {alphabet!r}")
-    return alphabet
 
 
 def water_fill(n: int, caps: Sequence[Optional[int]], rng: random.Random) -> list[int]:
@@ -138,19 +123,14 @@ class Language:
         description: str = "",
         default_bins: Optional[dict] = None,
     ):
-        self.alphabet = _check_alphabet(alphabet)
+        self.alphabet = check_alphabet(alphabet)
         self.name = name
         self.params = dict(params or {})
         self.membership_target = bool(membership_target)
         self.description = description
         self.default_bins = {k: (int(v[0]), int(v[1])) for k, v in (default_bins or {}).items()}
-        self._index = {c: i for i, c in enumerate(self.alphabet)}
-        self._ascii_table: Optional[np.ndarray] = None
-        if all(ord(c) < 128 for c in self.alphabet):
-            table = np.full(128, -1, dtype=np.int64)
-            for i, c in enumerate(self.alphabet):
-                table[ord(c)] = i
-            self._ascii_table = table
+        self._symbols = SymbolIndex(self.alphabet, self._bad_symbol)
+        self._index = self._symbols.index
         self._mask_cache: dict[int, frozenset] = {}
         self._default_sizes: Optional[dict] = None
 
@@ -172,10 +152,8 @@ class Language:
         return None
 
     @property
-    def vocab(self):
-        """``languages.datasets.Vocab(self.alphabet)``."""
-        from .datasets import Vocab
-
+    def vocab(self) -> Vocab:
+        """``languages.vocab.Vocab(self.alphabet)``."""
         return Vocab(self.alphabet)
 
     # ------------------------------------------------------------------ validation
@@ -189,21 +167,7 @@ class Language:
 
     def symbol_ids(self, s: str) -> np.ndarray:
         """``s`` as int64 indices into ``alphabet``; ValueError naming the first foreign symbol and position."""
-        if not isinstance(s, str):
-            raise TypeError(f"expected a str, got {type(s).__name__}")
-        if self._ascii_table is not None and s.isascii():
-            ids = self._ascii_table[np.frombuffer(s.encode("ascii"), dtype=np.uint8)]
-            if ids.size and ids.min() < 0:
-                raise self._bad_symbol(s, int(np.argmax(ids < 0)))
-            return ids
-        index = self._index
-        out = np.empty(len(s), dtype=np.int64)
-        for i, c in enumerate(s):
-            j = index.get(c)
-            if j is None:
-                raise self._bad_symbol(s, i)
-            out[i] = j
-        return out
+        return self._symbols(s)
 
     # ------------------------------------------------------------------ the one hook
     def _analyze(self, ids: np.ndarray, s: str, want_trace: bool):

@@ -1,7 +1,7 @@
 """Token encodings, targets, state labels and length-binned splits (numpy only; no torch).
 
-Vocabulary (``docs/interfaces.md``): ``PAD = 0``, ``BOS = 1``, ``END = 2``, then the language's symbols
-in alphabet order from id 3. A model input is ``[BOS] + encode(s)``; model position ``i`` has read
+Vocabulary (:mod:`languages.vocab`, re-exported here): ``PAD = 0``, ``BOS = 1``, ``END = 2``, then the
+language's symbols in alphabet order from id 3. A model input is ``[BOS] + encode(s)``; model position ``i`` has read
 ``s[:i]`` and predicts ``language.allowed_next(s)[i]``; a string has ``len(s) + 1`` positions.
 
 :func:`encode_batch` returns a :class:`Batch` of numpy arrays, right-padded with PAD to the longest
@@ -34,93 +34,10 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .base import END, Language, _check_alphabet
+from .base import Language
+from .vocab import BOS_ID, END_ID, FIRST_SYMBOL_ID, PAD_ID, Vocab, model_inputs  # noqa: F401 (re-exported)
 
 __all__ = ["Vocab", "Batch", "encode_batch", "make_splits", "PAD_ID", "BOS_ID", "END_ID", "FIRST_SYMBOL_ID"]
-
-PAD_ID, BOS_ID, END_ID, FIRST_SYMBOL_ID = 0, 1, 2, 3
-SPECIAL_TOKENS = ("<pad>", "<bos>", END)
-
-
-class Vocab:
-    """Token ids for one alphabet: PAD=0, BOS=1, END=2, symbols from 3 in alphabet order."""
-
-    PAD = PAD_ID
-    BOS = BOS_ID
-    END = END_ID
-    FIRST_SYMBOL = FIRST_SYMBOL_ID
-
-    def __init__(self, alphabet: Union[Iterable[str], Language]):
-        if isinstance(alphabet, Language):
-            alphabet = alphabet.alphabet
-        self.alphabet = _check_alphabet(alphabet)
-        self.itos: tuple[str, ...] = SPECIAL_TOKENS + self.alphabet
-        self.stoi = {c: i + FIRST_SYMBOL_ID for i, c in enumerate(self.alphabet)}
-        table = None
-        if all(ord(c) < 128 for c in self.alphabet):
-            table = np.full(128, -1, dtype=np.int64)
-            for c, i in self.stoi.items():
-                table[ord(c)] = i
-        self._ascii = table
-
-    @property
-    def size(self) -> int:
-        """Number of token ids: ``len(alphabet) + 3``."""
-        return len(self.alphabet) + FIRST_SYMBOL_ID
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Vocab) and other.alphabet == self.alphabet
-
-    def __hash__(self) -> int:
-        return hash(self.alphabet)
-
-    def __repr__(self) -> str:
-        return f"Vocab(PAD=0, BOS=1, END=2, symbols {''.join(self.alphabet)!r} from 3; size {self.size})"
-
-    def _bad(self, s: str, pos: int) -> ValueError:
-        return ValueError(f"symbol {s[pos]!r} at position {pos} is not in the vocabulary's alphabet "
-                          f"{''.join(self.alphabet)!r}")
-
-    def encode_array(self, s: str) -> np.ndarray:
-        """``s`` as an int64 array of token ids (no BOS)."""
-        if not isinstance(s, str):
-            raise TypeError(f"expected a str, got {type(s).__name__}")
-        if self._ascii is not None and s.isascii():
-            ids = self._ascii[np.frombuffer(s.encode("ascii"), dtype=np.uint8)]
-            if ids.size and ids.min() < 0:
-                raise self._bad(s, int(np.argmax(ids < 0)))
-            return ids
-        out = np.empty(len(s), dtype=np.int64)
-        for i, c in enumerate(s):
-            j = self.stoi.get(c)
-            if j is None:
-                raise self._bad(s, i)
-            out[i] = j
-        return out
-
-    def encode(self, s: str) -> list[int]:
-        """``s`` as a list of token ids (no BOS); ValueError naming a foreign symbol and its position."""
-        return self.encode_array(s).tolist()
-
-    def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
-        """Token ids back to a string. PAD, BOS and END are dropped (``skip_special=True``) or rejected;
-        an id outside ``[0, size)`` raises ValueError naming it and its position."""
-        out = []
-        for pos, i in enumerate(ids):
-            if isinstance(i, np.integer):
-                i = int(i)
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.size:
-                raise ValueError(f"token id {i!r} at position {pos} is not in [0, {self.size})")
-            if i < FIRST_SYMBOL_ID:
-                if skip_special:
-                    continue
-                raise ValueError(f"special token {SPECIAL_TOKENS[i]!r} (id {i}) at position {pos}")
-            out.append(self.itos[i])
-        return "".join(out)
-
 
 @dataclass
 class Batch:
@@ -183,20 +100,18 @@ def encode_batch(
             raise ValueError(f"{language.name!r} has no trace variables {bad!r}; it has {language.state_variables!r}")
     B = len(strings)
     lens = np.array([len(s) for s in strings], dtype=np.int64)
-    T = int(lens.max()) + 1 if B else 1
-    tokens = np.full((B, T), PAD_ID, dtype=np.int64)
+    symbol_ids = [language.symbol_ids(s) for s in strings]
+    tokens = model_inputs([sym_to_tok[ids] for ids in symbol_ids])
+    T = tokens.shape[1]
     mask = np.zeros((B, T), dtype=bool)
     allowed = np.zeros((B, T, vocab.size), dtype=bool)
     membership = np.zeros((B, T), dtype=bool)
     next_tokens = np.full((B, T), PAD_ID, dtype=np.int64)
     out_labels: dict[str, list] = {v: [] for v in names}
     want = bool(names)
-    for b, s in enumerate(strings):
-        ids = language.symbol_ids(s)
+    for b, (s, ids) in enumerate(zip(strings, symbol_ids)):
         n = len(ids)
-        tok = sym_to_tok[ids]
-        tokens[b, 0] = BOS_ID
-        tokens[b, 1 : n + 1] = tok
+        tok = tokens[b, 1 : n + 1]
         mask[b, : n + 1] = True
         next_tokens[b, :n] = tok
         next_tokens[b, n] = END_ID

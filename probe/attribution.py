@@ -15,6 +15,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from languages.vocab import BOS_ID, FIRST_OUTPUT_ID, PAD_ID
+
 
 @dataclass
 class Attribution:
@@ -34,7 +36,7 @@ def _embedding_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position: int, target_id: int, *,
                          baseline: str | torch.Tensor = "pad", n_steps: int = 64,
-                         pad_id: int = 0, bos_id: int = 1, decode: str = "sigmoid") -> Attribution:
+                         pad_id: int = PAD_ID, bos_id: int = BOS_ID, decode: str = "sigmoid") -> Attribution:
     """Layer integrated gradients of ``sigmoid(logit[position, target_id])`` on ``hook_embed``
     (``decode="softmax"``: of the next-symbol probability, for models trained with ``--loss lm``).
 
@@ -43,9 +45,9 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     """
     from captum.attr import LayerIntegratedGradients
 
-    from hooks.metrics import END_ID, output_probs
+    from hooks.metrics import output_probs
 
-    if target_id < END_ID:
+    if target_id < FIRST_OUTPUT_ID:
         raise ValueError(f"target_id {target_id} is PAD or BOS, which are never predicted")
 
     tokens = torch.as_tensor(tokens, dtype=torch.long)
@@ -66,7 +68,7 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     def f(inp: torch.Tensor) -> torch.Tensor:
         out = model(inp)
         out = out[0] if isinstance(out, tuple) else out
-        return output_probs(out[:, position], decode)[:, target_id - END_ID]
+        return output_probs(out[:, position], decode)[:, target_id - FIRST_OUTPUT_ID]
 
     was_training = model.training
     model.eval()

@@ -42,7 +42,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-FIRST_SYMBOL_ID = 2  # END, then the alphabet (docs/interfaces.md)
+from hooks import metrics
+from languages.datasets import Vocab, encode_batch
+from languages.vocab import END, FIRST_OUTPUT_ID
 
 
 # --------------------------------------------------------------------------- high-level models
@@ -235,9 +237,7 @@ def _expected_sets(language: Any, witness: str, suffix: str, horizon: Optional[i
 
 
 def _predicted_sets(logits: torch.Tensor, out_symbols: Sequence[str], decode: str = "sigmoid") -> list[list[frozenset]]:
-    from hooks.metrics import allowed_from_logits
-
-    pred = allowed_from_logits(logits, decode=decode)[..., FIRST_SYMBOL_ID:]
+    pred = metrics.allowed_from_logits(logits, decode=decode)[..., FIRST_OUTPUT_ID:]
     res = []
     for b in range(pred.shape[0]):
         rows = pred[b].nonzero().tolist()
@@ -269,18 +269,15 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
     contract of :func:`interchange` (default: the whole-``layers`` state swap), e.g. a subspace swap
     from :mod:`probe.das`.
     """
-    import languages as _languages
-    from languages.datasets import Vocab, encode_batch
-
     causal = causal or causal_model_for(language)
     vocab = Vocab(language.alphabet)
-    out_symbols = [_languages.END] + list(language.alphabet)
+    out_symbols = [END] + list(language.alphabet)
     if score not in ("sets", "close"):
         raise ValueError(f"score must be 'sets' or 'close', got {score!r}")
     closes = [c for _, c in getattr(language, "pairs", None) or []]
     if score == "close" and not closes:
         raise ValueError(f"score='close' needs a bracket language; {language.name!r} has no closing brackets")
-    close_cols = [out_symbols.index(c) for c in closes]
+    close_ids = [vocab.encode(c)[0] for c in closes]
     rng = np.random.default_rng(seed)
     hits = base_hits = scored_pairs = excluded = positions = 0
     groups: dict[tuple[int, int], list[int]] = {}
@@ -298,14 +295,11 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
                       else interchange(model, bt, st, tb, ts, layers))
             predicted = _predicted_sets(logits, out_symbols, decode)
             if score == "close":
-                from hooks.metrics import CLOSE_THRESHOLD, output_probs
-
-                pc = output_probs(logits, decode)[..., close_cols].double()
-                ratio = pc / pc.sum(-1, keepdim=True).clamp_min(1e-300)  # [B, L, K]
+                ratio = metrics.close_ratio(logits, close_ids, decode)  # [B, L, K]
 
                 def agrees(j: int, want: list[frozenset]) -> Optional[bool]:
                     ks = [(k, closes.index(c)) for k, w in enumerate(want) for c in closes if c in w]
-                    return all(bool(ratio[j, k, c] > CLOSE_THRESHOLD) for k, c in ks) if ks else None
+                    return all(bool(ratio[j, k, c] > metrics.CLOSE_THRESHOLD) for k, c in ks) if ks else None
             else:
                 def agrees(j: int, want: list[frozenset]) -> Optional[bool]:
                     return predicted[j][: len(want)] == want

@@ -28,6 +28,20 @@ def test_vocab_ids_and_errors():
     assert Vocab(lang).encode("([])") == [3, 5, 6, 4]
 
 
+def test_vocab_inputs_are_bos_ids_then_pad():
+    """The one model-input encoder, against the layout written out per string (and encode_batch's tokens)."""
+    from languages.vocab import BOS_ID, PAD_ID
+
+    lang = languages.get("dyck", K=2, h=3)
+    v = Vocab(lang)
+    strings = ["([])", "", "()"]
+    want = np.array([[BOS_ID] + v.encode(s) + [PAD_ID] * (4 - len(s)) for s in strings])
+    assert v.inputs(strings).dtype == np.int64 and v.inputs(strings).tolist() == want.tolist()
+    assert encode_batch(lang, strings).tokens.tolist() == want.tolist()
+    assert v.inputs([]).shape == (0, 1)
+    assert Vocab(v) == v  # anything with an alphabet
+
+
 def _check_batch(lang, strings, b: Batch):
     vocab = Vocab(lang.alphabet)
     B = len(strings)

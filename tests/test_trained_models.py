@@ -1,6 +1,7 @@
 """Training, evaluation metrics, checkpoints and the registry.
 
-Metrics are checked against a plain-Python recomputation from ``Language.allowed_next``; training is
+Metrics (their one home, hooks.metrics, is tested in test_metrics.py) are checked end to end against the
+same plain-Python recomputation from ``Language.allowed_next``; training is
 exercised on tiny budgets (a full run is a shipped model's job, not a test's).
 """
 from __future__ import annotations
@@ -16,71 +17,28 @@ import languages
 from languages.datasets import Vocab, encode_batch
 from trained_models.checkpoint import CheckpointMismatch, load_weights, save_model
 from trained_models.config import TrainConfig
-from trained_models.evaluate import TorchBatch, evaluate_strings, MetricAccumulator
+from trained_models.evaluate import TorchBatch, evaluate_strings
 from trained_models.train import train
 
 
-def _reference_metrics(language, strings, logits):
-    """Strict accuracy, close accuracy, read errors by explicit loops over allowed_next."""
-    vocab = Vocab(language.alphabet)
-    out_syms = [languages.END] + list(language.alphabet)
-    probs = torch.sigmoid(logits).numpy()
-    correct = 0
-    close_tot = close_ok = 0
-    seq_err = 0
-    pairs = getattr(language, "pairs", None)
-    for b, s in enumerate(strings):
-        allowed = language.allowed_next(s)
-        ok = True
-        read_wrong = False
-        for i, target in enumerate(allowed):
-            p = {sym: probs[b, i, 2 + k] for k, sym in enumerate(out_syms)}
-            pred = {sym for sym in out_syms if p[sym] > 0.5}
-            ok &= pred == set(target)
-            if pairs:
-                closes = [c for _, c in pairs]
-                allowed_closes = [c for c in closes if c in target]
-                if allowed_closes:
-                    close_tot += 1
-                    close_ok += p[allowed_closes[0]] / sum(p[c] for c in closes) > 0.8
-            if language.name == "flipflop" and i > 0 and s[i - 1] == "r":
-                want = [c for c in "01" if c in target][0]
-                other = "1" if want == "0" else "0"
-                read_wrong |= not p[want] > p[other]
-        correct += ok
-        seq_err += read_wrong
-    vocab  # noqa: B018 (vocab built only to validate the alphabet)
-    return correct / len(strings), (close_ok / close_tot if close_tot else None), seq_err / len(strings)
+@pytest.mark.parametrize("name,params,decode", [("dyck", {"K": 2, "h": 3}, "softmax"), ("flipflop", {}, "sigmoid")])
+def test_evaluate_strings_pools_batches_as_one_loop_over_the_strings(name, params, decode):
+    """``evaluate_strings`` (sorted, padded, batched) scores a random model as the reference loop of
+    ``tests/test_metrics.py`` does on each string's own logits."""
+    from _metric_reference import reference_metrics
+    from trained_models.build import build_model
+    from trained_models.train import model_spec
 
-
-def _near_perfect_logits(language, strings, noise, seed):
-    """Logits that encode the true allowed sets, with a fraction of positions flipped."""
-    vocab = Vocab(language.alphabet)
-    batch = encode_batch(language, strings, vocab)
-    rng = np.random.default_rng(seed)
-    allowed = batch.allowed.astype(np.float32)
-    logits = np.where(allowed > 0, 3.0, -3.0) + rng.normal(0, 0.5, allowed.shape)
-    flip = rng.random(allowed.shape[:2]) < noise
-    logits[flip, 2:] *= -1
-    return torch.tensor(logits, dtype=torch.float32), batch
-
-
-@pytest.mark.parametrize("name,params,lo,hi", [("dyck", {"K": 3, "h": 4}, 10, 40), ("flipflop", {}, 20, 40),
-                                              ("tomita3", {}, 5, 20)])
-def test_metrics_match_a_loop_over_allowed_next(name, params, lo, hi):
     language = languages.get(name, **params)
-    strings = language.sample(40, lo, hi, seed=3)
-    logits, batch = _near_perfect_logits(language, strings, noise=0.02, seed=1)
-    acc = MetricAccumulator(language, Vocab(language.alphabet))
-    acc.update(logits, TorchBatch.from_batch(batch))
-    res = acc.result()
-    strict, close, read_err = _reference_metrics(language, strings, logits)
-    assert res["strict_accuracy"] == pytest.approx(strict)
-    assert 0 < res["strict_accuracy"] < 1  # the noise makes some strings wrong, some right
-    if close is not None:
-        assert res["close_accuracy"] == pytest.approx(close)
-    if name == "flipflop":
-        assert res["read_error_rate"] == pytest.approx(read_err)
+    torch.manual_seed(0)
+    model = build_model(model_spec(_tiny_cfg(language=name, language_params=params), Vocab(language).size,
+                                   language)).eval()
+    strings = language.sample(12, 6, 20, seed=1)
+    res = evaluate_strings(model, language, strings, decode=decode, batch_size=5)
+    with torch.no_grad():
+        logits = model(torch.as_tensor(encode_batch(language, strings).tokens))
+    ref = reference_metrics(language, strings, logits, decode)
+    assert {k: res[k] for k in ref} == pytest.approx(ref)
 
 
 def test_config_rejects_impossible_values():
@@ -237,19 +195,6 @@ def test_bce_plus_lm_loss_is_the_sum_and_decodes_as_sets():
     assert _tiny_cfg(loss="bce+lm").decode == "sigmoid" and _tiny_cfg(loss="lm").decode == "softmax"
 
 
-def test_softmax_decoding_by_hand():
-    from hooks.metrics import SOFTMAX_THRESHOLD, allowed_from_logits, output_probs
-
-    logits = torch.tensor([[[9.0, 9.0, 0.0, 2.0, 2.0, -5.0]]])  # PAD, BOS, END, a, b, c
-    p = torch.exp(logits[0, 0, 2:]) / torch.exp(logits[0, 0, 2:]).sum()
-    assert torch.allclose(output_probs(logits, "softmax")[0, 0], p)
-    assert allowed_from_logits(logits, decode="softmax")[0, 0].tolist() == \
-        [False, False] + (p > SOFTMAX_THRESHOLD).tolist()
-    assert allowed_from_logits(logits)[0, 0].tolist() == [False, False, False, True, True, False]
-    with pytest.raises(ValueError, match="decode"):
-        output_probs(logits, "argmax")
-
-
 def test_every_shipped_model_was_trained_by_its_recipe():
     """The card's training command is the recipe's (plus seed, output and budget flags), so
     ``python -m trained_models.recipes NAME`` reproduces what ships."""
@@ -294,18 +239,6 @@ def test_a_run_killed_before_its_final_evaluation_is_evaluated_not_retrained(tmp
     assert train(cfg, tmp_path / "run", resume=True, progress=False)["steps"] == first["steps"]
     longer = train(_tiny_cfg(epochs=8, patience=1), tmp_path / "run", resume=True, progress=False)
     assert longer["steps"] > first["steps"]
-
-
-def test_hooks_close_accuracy_agrees_with_the_accumulator_for_both_decodings():
-    from hooks.metrics import close_accuracy
-
-    language = languages.get("dyck", K=3, h=4)
-    strings = language.sample(30, 10, 40, seed=4)
-    logits, batch = _near_perfect_logits(language, strings, noise=0.05, seed=2)
-    for decode in ("sigmoid", "softmax"):
-        acc = MetricAccumulator(language, Vocab(language.alphabet), decode)
-        acc.update(logits, TorchBatch.from_batch(batch))
-        assert close_accuracy(logits, batch, language, decode=decode) == pytest.approx(acc.result()["close_accuracy"])
 
 
 def test_init_from_starts_from_the_given_weights_and_checks_the_architecture(tmp_path):

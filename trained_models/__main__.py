@@ -13,8 +13,8 @@ def _cell(metrics: dict, key: str) -> str:
     parts = [f"strict {100 * r['strict_accuracy']:.1f}"]
     if "close_accuracy" in r:
         parts.append(f"close {r['close_accuracy']:.3f}")
-    if "read_error_rate" in r:
-        parts.append(f"read errors {100 * r['read_error_rate']:.1f}%")
+    if "glitch_rate" in r:
+        parts.append(f"glitch rate {100 * r['glitch_rate']:.1f}%")
     return ", ".join(parts) + f" (len {r['min_len']}–{r['max_len']}, n={r['n']})"
 
 

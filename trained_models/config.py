@@ -142,6 +142,7 @@ class TrainConfig:
 
 
 def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """The run's training window and test windows (``bin0`` = the training window unless given)."""
     bins = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
     train = cfg.train_window or bins.get("train")
     if train is None:
@@ -153,6 +154,7 @@ def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], d
 
 
 def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
+    """The run's splits (train, the test bins, dev), deterministic for its seed."""
     train, tests = resolve_windows(cfg, language)
     bins = {"train": train, **tests}
     # dev (early stopping) is drawn last from the training window, disjoint from train and every test

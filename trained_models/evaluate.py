@@ -1,17 +1,10 @@
 """Evaluation: strict accuracy per length bin, Dyck close accuracy, flip-flop read errors.
 
-Metrics (SPEC §2-§3), all computed from a model's logits over the shared vocabulary:
-
-* strict accuracy -- a string counts as correct only if the decoded allowed-next set is right at
-  every position (``len(s) + 1`` positions, the empty prefix included);
-* close accuracy (Dyck(K, h), Yao et al.) -- at every position whose stack is non-empty, correct iff
-  ``p[correct close] / sum(p[closing brackets]) > 0.8``; pooled over all such positions;
-* read error rate (flip-flop, Liu et al.) -- the fraction of sequences with any wrong read: after
-  each ``r`` the bit with the higher probability must be the stored one.
-
-Decoding: ``sigmoid`` models (trained with the per-symbol BCE objective, and the constructions)
-allow a symbol iff ``sigmoid(logit) > 0.5``; ``softmax`` models (language-model objective) allow a
-symbol iff its next-symbol probability exceeds ``SOFTMAX_THRESHOLD``.
+Metrics (SPEC §2-§3), all computed from a model's logits over the shared vocabulary by
+:mod:`hooks.metrics` (their one home, with the definitions and the two decodings): strict and position
+accuracy; Dyck(K, h) close accuracy; flip-flop glitch rate (sequences with any wrong read) and read
+error rate (wrong reads / reads). :func:`evaluate_strings` runs a model over strings in batches and
+pools the counts with :class:`hooks.metrics.MetricAccumulator`.
 
 CLI::
 
@@ -31,11 +24,13 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from hooks.metrics import CLOSE_THRESHOLD, SOFTMAX_THRESHOLD, output_probs  # noqa: F401 (re-exported)
+from hooks.metrics import CLOSE_THRESHOLD, SOFTMAX_THRESHOLD, MetricAccumulator, describe, output_probs  # noqa: F401 (re-exported)
+import languages
 from languages import cli
 from languages.base import check_fits
-
-FIRST_SYMBOL_ID = 2  # END = 2, then the alphabet; PAD (0) and BOS (1) are never predicted.
+from languages.datasets import Vocab, encode_batch, make_splits
+from trained_models.config import TrainConfig, make_data
+from trained_models.registry import load, load_any
 
 
 @dataclass
@@ -59,83 +54,6 @@ class TorchBatch:
         )
 
 
-class MetricAccumulator:
-    """Accumulates the metrics over batches of one evaluation set."""
-
-    def __init__(self, language: Any, vocab: Any, decode: str = "sigmoid") -> None:
-        self.decode = decode
-        self.n = 0
-        self.correct = 0
-        self.positions = 0
-        self.positions_correct = 0
-        self.min_len: Optional[int] = None
-        self.max_len: Optional[int] = None
-        self.close_ids: Optional[torch.Tensor] = None
-        self.close_total = 0
-        self.close_correct = 0
-        self.read_id: Optional[int] = None
-        self.bit_ids: Optional[torch.Tensor] = None
-        self.reads = 0
-        self.read_errors = 0
-        self.seqs_with_read_error = 0
-        pairs = getattr(language, "pairs", None)
-        if pairs and getattr(language, "name", "") == "dyck":  # close accuracy is Dyck(K, h)'s metric
-            self.close_ids = torch.tensor([vocab.encode(c)[0] for _, c in pairs]) - FIRST_SYMBOL_ID
-        if getattr(language, "name", "") == "flipflop":
-            self.read_id = vocab.encode("r")[0]
-            self.bit_ids = torch.tensor(vocab.encode("01")) - FIRST_SYMBOL_ID
-
-    def update(self, logits: torch.Tensor, batch: TorchBatch) -> None:
-        mask = batch.mask
-        probs = output_probs(logits, self.decode)
-        pred = probs > (0.5 if self.decode == "sigmoid" else SOFTMAX_THRESHOLD)
-        target = batch.allowed[..., FIRST_SYMBOL_ID:]
-        pos_ok = (pred == target).all(-1)
-        self.positions += int(mask.sum())
-        self.positions_correct += int((pos_ok & mask).sum())
-        str_ok = (pos_ok | ~mask).all(-1)
-        self.n += len(batch.strings)
-        self.correct += int(str_ok.sum())
-        lens = [len(s) for s in batch.strings]
-        self.min_len = min(lens + ([self.min_len] if self.min_len is not None else []))
-        self.max_len = max(lens + ([self.max_len] if self.max_len is not None else []))
-        if self.close_ids is not None:
-            close_target = target[..., self.close_ids]  # exactly one allowed close iff stack non-empty
-            where = (close_target.sum(-1) == 1) & mask
-            pc = probs[..., self.close_ids]
-            ratio = (pc * close_target).sum(-1) / pc.sum(-1).clamp_min(1e-30)
-            self.close_total += int(where.sum())
-            self.close_correct += int(((ratio > CLOSE_THRESHOLD) & where).sum())
-        if self.read_id is not None:
-            # Model position i has read s[:i] (tokens[:, i] == s[i-1]); a read is checked at the
-            # positions whose last symbol read is 'r': there the next symbol is the stored bit.
-            is_read = batch.tokens.eq(self.read_id) & mask
-            bits_target = target[..., self.bit_ids]  # exactly one bit allowed after a read
-            pb = probs[..., self.bit_ids]
-            right = (pb.argmax(-1) == bits_target.float().argmax(-1))
-            wrong = is_read & ~right
-            self.reads += int(is_read.sum())
-            self.read_errors += int(wrong.sum())
-            self.seqs_with_read_error += int(wrong.any(-1).sum())
-
-    def result(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "strict_accuracy": self.correct / max(self.n, 1),
-            "position_accuracy": self.positions_correct / max(self.positions, 1),
-            "n": self.n,
-            "min_len": self.min_len,
-            "max_len": self.max_len,
-        }
-        if self.close_ids is not None:
-            out["close_accuracy"] = self.close_correct / max(self.close_total, 1)
-            out["close_positions"] = self.close_total
-        if self.read_id is not None:
-            out["read_error_rate"] = self.seqs_with_read_error / max(self.n, 1)
-            out["reads"] = self.reads
-            out["wrong_reads"] = self.read_errors
-        return out
-
-
 def iter_batches(strings: Sequence[str], batch_size: int, sort: bool = True) -> Iterable[list[str]]:
     order = sorted(range(len(strings)), key=lambda i: len(strings[i])) if sort else range(len(strings))
     order = list(order)
@@ -154,8 +72,6 @@ def evaluate_strings(
     vocab: Any = None,
 ) -> dict[str, Any]:
     """All metrics of ``model`` on ``strings`` (member strings of ``language``)."""
-    from languages.datasets import Vocab, encode_batch
-
     if not strings:
         raise ValueError("no strings to evaluate")
     vocab = vocab or Vocab(language.alphabet)
@@ -227,16 +143,11 @@ def held_out_bin0(card: dict[str, Any], language: Any) -> dict[str, Any]:
     Returns ``{"shared", "dev", "fresh", "note"}``: the card's figure was measured on ``dev + shared``,
     the held-out set is ``shared + fresh``.
     """
-    from languages.datasets import make_splits
-
     tc = card["train_config"]
     window = tuple(card["train_window"])
     bin0_w = tuple(card["test_windows"].get("bin0", window))
     n_dev, n_test, seed = int(tc["n_dev"]), int(tc["n_test"]), tc["seed"]
     if isinstance(card.get("dev"), dict):
-        from trained_models.config import TrainConfig
-        from trained_models.train import make_data
-
         sp = make_data(TrainConfig.from_dict(tc), language)
         return {"shared": sp["bin0"][:n_test], "dev": [], "fresh": [],
                 "note": "the card's own bin0 (its dev set is a separate split)"}
@@ -253,7 +164,7 @@ def held_out_bin0(card: dict[str, Any], language: Any) -> dict[str, Any]:
                     f"outside train and bin0"}
 
 
-_COUNTS = {"strict_accuracy": ("n", "n"), "read_error_rate": ("n", "n"), "close_accuracy": ("close_positions",) * 2}
+_COUNTS = {"strict_accuracy": ("n", "n"), "glitch_rate": ("n", "n"), "close_accuracy": ("close_positions",) * 2}
 
 
 def remeasure_bin0(name_or_dir: str, cluster: int = 8) -> dict[str, Any]:
@@ -261,19 +172,18 @@ def remeasure_bin0(name_or_dir: str, cluster: int = 8) -> dict[str, Any]:
     the card's figure and that figure recomputed on its own strings (a check of the rebuilt splits).
 
     Every string is evaluated once, in clusters of ``cluster`` strings; a figure pools its clusters'
-    counts. The interval is Wilson's for the per-string proportions (strict accuracy, read-error rate)
+    counts. The interval is Wilson's for the per-string proportions (strict accuracy, glitch rate)
     and the cluster (ratio-estimator) interval for Dyck's close accuracy, which pools positions that are
     not independent within a string.
     """
-    import languages
-    from trained_models.registry import load
-
     model, card = load(name_or_dir)
     lang = languages.get(card["language"]["name"], **card["language"].get("params", {}))
     decode = card.get("decode", "sigmoid")
     h = held_out_bin0(card, lang)
     m0 = card["metrics"]["bin0"]
-    key = next(k for k in ("close_accuracy", "read_error_rate", "strict_accuracy") if k in m0)
+    if "read_error_rate" in m0 and "glitch_rate" not in m0:  # a card written before the names were settled
+        m0 = dict(m0, glitch_rate=m0["read_error_rate"])  # its read_error_rate counted sequences
+    key = next(k for k in ("close_accuracy", "glitch_rate", "strict_accuracy") if k in m0)
     size = _COUNTS[key][0]
     parts: dict[str, list[tuple[int, int]]] = {}
     for group in ("shared", "dev", "fresh"):
@@ -304,8 +214,6 @@ def remeasure_bin0(name_or_dir: str, cluster: int = 8) -> dict[str, Any]:
 def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
     """The language to evaluate on: ``--language`` (with ``--K/--h/--p``), else the card's. Parameters
     without ``--language`` and a language whose alphabet is not the model's are refused."""
-    import languages
-
     given = [f"--{k} {getattr(args, k)}" for k in ("K", "h", "p") if getattr(args, k) is not None]
     if args.language:
         params = {k: getattr(args, k) for k in ("K", "h") if getattr(args, k) is not None}
@@ -375,8 +283,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                   f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]){' MOVED' if r['moved'] else ''}; {r['note']}")
         return 0
 
-    from trained_models.registry import load_any
-
     try:
         model, card = load_any(args.model, language=args.language, K=args.K, h=args.h, verify=not args.no_verify)
     except (OSError, ValueError, KeyError) as e:
@@ -391,8 +297,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         strings = language.sample(args.n, lo, hi, seed=args.seed)
         results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
     if language.name == "flipflop" and args.min_len is None:
-        import languages
-
         for p in (0.8, 0.98):
             lang = languages.get("flipflop", p=p)
             strings = lang.sample(args.n, 512, 512, seed=args.seed)
@@ -403,7 +307,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if len(results) > 1:
             first = next(iter(results.values()))
             payload.update({k: first[k] for k in ("strict_accuracy", "n", "min_len", "max_len")})
-            for key in ("close_accuracy", "read_error_rate"):
+            for key in ("close_accuracy", "glitch_rate", "read_error_rate"):
                 if key in first:
                     payload[key] = first[key]
         json.dump(payload, sys.stdout)
@@ -411,12 +315,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         print(f"model {args.model} on {language.name}{' ' + str(language.params) if language.params else ''}")
         for name, r in results.items():
-            line = f"  {name:>8} len {r['min_len']}-{r['max_len']} n={r['n']}: strict {r['strict_accuracy']:.4f}"
-            if "close_accuracy" in r:
-                line += f"  close {r['close_accuracy']:.4f}"
-            if "read_error_rate" in r:
-                line += f"  read-error {r['read_error_rate']:.4f}"
-            print(line)
+            print(f"  {name:>8} len {r['min_len']}-{r['max_len']} n={r['n']}: {describe(r)}")
     return 0
 
 

@@ -49,10 +49,11 @@ from hooks.transformer import TransformerConfig
 from languages import cli
 from languages.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
                           recover_dir)
+from languages.vocab import FIRST_OUTPUT_ID
 from trained_models.build import build_model
 from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
-from trained_models.config import BUDGET_STOPS, TrainConfig, make_data, resolve_windows
-from trained_models.evaluate import FIRST_SYMBOL_ID, TorchBatch, evaluate_strings
+from trained_models.config import BUDGET_STOPS, TrainConfig, make_data, resolve_windows  # noqa: F401 (make_data: re-exported)
+from trained_models.evaluate import TorchBatch, evaluate_strings
 from trained_models.registry import SHIPPED
 
 CKPT_DIR = "checkpoint"
@@ -111,8 +112,8 @@ def model_spec(cfg: TrainConfig, vocab_size: int, language: Any = None) -> dict[
 def selection_metric(language: Any, result: dict[str, Any]) -> float:
     if "close_accuracy" in result:
         return result["close_accuracy"]
-    if "read_error_rate" in result:
-        return 1.0 - result["read_error_rate"]
+    if "glitch_rate" in result:
+        return 1.0 - result["glitch_rate"]
     return result["strict_accuracy"]
 
 
@@ -134,8 +135,8 @@ def loss_fn(logits: torch.Tensor, tb: TorchBatch, loss: str) -> torch.Tensor:
     mask = tb.mask
     total = logits.new_zeros(())
     if loss in ("bce", "bce+lm"):
-        out = logits[..., FIRST_SYMBOL_ID:]
-        target = tb.allowed[..., FIRST_SYMBOL_ID:].to(out.dtype)
+        out = logits[..., FIRST_OUTPUT_ID:]
+        target = tb.allowed[..., FIRST_OUTPUT_ID:].to(out.dtype)
         per = F.binary_cross_entropy_with_logits(out, target, reduction="none").mean(-1)
         total = total + (per * mask).sum() / mask.sum()
     if loss in ("lm", "bce+lm"):

@@ -23,28 +23,26 @@ import torch
 
 from hooks import metrics
 from hooks.constructions import LANGUAGES, batch_for, build
+from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
+from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
 from languages import cli
 from languages.base import check_fits
 
 
 def evaluate(construction, strings, batch_size: int = 32) -> dict:
-    """Strict accuracy (and close accuracy for Dyck) of ``construction`` on member ``strings``."""
+    """Strict accuracy (and close accuracy for Dyck) of ``construction`` on member ``strings``, counted
+    by :class:`hooks.metrics.MetricAccumulator` (``sigmoid`` decoding: the constructions' logits are
+    ``±LOGIT``)."""
     lang, vocab, model = construction.language, construction.vocab, construction.model
-    correct = close_ok = close_n = 0
-    dyck = getattr(lang, "name", "") == "dyck"
+    acc = metrics.MetricAccumulator(lang, vocab)
     order = sorted(range(len(strings)), key=lambda i: len(strings[i]))
     with torch.no_grad():
         for k in range(0, len(order), batch_size):
-            chunk = [strings[i] for i in order[k : k + batch_size]]
-            batch = batch_for(lang, vocab, chunk)
-            logits = model(batch.tokens)
-            correct += int(metrics.strict_correct(logits, batch).sum())
-            if dyck:
-                c, n = metrics.close_accuracy_counts(logits, batch, lang, vocab)
-                close_ok, close_n = close_ok + c, close_n + n
-    out = {"strict_accuracy": correct / len(strings)}
-    if dyck:
-        out["close_accuracy"] = close_ok / close_n if close_n else float("nan")
+            batch = batch_for(lang, vocab, [strings[i] for i in order[k : k + batch_size]])
+            acc.update(model(batch.tokens), batch)
+    out = {"strict_accuracy": acc.result()["strict_accuracy"]}
+    if acc.close_ids is not None:
+        out["close_accuracy"] = acc.close_correct / acc.close_total if acc.close_total else float("nan")
     return out
 
 
@@ -70,9 +68,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_fits(args.n, args.min_len, args.max_len, what="--n")
 
     if args.model in ("mamba", "mamba2"):
-        from hooks.constructions.as_mamba import dyck_mamba, flipflop_mamba
-        from hooks.constructions.as_mamba2 import dyck_mamba2, flipflop_mamba2
-
         dyck_fn, flipflop_fn = (dyck_mamba, flipflop_mamba) if args.model == "mamba" else (dyck_mamba2, flipflop_mamba2)
         if args.language == "dyck":
             c = dyck_fn(args.K, args.h)
@@ -96,11 +91,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         json.dump(res, sys.stdout)
         print()
     else:
-        line = (f"{c!r} on {args.language}: n={res['n']} lengths {res['lengths'][0]}-{res['lengths'][1]}: "
-                f"strict accuracy {res['strict_accuracy']:.4f}")
-        if "close_accuracy" in res:
-            line += f", close accuracy {res['close_accuracy']:.4f}"
-        print(line)
+        print(f"{c!r} on {args.language}: n={res['n']} lengths {res['lengths'][0]}-{res['lengths'][1]}: "
+              f"{metrics.describe(res)}")
     return 0
 
 

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from hooks.diagonal import DiagonalLayer, DiagonalSSMConfig, HookedDiagonalSSM
+from languages.vocab import END, END_ID, Vocab
 
 LOGIT = 10.0
-PAD_ID, BOS_ID, END_ID = 0, 1, 2
 
 Readout = Callable[[Sequence[Tensor]], Tensor]
 
@@ -49,9 +49,7 @@ class Construction:
     description: str = ""
 
     @property
-    def vocab(self):
-        from languages.datasets import Vocab
-
+    def vocab(self) -> Vocab:
         return Vocab(self.language.alphabet)
 
     @property
@@ -88,12 +86,8 @@ class Construction:
 
 
 def encode(vocab: Any, strings: Sequence[str]) -> Tensor:
-    rows = [[BOS_ID] + list(vocab.encode(s)) for s in strings]
-    L = max((len(r) for r in rows), default=1)
-    out = torch.full((len(rows), L), PAD_ID, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+    """:meth:`languages.vocab.Vocab.inputs` as a tensor: ``[B, max len + 1]`` int64."""
+    return torch.from_numpy(Vocab(vocab).inputs(strings))
 
 
 def batch_for(language: Any, vocab: Any, strings: Sequence[str]) -> SimpleNamespace:
@@ -103,10 +97,7 @@ def batch_for(language: Any, vocab: Any, strings: Sequence[str]) -> SimpleNamesp
     B, L = tokens.shape
     allowed = np.zeros((B, L, vocab.size), dtype=bool)
     mask = np.zeros((B, L), dtype=bool)
-    from languages import END
-
     col = {sym: vocab.encode(sym)[0] for sym in language.alphabet}
-
     col[END] = END_ID
     for i, s in enumerate(strings):
         mask[i, : len(s) + 1] = True
@@ -133,8 +124,6 @@ class ReadoutHead(torch.nn.Module):
 
 def make_config(language: Any, name: str, sizes: Sequence[int], dtype: str) -> DiagonalSSMConfig:
     """Config of a construction: one-hot embedding over ``Vocab(language.alphabet)``, φ = identity."""
-    from languages.datasets import Vocab
-
     return DiagonalSSMConfig(
         d_vocab=Vocab(language.alphabet).size,
         d_state=list(sizes),

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction, column
+from hooks.constructions._core import Construction, column
+from languages.vocab import BOS_ID, END_ID, PAD_ID
 
 S = 30.0  # SiLU(S v) ≈ S ReLU(v)
 LAM = 60.0  # Δ = softplus(LAM (signal - 1/2)): 30 or e^-30

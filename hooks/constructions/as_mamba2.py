@@ -45,7 +45,8 @@ import math
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction, column
+from hooks.constructions._core import Construction, column
+from languages.vocab import BOS_ID, END_ID, PAD_ID
 from hooks.constructions.as_mamba import A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus
 
 S = 60.0  # SiLU(S (v - 1/2)) for v in {0, 1}: -2.8e-12 or 30

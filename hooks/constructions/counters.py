@@ -6,7 +6,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import END_ID, Construction, assemble, column, empty_allowed, make_config
+from hooks.constructions._core import Construction, assemble, column, empty_allowed, make_config
+from languages.vocab import END_ID
 
 BRACKET_LANGUAGES = ("dyck1", "shuffle2", "shuffle4", "shuffle6")
 BLOCK_LANGUAGES = ("anbn", "anbncn", "anbncndn")

@@ -6,7 +6,8 @@ import math
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import END_ID, Construction, assemble, column, empty_allowed, indicator, make_config
+from hooks.constructions._core import Construction, assemble, column, empty_allowed, indicator, make_config
+from languages.vocab import END_ID
 
 
 def _bits(K: int) -> int:

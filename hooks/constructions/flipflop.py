@@ -5,9 +5,6 @@ import torch
 from torch import Tensor
 
 from hooks.constructions._core import (
-    BOS_ID,
-    END_ID,
-    PAD_ID,
     Construction,
     assemble,
     column,
@@ -15,6 +12,7 @@ from hooks.constructions._core import (
     indicator,
     make_config,
 )
+from languages.vocab import BOS_ID, END_ID, PAD_ID
 
 DECAY = 0.5
 # Thresholds of the previous-token channel (see the docstring): the current symbol's coordinate is

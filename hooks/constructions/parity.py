@@ -7,7 +7,8 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import BOS_ID, END_ID, Construction, assemble, column, empty_allowed, make_config
+from hooks.constructions._core import Construction, assemble, column, empty_allowed, make_config
+from languages.vocab import BOS_ID, END_ID
 
 
 def parity_signed(*, dtype: str = "float32") -> Construction:
