@@ -6,15 +6,15 @@
   :class:`RidgeProbe` -- scikit-learn estimators with CV-chosen regularisation (``probe.linear``).
 * :func:`control_labels` / :func:`control_mapping` / :func:`apply_control` -- Hewitt & Liang control
   tasks; :func:`majority_baseline`; :func:`random_init_like`.
-* :func:`probe_grid` / :func:`format_table` / :func:`length_bins` -- the tidy results table
-  (``probe.grid``).
+* :func:`probe_grid` -> :class:`ProbeRecord` per (site, variable) / :func:`format_table` /
+  :func:`length_bins` -- the tidy results table (``probe.grid``).
 * :class:`ConditionalProbe` -- one probe per value of a conditioning variable (top | depth)
   (``probe.conditional``).
 * :func:`online_code_length` -- Voita & Titov online code (``probe.mdl``).
 """
 from .collect import CATEGORICAL_NAMES, Collection, collect, layer_of, sites_matching
 from .conditional import ConditionalProbe
-from .grid import format_table, length_bins, probe_given, probe_grid
+from .grid import OODScore, ProbeRecord, format_table, length_bins, probe_given, probe_grid
 from .linear import (
     LinearProbe,
     LogisticProbe,
@@ -34,6 +34,8 @@ __all__ = [
     "ConditionalProbe",
     "LinearProbe",
     "LogisticProbe",
+    "OODScore",
+    "ProbeRecord",
     "RidgeProbe",
     "apply_control",
     "collect",

@@ -1,0 +1,30 @@
+"""The one markdown-table writer: every report (the suite, the probe grid, the studies) renders its tables here.
+
+It lives at the lowest layer that writes a table (``trained_models``); ``probe`` and ``analyses`` import it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+__all__ = ["markdown_table"]
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], cell: Callable[[Any], str] = str) -> list[str]:
+    """A markdown table as a list of lines: ``| a | b |``, the rule ``|---|---|``, one line per row.
+
+    Body cells go through ``cell`` (default ``str``; the caller chooses the number format); a ``|`` in a
+    header or body cell is escaped (``\\|``) so it cannot split its row. A row shorter or longer than the
+    header raises ``ValueError``.
+    """
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    header = [str(h) for h in header]
+    lines = [line(header), "|" + "|".join("---" for _ in header) + "|"]
+    for i, row in enumerate(rows):
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"markdown_table: row {i} has {len(row)} cells, the header {len(header)}")
+        lines.append(line([cell(v) for v in row]))
+    return lines
