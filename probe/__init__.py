@@ -3,9 +3,10 @@
 * :func:`collect` -> :class:`Collection` -- activations at hook sites aligned with ``Language.trace``
   labels, split by sequence, bounded memory (``probe.collect``).
 * :class:`LinearProbe` (``kind="classification"|"regression"``), :class:`LogisticProbe`,
-  :class:`RidgeProbe` -- scikit-learn estimators with CV-chosen regularisation (``probe.linear``).
+  :class:`RidgeProbe` -- scikit-learn estimators with CV-chosen regularisation (``probe.linear``;
+  ``probe.logistic``, ``probe.ridge``, ``probe.standardized``).
 * :func:`control_labels` / :func:`control_mapping` / :func:`apply_control` -- Hewitt & Liang control
-  tasks; :func:`majority_baseline`; :func:`random_init_like`.
+  tasks; :func:`majority_baseline`; :func:`random_init_like` (``probe.controls``).
 * :func:`probe_grid` -> :class:`ProbeRecord` per (site, variable) / :func:`format_table` /
   :func:`length_bins` -- the tidy results table (``probe.grid``).
 * :class:`ConditionalProbe` -- one probe per value of a conditioning variable (top | depth)
@@ -14,18 +15,9 @@
 """
 from .collect import CATEGORICAL_NAMES, Collection, collect, layer_of, sites_matching
 from .conditional import ConditionalProbe
+from .controls import apply_control, control_labels, control_mapping, majority_baseline, random_init_like
 from .grid import OODScore, ProbeRecord, format_table, length_bins, probe_given, probe_grid
-from .linear import (
-    LinearProbe,
-    LogisticProbe,
-    RidgeProbe,
-    apply_control,
-    control_labels,
-    control_mapping,
-    majority_baseline,
-    random_init_like,
-    with_hyperparameters,
-)
+from .linear import LinearProbe, LogisticProbe, RidgeProbe, with_hyperparameters
 from .mdl import online_code_length
 
 __all__ = [
