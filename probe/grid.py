@@ -104,9 +104,9 @@ class ProbeRecord:
             v = getattr(self, f.name)
             if f.name == "ood":
                 for name, o in v.items():
-                    flat.update({k: x for k, x in ((f"ood_{name}", o.score), (f"ood_{name}_rounded", o.accuracy_rounded),
-                                                   (f"n_ood_{name}_deep", o.n_deep), (f"ood_{name}_deep", o.deep))
-                                 if x is not None})
+                    named = ((f"ood_{name}", o.score), (f"ood_{name}_rounded", o.accuracy_rounded),
+                             (f"n_ood_{name}_deep", o.n_deep), (f"ood_{name}_deep", o.deep))
+                    flat.update({k: x for k, x in named if x is not None})
             elif v is not None or f.name in _ALWAYS:
                 flat[f.name] = v
         return flat

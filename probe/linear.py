@@ -36,8 +36,8 @@ e.g. sequence ids -- are given to ``fit``; without groups a :class:`GroupsWarnin
 of one sequence may fall on both sides of the inner split) over the ``Cs`` / ``alphas`` grid, on a random subsample of
 at most ``cv_max_samples`` rows (standardised with the full data's statistics), then the probe is
 refit on all rows with the best value. A one-element grid skips CV. With ``max_iter`` and BLAS on one
-thread (:data:`probe.standardized.BLAS_THREADS`), a 40k x 2048, 9-class logistic probe fits in ~5 s and a 50k x 2048 ridge
-probe in ~6 s on a shared two-core machine. Caveat: when ``d`` is comparable to ``cv_max_samples`` the
+thread (:data:`probe.standardized.BLAS_THREADS`), a 40k x 2048, 9-class logistic probe fits in ~5 s and
+a 50k x 2048 ridge probe in ~6 s on a shared two-core machine. Caveat: when ``d`` is comparable to ``cv_max_samples`` the
 CV subsample overfits more than the full data does, which biases the choice toward strong
 regularisation; raise ``cv_max_samples`` (slower) when that matters.
 

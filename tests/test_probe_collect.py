@@ -78,7 +78,8 @@ def _every_third(s, trace):
     return range(len(s), -1, -3)  # unsorted, from the end: collect sorts
 
 
-@pytest.mark.parametrize("positions", ["all", 37, 0, 10**6, _every_third], ids=["all", "k", "zero", "k>total", "callable"])
+@pytest.mark.parametrize("positions", ["all", 37, 0, 10**6, _every_third],
+                         ids=["all", "k", "zero", "k>total", "callable"])
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
 def test_batched_path_equals_the_per_string_reference(setup, positions, batch_size):
     lang, vocab, model, strings = setup

@@ -89,7 +89,8 @@ def test_probe_grid_table(toy_collections):
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     flat = r.as_dict()
     assert {"ood_21-40", "ood_41-60_rounded", "n_ood_41-60_deep", "ood_41-60_deep"} <= set(flat)
-    assert flat["ood_41-60_rounded"] == r.ood["41-60"].accuracy_rounded and flat["n_ood_41-60_deep"] == r.ood["41-60"].n_deep
+    assert flat["ood_41-60_rounded"] == r.ood["41-60"].accuracy_rounded
+    assert flat["n_ood_41-60_deep"] == r.ood["41-60"].n_deep
     row = lines[2 + recs.index(r)]
     cells = dict(zip(header, (c.strip() for c in row.strip("|").split("|"))))
     assert cells["site"] == r.site and cells["n_ood_41-60_deep"] == str(r.ood["41-60"].n_deep)

@@ -13,7 +13,8 @@ def test_lines_rule_and_cells():
 
 
 def test_cell_formatter_and_pipe_escaping():
-    lines = markdown_table(["top | depth", "v"], [["a|b", 1 / 3]], cell=lambda v: f"{v:.2f}" if isinstance(v, float) else v)
+    lines = markdown_table(["top | depth", "v"], [["a|b", 1 / 3]],
+                           cell=lambda v: f"{v:.2f}" if isinstance(v, float) else v)
     assert lines == ["| top \\| depth | v |", "|---|---|", "| a\\|b | 0.33 |"]
 
 
