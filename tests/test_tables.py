@@ -21,3 +21,10 @@ def test_cell_formatter_and_pipe_escaping():
 def test_ragged_row_is_refused():
     with pytest.raises(ValueError, match="row 1 has 1 cells, the header 2"):
         markdown_table(["a", "b"], [[1, 2], [3]])
+
+
+def test_rule_per_column_or_for_all():
+    assert markdown_table(["a", "b"], [[1, 2]], rule="---:")[1] == "|---:|---:|"
+    assert markdown_table(["a", "b"], [], rule=["---", ":---:"])[1] == "|---|:---:|"
+    with pytest.raises(ValueError, match="1 rule cells for 2 columns"):
+        markdown_table(["a", "b"], [], rule=["---"])
