@@ -228,8 +228,8 @@ def probe_collections(subject: Subject, coll: Callable[..., Any], train: Any, te
     return tr, te, rand, baselines
 
 
-def probe_rows(records: Sequence[dict], ood_names: Sequence[str] = ()) -> list[dict]:
-    """Flatten :func:`probe.grid.probe_grid` records into report rows.
+def probe_rows(records: Sequence[Any], ood_names: Sequence[str] = ()) -> list[dict]:
+    """Report rows of :func:`probe.grid.probe_grid` records (:class:`probe.grid.ProbeRecord`).
 
     ``accuracy`` is held-out accuracy (the rounded readout for a regression target, whose R^2 is
     ``r2``); ``ood`` maps each OOD bin to its accuracy (and ``ood_r2`` to its R^2 for regression);
@@ -238,18 +238,15 @@ def probe_rows(records: Sequence[dict], ood_names: Sequence[str] = ()) -> list[d
     """
     out = []
     for r in records:
-        regression = r.get("metric") == "r2"
         row = {
-            "layer": r["layer"], "site": r["site"], "variable": r["variable"],
-            "accuracy": r.get("accuracy_rounded") if regression else r["score"],
-            "r2": r["score"] if regression else None,
-            "selectivity": r.get("selectivity"), "control": r.get("control"), "majority": r.get("majority"),
-            "random_init": r.get("random_init"), "input_token": r.get("input_token"),
-            "input_counts": r.get("input_counts"), "hyper": r.get("hyper"),
-            "ood": {b: (r.get(f"ood_{b}_rounded") if regression else r.get(f"ood_{b}")) for b in ood_names},
+            "layer": r.layer, "site": r.site, "variable": r.variable, "accuracy": r.accuracy, "r2": r.r2,
+            "selectivity": r.selectivity, "control": r.control, "majority": r.majority,
+            "random_init": r.random_init, "input_token": r.input_token,
+            "input_counts": r.input_counts, "hyper": r.hyper,
+            "ood": {b: r.ood[b].accuracy if b in r.ood else None for b in ood_names},
         }
-        if regression:
-            row["ood_r2"] = {b: r.get(f"ood_{b}") for b in ood_names}
+        if r.kind == "regression":
+            row["ood_r2"] = {b: r.ood[b].score if b in r.ood else None for b in ood_names}
         out.append(row)
     return out
 

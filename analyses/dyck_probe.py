@@ -47,7 +47,7 @@ import languages
 from analyses.common import Subject, das_markdown, probe_collections
 from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
 from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_figure
-from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, parse_window, progress_steps,
+from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, md_table, parse_window, progress_steps,
                             run_cli, settings_from_args, start)
 from languages import cli
 from probe.alignment import alignment_scores
@@ -155,16 +155,13 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
         given[site] = (g_in["score"], g_out["score"])
     out = []
     for r in recs:
-        regression = r.get("metric") == "r2"
-        acc = r.get("accuracy_rounded") if regression else r["score"]
-        ood_acc = r.get("ood_out_rounded") if regression else r.get("ood_out")
         out.append({
-            "layer": r["layer"], "site": r["site"], "variable": r["variable"], "accuracy": acc,
-            "r2": r["score"] if regression else None, "selectivity": r.get("selectivity"),
-            "control": r.get("control"), "majority": r.get("majority"), "random_init": r.get("random_init"),
-            "input_token": r.get("input_token"), "input_counts": r.get("input_counts"), "ood_accuracy": ood_acc,
-            "accuracy_given_depth": given[r["site"]][0] if r["variable"] == "top" else None,
-            "ood_accuracy_given_depth": given[r["site"]][1] if r["variable"] == "top" else None,
+            "layer": r.layer, "site": r.site, "variable": r.variable, "accuracy": r.accuracy,
+            "r2": r.r2, "selectivity": r.selectivity,
+            "control": r.control, "majority": r.majority, "random_init": r.random_init,
+            "input_token": r.input_token, "input_counts": r.input_counts, "ood_accuracy": r.ood["out"].accuracy,
+            "accuracy_given_depth": given[r.site][0] if r.variable == "top" else None,
+            "ood_accuracy_given_depth": given[r.site][1] if r.variable == "top" else None,
         })
     return out
 
@@ -413,38 +410,32 @@ def to_markdown(report: dict) -> str:
             lines.append(f"- **{name}**: {m['verdict_das']}")
         if "verdict" in m:
             lines.append(f"- **{name}** (probes, whole-layer swaps): {m['verdict']}")
-    lines += ["", "## Close accuracy", "", "| model | in | out |", "|---|---|---|"]
-    for name, m in report["models"].items():
-        lines.append(f"| {name} | {_fmt(m['close_accuracy']['in'], 3)} | {_fmt(m['close_accuracy']['out'], 3)} |")
-    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout; top | depth = one probe per depth)", "",
-              "| model | layer | site | variable | accuracy | selectivity | control | majority | random init | tokens | counts | out of distribution | top \\| depth (in / out) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, m in report["models"].items():
-        for p in m.get("probes", []):
-            given = (f"{_fmt(p.get('accuracy_given_depth'))} / {_fmt(p.get('ood_accuracy_given_depth'))}"
-                     if p.get("accuracy_given_depth") is not None else "–")
-            lines.append(f"| {name} | {p['layer'] + 1} | {p['site'].split('.')[-1]} | {p['variable']} | "
-                         f"{_fmt(p['accuracy'])} | {_fmt(p['selectivity'])} | {_fmt(p['control'])} | {_fmt(p['majority'])} | "
-                         f"{_fmt(p['random_init'])} | {_fmt(p['input_token'])} | {_fmt(p['input_counts'])} | "
-                         f"{_fmt(p['ood_accuracy'])} | {given} |")
+    models = report["models"]
+    lines += ["", "## Close accuracy", ""]
+    lines += md_table(["model", "in", "out"],
+                      ([name, m["close_accuracy"]["in"], m["close_accuracy"]["out"]] for name, m in models.items()), 3)
+    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout; top | depth = one probe per depth)", ""]
+    lines += md_table(["model", "layer", "site", "variable", "accuracy", "selectivity", "control", "majority",
+                       "random init", "tokens", "counts", "out of distribution", "top | depth (in / out)"],
+                      ([name, p["layer"] + 1, p["site"].split(".")[-1], p["variable"], p["accuracy"], p["selectivity"],
+                        p["control"], p["majority"], p["random_init"], p["input_token"], p["input_counts"],
+                        p["ood_accuracy"],
+                        f"{_fmt(p.get('accuracy_given_depth'))} / {_fmt(p.get('ood_accuracy_given_depth'))}"
+                        if p.get("accuracy_given_depth") is not None else None]
+                       for name, m in models.items() for p in m.get("probes", [])))
     lines += ["", "## Interchange interventions", "",
               "A pair counts when, after the swap, every continuation position whose counterfactual stack is "
-              "non-empty gives the counterfactual's closing bracket p / Σ p(closes) > 0.8 (close accuracy).", "",
-              "| model | layer swapped | variable | IIA | random-pair baseline | pairs (excluded) |",
-              "|---|---|---|---|---|---|"]
-    for name, m in report["models"].items():
-        for r in m.get("iia", []):
-            layer = r["layer"] if r["layer"] == "all" else r["layer"] + 1
-            lines.append(f"| {name} | {layer} | {r['variable']} | {_fmt(r['iia'])} | {_fmt(r['baseline'])} | "
-                         f"{r['n_pairs']} ({r['n_excluded']}) |")
+              "non-empty gives the counterfactual's closing bracket p / Σ p(closes) > 0.8 (close accuracy).", ""]
+    lines += md_table(["model", "layer swapped", "variable", "IIA", "random-pair baseline", "pairs (excluded)"],
+                      ([name, r["layer"] if r["layer"] == "all" else r["layer"] + 1, r["variable"], r["iia"],
+                        r["baseline"], f"{r['n_pairs']} ({r['n_excluded']})"]
+                       for name, m in models.items() for r in m.get("iia", [])))
     lines += das_markdown(report["models"])
-    lines += ["", "## Alignment with the construction (model layer vs construction layer)", "",
-              "| model | layer | construction layer | R² (construction from model) | R² (model from construction) | CKA |",
-              "|---|---|---|---|---|---|"]
-    for name, m in report["models"].items():
-        for a in m.get("alignment", []):
-            lines.append(f"| {name} | {a['layer'] + 1} | {a['construction_layer'] + 1} | {_fmt(a['r2'])} | "
-                         f"{_fmt(a['r2_reverse'])} | {_fmt(a['cka'])} |")
+    lines += ["", "## Alignment with the construction (model layer vs construction layer)", ""]
+    lines += md_table(["model", "layer", "construction layer", "R² (construction from model)",
+                       "R² (model from construction)", "CKA"],
+                      ([name, a["layer"] + 1, a["construction_layer"] + 1, a["r2"], a["r2_reverse"], a["cka"]]
+                       for name, m in models.items() for a in m.get("alignment", [])))
     if report.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(report["skipped"])]
     return "\n".join(lines) + "\n"

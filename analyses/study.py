@@ -37,6 +37,7 @@ from analyses.figures import FORMATS, save_figure, short_site  # noqa: F401 (sho
 from languages import cli
 from languages.io import StagedDir, atomic_write_json, atomic_write_text, check_writable
 from trained_models.registry import resolve
+from trained_models.tables import markdown_table
 
 # --------------------------------------------------------------------------- CLI
 
@@ -156,13 +157,8 @@ def fmt(x: Any, digits: int = 2) -> str:
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 2) -> list[str]:
-    """A markdown table as a list of lines (cells through :func:`fmt`; ``|`` in cells escaped)."""
-    def cell(v: Any) -> str:
-        return fmt(v, digits).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return lines
+    """A markdown table as a list of lines (:func:`trained_models.tables.markdown_table`, cells through :func:`fmt`)."""
+    return markdown_table(header, rows, cell=lambda v: fmt(v, digits))
 
 
 def finish_report(report: dict, t0: float) -> dict:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from trained_models.tables import markdown_table
+
 BOUND_MB = 2048.0
 ROWS = [  # (positions kept, storage dtype, batch size)
     (50_000, "float32", 8),
@@ -115,12 +117,10 @@ def main(argv=None) -> int:
           f"hook_resid_post x 2 layers; torch threads {args.threads}\n")
     cols = ["positions", "dtype", "batch", "tokens seen", "kept", "features", "stored MB",
             "RSS before collect MB", "peak RSS MB", "sample s", "collect s"]
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "|".join("---:" for _ in cols) + "|")
-    for r in results:
-        print(f"| {r['positions']} | {r['dtype']} | {r['batch_size']} | {r['tokens_seen']} | {r['kept']} | "
-              f"{r['features']} | {r['stored_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['sample_s']:.1f} | {r['collect_s']:.1f} |")
+    rows = [[r["positions"], r["dtype"], r["batch_size"], r["tokens_seen"], r["kept"], r["features"],
+             f"{r['stored_mb']:.0f}", f"{r['rss_before_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['sample_s']:.1f}",
+             f"{r['collect_s']:.1f}"] for r in results]
+    print("\n".join(markdown_table(cols, rows, rule="---:")))
     r0 = results[0]
     all_mb = r0["tokens_seen"] * r0["features"] * 4 / 2**20
     print(f"\nKeeping every position instead would store {all_mb:.0f} MB of float32 activations (not run).")

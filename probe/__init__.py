@@ -3,29 +3,21 @@
 * :func:`collect` -> :class:`Collection` -- activations at hook sites aligned with ``Language.trace``
   labels, split by sequence, bounded memory (``probe.collect``).
 * :class:`LinearProbe` (``kind="classification"|"regression"``), :class:`LogisticProbe`,
-  :class:`RidgeProbe` -- scikit-learn estimators with CV-chosen regularisation (``probe.linear``).
+  :class:`RidgeProbe` -- scikit-learn estimators with CV-chosen regularisation (``probe.linear``;
+  ``probe.logistic``, ``probe.ridge``, ``probe.standardized``).
 * :func:`control_labels` / :func:`control_mapping` / :func:`apply_control` -- Hewitt & Liang control
-  tasks; :func:`majority_baseline`; :func:`random_init_like`.
-* :func:`probe_grid` / :func:`format_table` / :func:`length_bins` -- the tidy results table
-  (``probe.grid``).
+  tasks; :func:`majority_baseline`; :func:`random_init_like` (``probe.controls``).
+* :func:`probe_grid` -> :class:`ProbeRecord` per (site, variable) / :func:`format_table` /
+  :func:`length_bins` -- the tidy results table (``probe.grid``).
 * :class:`ConditionalProbe` -- one probe per value of a conditioning variable (top | depth)
   (``probe.conditional``).
 * :func:`online_code_length` -- Voita & Titov online code (``probe.mdl``).
 """
 from .collect import CATEGORICAL_NAMES, Collection, collect, layer_of, sites_matching
 from .conditional import ConditionalProbe
-from .grid import format_table, length_bins, probe_given, probe_grid
-from .linear import (
-    LinearProbe,
-    LogisticProbe,
-    RidgeProbe,
-    apply_control,
-    control_labels,
-    control_mapping,
-    majority_baseline,
-    random_init_like,
-    with_hyperparameters,
-)
+from .controls import apply_control, control_labels, control_mapping, majority_baseline, random_init_like
+from .grid import OODScore, ProbeRecord, format_table, length_bins, probe_given, probe_grid
+from .linear import LinearProbe, LogisticProbe, RidgeProbe, with_hyperparameters
 from .mdl import online_code_length
 
 __all__ = [
@@ -34,6 +26,8 @@ __all__ = [
     "ConditionalProbe",
     "LinearProbe",
     "LogisticProbe",
+    "OODScore",
+    "ProbeRecord",
     "RidgeProbe",
     "apply_control",
     "collect",

@@ -1,6 +1,6 @@
 """Probe a grid of (site, variable) pairs with controls and baselines; a tidy table of the results.
 
-One record per (site, variable), keys:
+One :class:`ProbeRecord` per (site, variable):
 
 * ``site``, ``layer`` (0-based, parsed from ``blocks.{l}.``; None for e.g. ``hook_embed``), ``variable``,
   ``kind`` (classification / regression), ``metric`` (``accuracy`` / ``r2``), ``score`` (held-out test
@@ -13,29 +13,106 @@ One record per (site, variable), keys:
   architecture -- pass its train/test collections);
 * ``input_token`` (probe on the one-hot current token) and ``input_counts`` (probe on the prefix symbol
   counts -- depth is linear in them);
-* per OOD bin ``b``: ``ood_b`` (score of the task probe fit on the training collection),
-  ``ood_b_rounded`` (regression), and when the collections carry ``depth_var``: ``ood_b_deep`` on the OOD
-  positions deeper than any training position (with ``n_ood_b_deep``);
+* ``ood``: per OOD bin ``b`` an :class:`OODScore` -- ``score`` of the task probe fit on the training
+  collection, ``accuracy_rounded`` (regression), and when the collections carry ``depth_var``:
+  ``n_deep`` OOD positions deeper than any training position and the ``deep`` score on them;
 * optional (``mdl=True``): ``mdl_bits``, ``mdl_compression`` (online code on the training rows).
+
+A baseline that was not run is None. :meth:`ProbeRecord.as_dict` is the flat form (the OOD scores as
+``ood_b``, ``ood_b_rounded``, ``n_ood_b_deep``, ``ood_b_deep``; baselines not run left out) that
+:func:`format_table` renders.
 
 Categorical codes of the test/OOD/random-init collections are re-coded into the training collection's
 classes (unseen values can never be predicted and count as errors).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
-from .collect import Collection, layer_of
+from trained_models.tables import markdown_table
+
+from .collect import layer_of
+from .collection import Collection
 from .conditional import ConditionalProbe
 from .linear import LinearProbe, apply_control, control_mapping, majority_baseline, with_hyperparameters
 from .mdl import online_code_length
 
-__all__ = ["probe_grid", "probe_given", "format_table", "length_bins", "DEFAULT_BASELINES"]
+__all__ = ["DEFAULT_BASELINES", "OODScore", "ProbeRecord", "format_table", "length_bins", "probe_given", "probe_grid"]
 
 DEFAULT_BASELINES = ("control", "majority", "random_init", "input_token", "input_counts")
+
+
+@dataclasses.dataclass
+class OODScore:
+    """The task probe on one out-of-distribution collection."""
+
+    score: float  # the record's metric (accuracy or R^2)
+    accuracy_rounded: Optional[float] = None  # regression: accuracy of the rounded predictions
+    n_deep: Optional[int] = None  # positions deeper than any training position (with ``depth_var``)
+    deep: Optional[float] = None  # the score on them (when there are any)
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy: the score of a classifier, the rounded readout's of a regression."""
+        return self.score if self.accuracy_rounded is None else self.accuracy_rounded
+
+
+@dataclasses.dataclass(kw_only=True)
+class ProbeRecord:
+    """One (site, variable) probe of :func:`probe_grid` with its baselines (see the module docstring)."""
+
+    site: str
+    layer: Optional[int]
+    variable: str
+    kind: str  # "classification" | "regression"
+    metric: str  # "accuracy" | "r2"
+    score: float
+    accuracy_rounded: Optional[float] = None  # regression: accuracy of the rounded predictions
+    hyper: Optional[float]  # the chosen C (classification) or alpha (regression)
+    n_train: int
+    n_test: int
+    control: Optional[float] = None
+    selectivity: Optional[float] = None
+    majority: Optional[float] = None
+    input_token: Optional[float] = None
+    input_counts: Optional[float] = None
+    random_init: Optional[float] = None
+    ood: dict[str, OODScore] = dataclasses.field(default_factory=dict)
+    mdl_bits: Optional[float] = None
+    mdl_compression: Optional[float] = None
+
+    @property
+    def accuracy(self) -> float:
+        """Held-out accuracy: the score of a classifier, the rounded readout's of a regression."""
+        return self.accuracy_rounded if self.kind == "regression" else self.score
+
+    @property
+    def r2(self) -> Optional[float]:
+        """Held-out R^2 of a regression (None for a classifier)."""
+        return self.score if self.kind == "regression" else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flat form: every field, OOD scores as ``ood_b`` / ``ood_b_rounded`` / ``n_ood_b_deep`` /
+        ``ood_b_deep``; baselines and scores that were not computed are left out."""
+        flat: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name == "ood":
+                for name, o in v.items():
+                    named = ((f"ood_{name}", o.score), (f"ood_{name}_rounded", o.accuracy_rounded),
+                             (f"n_ood_{name}_deep", o.n_deep), (f"ood_{name}_deep", o.deep))
+                    flat.update({k: x for k, x in named if x is not None})
+            elif v is not None or f.name in _ALWAYS:
+                flat[f.name] = v
+        return flat
+
+
+_ALWAYS = ("site", "layer", "variable", "kind", "metric", "score", "hyper", "n_train", "n_test")
 
 
 def length_bins(collection: Collection, edges: Sequence[int]) -> dict[str, Collection]:
@@ -73,9 +150,9 @@ def probe_grid(
     probe_params: dict | None = None,
     depth_var: str | None = "depth",
     mdl: bool = False,
-) -> list[dict]:
+) -> list[ProbeRecord]:
     """Fit one probe per (site, variable) on ``collection_train``, score it on ``collection_test`` (and
-    the ``ood`` bins) with the baselines named in ``baselines``. See the module docstring for the keys.
+    the ``ood`` bins) with the baselines named in ``baselines``. See the module docstring for the fields.
 
     ``probe_params`` go to :class:`probe.linear.LinearProbe` (e.g. ``{"Cs": (1.0,), "max_iter": 50}``).
     CV inside the probe groups rows by sequence id.
@@ -118,47 +195,41 @@ def probe_grid(
         for site in sites:
             Xtr, Xte = tr.acts[site], te.acts[site]
             probe, score = _fit_score(kind, Xtr, ytr, Xte, yte, tr.seq_id, params, seed)
-            inner = probe.probe_
-            rec = {
-                "site": site,
-                "layer": layer_of(site),
-                "variable": var,
-                "kind": kind,
-                "metric": metric,
-                "score": float(score),
-            }
-            if kind == "regression":
-                rec["accuracy_rounded"] = probe.accuracy(Xte, yte)
-            rec["hyper"] = getattr(inner, "C_", None) if kind == "classification" else inner.alpha_
-            rec["n_train"], rec["n_test"] = len(tr), len(te)
+            rec = ProbeRecord(
+                site=site, layer=layer_of(site), variable=var, kind=kind, metric=metric, score=float(score),
+                accuracy_rounded=probe.accuracy(Xte, yte) if kind == "regression" else None,
+                hyper=getattr(probe.probe_, "C_", None) if kind == "classification" else probe.probe_.alpha_,
+                n_train=len(tr), n_test=len(te), **common)
             if "control" in baselines:
-                control = _fit_score(kind, Xtr, ctr_tr, Xte, ctr_te, tr.seq_id, params, seed,
-                                     fixed_from=probe)[1]
-                rec["control"] = float(control)
-                rec["selectivity"] = float(score - control)
-            rec.update(common)
+                rec.control = float(_fit_score(kind, Xtr, ctr_tr, Xte, ctr_te, tr.seq_id, params, seed,
+                                               fixed_from=probe)[1])
+                rec.selectivity = float(score - rec.control)
             if random_init is not None and "random_init" in baselines:
                 rtr, rte = random_init
-                rec["random_init"] = float(_fit_score(
+                rec.random_init = float(_fit_score(
                     kind, rtr.acts[site], _labels_like(rtr, var, tr), rte.acts[site],
                     _labels_like(rte, var, tr), rtr.seq_id, params, seed)[1])
             for name, coll in ood.items():
-                yo = _labels_like(coll, var, tr)
-                Xo = coll.acts[site]
-                rec[f"ood_{name}"] = float(probe.score(Xo, yo))
-                if kind == "regression":
-                    rec[f"ood_{name}_rounded"] = probe.accuracy(Xo, yo)
+                deep = None
                 if depth_var and depth_var in tr.labels and depth_var in coll.labels:
                     deep = coll.labels[depth_var] > np.nanmax(tr.labels[depth_var])
-                    rec[f"n_ood_{name}_deep"] = int(deep.sum())
-                    if deep.any():
-                        rec[f"ood_{name}_deep"] = float(probe.score(Xo[deep], yo[deep]))
+                rec.ood[name] = _ood_score(probe, kind, coll.acts[site], _labels_like(coll, var, tr), deep)
             if mdl:
                 code = online_code_length(Xtr, ytr, kind=kind, seed=seed)
-                rec["mdl_bits"] = code["online_bits"]
-                rec["mdl_compression"] = code["compression"]
+                rec.mdl_bits, rec.mdl_compression = code["online_bits"], code["compression"]
             records.append(rec)
     return records
+
+
+def _ood_score(probe, kind: str, X: np.ndarray, y: np.ndarray, deep: Optional[np.ndarray]) -> OODScore:
+    """The task probe on one OOD collection; ``deep`` marks the rows deeper than any training row."""
+    out = OODScore(score=float(probe.score(X, y)),
+                   accuracy_rounded=probe.accuracy(X, y) if kind == "regression" else None)
+    if deep is not None:
+        out.n_deep = int(deep.sum())
+        if deep.any():
+            out.deep = float(probe.score(X[deep], y[deep]))
+    return out
 
 
 def probe_given(
@@ -219,13 +290,16 @@ _FIRST = ["site", "layer", "variable", "metric", "score", "accuracy_rounded", "c
 _LAST = ["hyper", "n_train", "n_test"]
 
 
-def format_table(records: Sequence[dict], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """Markdown table of ``records``; columns default to every key present, in a fixed order."""
+def format_table(records: Sequence[ProbeRecord | Mapping[str, Any]], columns: Sequence[str] | None = None,
+                 digits: int = 3) -> str:
+    """Markdown table of ``records`` (their :meth:`ProbeRecord.as_dict` form); columns default to every
+    key present, in a fixed order."""
     if not records:
         return "(no records)"
+    rows = [r.as_dict() if isinstance(r, ProbeRecord) else r for r in records]
     if columns is None:
         keys = []
-        for r in records:
+        for r in rows:
             keys += [k for k in r if k not in keys]
         columns = ([k for k in _FIRST if k in keys] + [k for k in keys if k not in _FIRST + _LAST + ["kind"]]
                    + [k for k in _LAST if k in keys])
@@ -239,7 +313,4 @@ def format_table(records: Sequence[dict], columns: Sequence[str] | None = None, 
             return f"{v:.{digits}g}" if (abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3)) else f"{v:.{digits}f}"
         return str(v)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    for r in records:
-        lines.append("| " + " | ".join(cell(r.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
+    return "\n".join(markdown_table(columns, ([r.get(c) for c in columns] for r in rows), cell=cell))

@@ -9,6 +9,7 @@ import torch
 
 from _probe_toys import CountingModel, ToyLanguage, ToyVocab, expected_counts
 from probe import Collection, collect, layer_of, sites_matching
+from probe.collect import collect_reference
 
 SITES = ["blocks.0.hook_counts", "blocks.1.hook_pair"]
 
@@ -55,6 +56,64 @@ def test_all_positions_are_aligned_with_the_trace(setup):
     expect = [(i, p) for i, s in enumerate(strings) for p in range(len(s) + 1)]
     assert list(zip(c.seq_id.tolist(), c.pos.tolist())) == expect
     _check_alignment(c, strings, vocab)
+
+
+def _assert_same_collection(fast: Collection, slow: Collection, exact: bool = True) -> None:
+    """Row for row the same kept set, tokens, labels (decoded) and activations."""
+    for name in ("seq_id", "pos", "token", "length"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert fast.kinds == slow.kinds and fast.classes == slow.classes
+    for v in slow.labels:
+        np.testing.assert_array_equal(fast.labels[v], slow.labels[v], err_msg=v)
+    assert list(fast.acts) == list(slow.acts)
+    for site, ref in slow.acts.items():
+        assert fast.acts[site].dtype == ref.dtype and fast.acts[site].shape == ref.shape, site
+        if exact:
+            np.testing.assert_array_equal(fast.acts[site], ref, err_msg=site)
+        else:
+            np.testing.assert_allclose(fast.acts[site], ref, rtol=1e-5, atol=1e-6, err_msg=site)
+
+
+def _every_third(s, trace):
+    return range(len(s), -1, -3)  # unsorted, from the end: collect sorts
+
+
+@pytest.mark.parametrize("positions", ["all", 37, 0, 10**6, _every_third],
+                         ids=["all", "k", "zero", "k>total", "callable"])
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_batched_path_equals_the_per_string_reference(setup, positions, batch_size):
+    lang, vocab, model, strings = setup
+    strings = strings + ["", "c"]  # empty strings: only the BOS position
+    fast = collect(model, lang, strings, SITES, VARS, positions=positions, seed=5, batch_size=batch_size,
+                   vocab=vocab)
+    slow = collect_reference(model, lang, strings, SITES, VARS, positions=positions, seed=5, vocab=vocab)
+    _assert_same_collection(fast, slow)
+    if positions != 0:
+        assert len(slow) > 0
+    _check_alignment(slow, strings, vocab)  # the reference itself, recomputed from the strings
+
+
+def test_reference_equivalence_float16_and_trace_chosen_positions(setup):
+    lang, vocab, model, strings = setup
+    pick_a = lambda s, tr: [i for i, v in enumerate(tr["last"]) if v == "a"]  # noqa: E731
+    for kw in ({"positions": 50, "dtype": torch.float16}, {"positions": pick_a}):
+        fast = collect(model, lang, strings, SITES, VARS, seed=2, batch_size=5, vocab=vocab, **kw)
+        _assert_same_collection(fast, collect_reference(model, lang, strings, SITES, VARS, seed=2, vocab=vocab, **kw))
+
+
+def test_strings_without_kept_rows_are_not_run(setup):
+    """Only strings with a kept row reach the model, each cut after its last kept position."""
+    lang, vocab, _, strings = setup
+    model = CountingModel()
+    seen = []
+    model.blocks[0].hook_counts.add_hook(lambda t, hook: seen.append(tuple(t.shape[:2])), is_permanent=True)
+    c = collect(model, lang, strings, SITES, [], positions=lambda s, tr: [1] if s.startswith("a") else [],
+                batch_size=4, vocab=vocab)
+    n_a = sum(s.startswith("a") for s in strings)
+    assert len(c) == n_a and sum(b for b, _ in seen) == n_a and {w for _, w in seen} == {2}
+    by_length = sorted(range(len(strings)), key=lambda i: len(strings[i]))  # batches: 4 at a time in this order
+    chunks = [by_length[i:i + 4] for i in range(0, len(strings), 4)]
+    assert model.forward_calls == len(seen) == sum(any(strings[i].startswith("a") for i in c) for c in chunks)
 
 
 def test_subsampling_is_exact_reproducible_and_batch_independent(setup):
@@ -178,6 +237,10 @@ def test_errors_and_helpers(setup):
         collect(model, lang, strings, SITES, ["depth"], vocab=vocab)
     assert layer_of("blocks.12.mixer.hook_ssm_state") == 12 and layer_of("hook_embed") is None
     assert sites_matching(model, r"blocks\.\d+\.hook_(counts|pair)") == SITES
+    with pytest.raises(ValueError, match="outside"):
+        collect(model, lang, strings, SITES, [], positions=lambda s, tr: [len(s) + 1], vocab=vocab)
+    with pytest.raises(ValueError, match="no strings"):
+        collect(model, lang, [], SITES, [], vocab=vocab)
     assert model.training  # collect restores the mode it found
     collect(model, lang, strings[:2], SITES, [], vocab=vocab)
     assert model.training
@@ -198,6 +261,8 @@ def test_batched_collection_matches_single_string_runs_on_hooked_mamba():
     strings = lang.sample(7, min_len=2, max_len=30, seed=0)
     c = collect(model, lang, strings, sites, ["depth", "top"], positions=60, batch_size=3, seed=2)
     assert c.acts[sites[0]].shape == (60, 16 * 4)
+    _assert_same_collection(c, collect_reference(model, lang, strings, sites, ["depth", "top"], positions=60, seed=2),
+                            exact=False)
     for sid in np.unique(c.seq_id):
         s = strings[sid]
         tok = torch.tensor([[vocab.BOS] + vocab.encode(s)])

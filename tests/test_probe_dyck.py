@@ -41,10 +41,10 @@ def test_depth_is_exact_from_layer_one_and_generalizes_to_longer_strings(dyck_co
     assert not set(tr.strings) & set(te.strings)
     (rec,) = probe_grid(tr, te, ["depth"], ["blocks.0.hook_ssm_state"], ood={"701-1400": long},
                         random_init=(rtr, rte), baselines=("majority", "random_init", "control"))
-    assert rec["accuracy_rounded"] == 1.0 and rec["score"] > 0.9999
-    assert rec["ood_701-1400_rounded"] == 1.0
-    assert rec["selectivity"] > 0.9  # the layer-1 state does not encode the current token
-    assert rec["random_init"] < 0.5  # R^2 of the same probe on the random-init model
+    assert rec.accuracy_rounded == 1.0 and rec.score > 0.9999
+    assert rec.ood["701-1400"].accuracy_rounded == 1.0
+    assert rec.selectivity > 0.9  # the layer-1 state does not encode the current token
+    assert rec.random_init < 0.5  # R^2 of the same probe on the random-init model
 
 
 def test_top_bracket_is_exact_from_layer_two_given_depth(dyck_collections):
@@ -71,6 +71,6 @@ def test_random_init_hooked_mamba_is_far_below():
     tr = collect(model, lang, TRAIN, sites, ["depth", "top"], positions=4000, seed=0)
     te = collect(model, lang, TEST, sites, ["depth", "top"], positions=2000, seed=1)
     (rec,) = probe_grid(tr, te, ["depth"], sites[:1], baselines=())
-    assert rec["accuracy_rounded"] < 0.7 and rec["score"] < 0.95
+    assert rec.accuracy_rounded < 0.7 and rec.score < 0.95
     top = probe_given(tr, te, "top", sites[1], given="depth", probe_params={"Cs": (1.0,)})
     assert top["score"] < 0.8

@@ -10,18 +10,9 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 
 from _probe_toys import CountingModel, ToyConfig
-from probe.linear import (
-    LinearProbe,
-    LogisticProbe,
-    RidgeProbe,
-    _ridge_path,
-    apply_control,
-    control_labels,
-    control_mapping,
-    majority_baseline,
-    random_init_like,
-    with_hyperparameters,
-)
+from probe.controls import apply_control, control_labels, control_mapping, majority_baseline, random_init_like
+from probe.linear import LinearProbe, LogisticProbe, RidgeProbe, with_hyperparameters
+from probe.ridge import _ridge_path
 
 
 def _planted_classes(n=3000, d=40, K=3, margin=4.0, seed=0):

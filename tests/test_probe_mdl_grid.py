@@ -61,37 +61,51 @@ def test_probe_grid_table(toy_collections):
     assert set(bins) == {"21-40", "41-60"}
     recs = probe_grid(train, test, ["n_a", "last"], ["blocks.0.hook_counts", "blocks.0.hook_token"],
                       ood=bins, random_init=rnd, depth_var="n_a", seed=0)
-    by = {(r["site"], r["variable"]): r for r in recs}
+    by = {(r.site, r.variable): r for r in recs}
     assert len(recs) == 4
     r = by[("blocks.0.hook_counts", "n_a")]
-    assert r["layer"] == 0 and r["metric"] == "r2" and r["kind"] == "regression"
-    assert r["score"] > 0.999 and r["accuracy_rounded"] == 1.0
+    assert r.layer == 0 and r.metric == "r2" and r.kind == "regression"
+    assert r.score > 0.999 and r.accuracy_rounded == 1.0 == r.accuracy and r.r2 == r.score
     # a counter extrapolates to longer strings and to larger values than seen in training
-    assert r["ood_21-40"] > 0.999 and r["ood_41-60_rounded"] == 1.0
-    assert r["n_ood_41-60_deep"] > 0 and r["ood_41-60_deep"] > 0.99
-    assert r["input_counts"] > 0.999  # n_a is linear in the prefix counts
-    assert abs(r["majority"]) < 0.1
+    assert r.ood["21-40"].score > 0.999 and r.ood["41-60"].accuracy_rounded == 1.0 == r.ood["41-60"].accuracy
+    assert r.ood["41-60"].n_deep > 0 and r.ood["41-60"].deep > 0.99
+    assert r.ood["21-40"].n_deep == int((bins["21-40"].labels["n_a"] > train.labels["n_a"].max()).sum())
+    assert r.input_counts > 0.999  # n_a is linear in the prefix counts
+    assert abs(r.majority) < 0.1
     # the current symbol is read off the token site and is a function of the token: selectivity ~ 0
     t = by[("blocks.0.hook_token", "last")]
-    assert t["metric"] == "accuracy" and t["score"] == 1.0 and t["input_token"] == 1.0
-    assert t["control"] > 0.99 and abs(t["selectivity"]) < 0.01
-    assert t["majority"] < 0.5
+    assert t.metric == "accuracy" and t.score == 1.0 == t.accuracy and t.input_token == 1.0 and t.r2 is None
+    assert t.control > 0.99 and t.selectivity == t.score - t.control and abs(t.selectivity) < 0.01
+    assert t.majority < 0.5 and t.accuracy_rounded is None and t.ood["21-40"].accuracy_rounded is None
     # not readable from the token site: n_a
-    assert by[("blocks.0.hook_token", "n_a")]["score"] < 0.5
+    assert by[("blocks.0.hook_token", "n_a")].score < 0.5
     # the random-init toy model computes the same features up to the (unused) weights: same scores
-    assert r["random_init"] > 0.999
+    assert r.random_init > 0.999
     table = format_table(recs)
     lines = table.splitlines()
     assert lines[0].startswith("| site | layer | variable | metric | score |") and len(lines) == 6
     assert "ood_21-40" in lines[0] and "selectivity" in lines[0]
+    # the flat form names each OOD score; the table is the flat form, row by row
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    flat = r.as_dict()
+    assert {"ood_21-40", "ood_41-60_rounded", "n_ood_41-60_deep", "ood_41-60_deep"} <= set(flat)
+    assert flat["ood_41-60_rounded"] == r.ood["41-60"].accuracy_rounded
+    assert flat["n_ood_41-60_deep"] == r.ood["41-60"].n_deep
+    row = lines[2 + recs.index(r)]
+    cells = dict(zip(header, (c.strip() for c in row.strip("|").split("|"))))
+    assert cells["site"] == r.site and cells["n_ood_41-60_deep"] == str(r.ood["41-60"].n_deep)
+    assert float(cells["score"]) == pytest.approx(r.score, abs=1e-3) and cells["metric"] == "r2"
+    assert format_table([x.as_dict() for x in recs]) == table  # plain mappings render the same
 
 
 def test_probe_grid_mdl_and_categorical_alignment(toy_collections):
     train, test, _, _ = toy_collections
     recs = probe_grid(train, test, ["state"], ["blocks.0.hook_counts"], baselines=("majority",), mdl=True)
     (r,) = recs
-    assert "control" not in r and "input_token" not in r and r["mdl_compression"] > 0
-    assert 0.0 <= r["score"] <= 1.0 and r["metric"] == "accuracy"
+    assert r.control is None and r.input_token is None and r.mdl_compression > 0
+    assert 0.0 <= r.score <= 1.0 and r.metric == "accuracy"
+    flat = r.as_dict()  # baselines not run are left out of the flat form
+    assert "control" not in flat and "input_token" not in flat and flat["mdl_compression"] == r.mdl_compression
 
 
 def test_probe_given_both_kinds(toy_collections):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from trained_models.build import MAMBA_FAMILIES
 from trained_models.checkpoint import read_card
 from trained_models.registry import SHIPPED, names
+from trained_models.tables import markdown_table
 
 
 def _cell(metrics: dict, key: str) -> str:
@@ -19,7 +20,7 @@ def _cell(metrics: dict, key: str) -> str:
 
 
 def table() -> str:
-    rows = ["| model | language | architecture | train time | bin0 | bin1 | bin2 / extra |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for name in names():
         card = read_card(SHIPPED / name)
         cfg = card["model"]["config"]
@@ -31,9 +32,10 @@ def table() -> str:
         m = card.get("metrics") or {}
         extra = [k for k in m if k not in ("bin0", "bin1")]
         lang = card["language"]["name"] + (f" {card['language']['params']}" if card["language"].get("params") else "")
-        rows.append(f"| `{name}` | {lang} | {arch} | {card.get('train_seconds', 0):.0f} s | {_cell(m, 'bin0')} | "
-                    f"{_cell(m, 'bin1')} | {'; '.join(f'{k}: {_cell(m, k)}' for k in extra) or '–'} |")
-    return "\n".join(rows)
+        rows.append([f"`{name}`", lang, arch, f"{card.get('train_seconds', 0):.0f} s", _cell(m, "bin0"), _cell(m, "bin1"),
+                     "; ".join(f"{k}: {_cell(m, k)}" for k in extra) or "–"])
+    return "\n".join(markdown_table(["model", "language", "architecture", "train time", "bin0", "bin1", "bin2 / extra"],
+                                     rows))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from languages.io import atomic_write_text
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
 from trained_models.suite_figure import write_figure
 from trained_models.suite_plan import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, plan
+from trained_models.tables import markdown_table
 
 LEVEL = 0.95
 OUTSIDE = "†"
@@ -218,12 +219,10 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         lines += ["", f"## {titles[cls]} ({len(langs)})", ""]
         head = ["Language"] + [f"ours {VARIANT_LABELS[v]}" for v in VARIANTS] + \
                [f"paper {VARIANTS[v][1]}" for v in paper_variants]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for lang in langs:
-            row = [f"{PAPER[lang]['label']} (`{lang}`)"]
-            row += [_cell_text(cells[(lang, v)], nb, seeds) for v in VARIANTS]
-            row += [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
-            lines.append("| " + " | ".join(row) + " |")
+        lines += markdown_table(head, ([f"{PAPER[lang]['label']} (`{lang}`)"]
+                                       + [_cell_text(cells[(lang, v)], nb, seeds) for v in VARIANTS]
+                                       + [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
+                                       for lang in langs))
         lines += ["", *pattern_lines(cls, langs, cells)]
     lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
               + ", ".join(f"`{x}`" for x in SUITE if PAPER[x]["transformer_pos"] == "pos enc")
@@ -244,8 +243,7 @@ def pattern_lines(cls: str, langs: list[str], cells: dict[tuple[str, str], Cell]
             "counter": "Pattern (paper: Mamba fits bin0 but does not length-generalize; Transformers do): "
                        "mean bin0 vs bin1"}[cls]
     head = ["mean over the languages done"] + [VARIANT_LABELS[v] for v in VARIANTS]
-    out = [f"{what} (each cell's seed mean), ours vs the paper's on the same languages:", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for b in stats:
         ours_row, paper_row = [f"ours {b}"], [f"paper {b}"]
         for v in VARIANTS:
@@ -254,7 +252,9 @@ def pattern_lines(cls: str, langs: list[str], cells: dict[tuple[str, str], Cell]
             ours_row.append(f"{_fmt(ours)} (n={len(done)})" if done else "–")
             col = VARIANTS[v][1]
             paper_row.append(_fmt(_mean([PAPER[x][col][b] for x in done])) if col and done else "–")
-        out += ["| " + " | ".join(ours_row) + " |", "| " + " | ".join(paper_row) + " |"]
+        rows += [ours_row, paper_row]
+    out = [f"{what} (each cell's seed mean), ours vs the paper's on the same languages:", "",
+           *markdown_table(head, rows)]
     # One sentence per family, all layer counts pooled (the paper's claim is about Mamba as such).
     families = {"Mamba (non-negative, 1–3 layers pooled)": ["mamba-1l", "mamba-2l", "mamba-3l"],
                 "Mamba 2L signed": ["mamba-signed-2l"], "Transformer": ["transformer"]}
