@@ -38,8 +38,8 @@ from analyses.common import (Subject, best_row, bin_name, construction_subject, 
                              language_is, load_subjects, probe_collections, probe_rows, sample_upto, split_strings,
                              strict_by_bin, train_window)
 from analyses.figures import length_curves, probe_heatmap, state_trajectory
-from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
-                            settings_from_args, short_site, start)
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+                            save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import counter
 from languages import cli
 from probe.collect import collect
@@ -329,11 +329,7 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Baselines are R² of the same ridge probe: control = Hewitt & Liang control task (with a "
                   "handful of token types it is learnable wherever the site carries the current token), counts = "
                   "the prefix symbol counts (the counter is linear in them: R² 1 by design)."]
-    if report.get("skipped"):
-        lines += ["", "Skipped: " + "; ".join(report["skipped"])]
-    if report.get("figure_error"):
-        lines += ["", f"Figure error: {report['figure_error']}"]
-    return "\n".join(lines) + "\n"
+    return end_markdown(report, lines)
 
 
 @cli.cli("python -m analyses.counter_probe")

@@ -40,8 +40,8 @@ from analyses.common import (Subject, best_row, construction_subject, das_figure
                              das_sentence, language_is, load_subjects, probe_collections, probe_rows, sample_upto,
                              split_strings, train_window)
 from analyses.figures import iia_heatmap, length_curves, probe_heatmap
-from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
-                            settings_from_args, short_site, start)
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+                            save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import flipflop
 from languages import cli
 from probe.collect import collect
@@ -60,7 +60,7 @@ IIA_OK = 0.9
 @dataclass
 class Settings:
     n: int = 96  # strings per evaluation set
-    length: int = 512  # length of the dense and sparse sets (SPEC: 512)
+    length: int = 512  # length of the dense and sparse sets (Liu et al.: 512)
     p_dense: float = 0.8
     p_sparse: float = 0.98
     train_window: tuple = (64, 128)  # used when no trained model gives its own
@@ -396,11 +396,7 @@ def to_markdown(report: dict) -> str:
             rows.append([name, r["layer"] if r["layer"] == "all" else r["layer"] + 1, r["variable"], r["iia"],
                          r["baseline"], f"{r['n_pairs']} ({r['n_excluded']})"])
     lines += md_table(["model", "layer swapped", "variable", "IIA", "random-pair baseline", "pairs (excluded)"], rows)
-    if report.get("skipped"):
-        lines += ["", "Skipped: " + "; ".join(report["skipped"])]
-    if report.get("figure_error"):
-        lines += ["", f"Figure error: {report['figure_error']}"]
-    return "\n".join(lines) + "\n"
+    return end_markdown(report, lines)
 
 
 @cli.cli("python -m analyses.flipflop_probe")

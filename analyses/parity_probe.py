@@ -35,8 +35,8 @@ from analyses.common import (Subject, best_row, construction_subject, das_figure
                              das_sentence, edges_to_bins, language_is, load_subjects, probe_collections, probe_rows,
                              sample_upto, split_strings, strict_by_bin)
 from analyses.figures import length_curves, probe_heatmap
-from analyses.study import (base_parser, card_summary, finish, fmt, md_table, progress_steps, run_cli, save_and_close,
-                            settings_from_args, short_site, start)
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+                            save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import parity_signed
 from languages import cli
 from probe.collect import collect
@@ -307,11 +307,7 @@ def to_markdown(report: dict) -> str:
     lines += ["", "Control task (Hewitt & Liang): with three token types (BOS, 0, 1) it is learnable wherever "
               "the site carries the current token, so selectivity is low there by construction. "
               "'Given token': one linear probe per current token."]
-    if report.get("skipped"):
-        lines += ["", "Skipped: " + "; ".join(report["skipped"])]
-    if report.get("figure_error"):
-        lines += ["", f"Figure error: {report['figure_error']}"]
-    return "\n".join(lines) + "\n"
+    return end_markdown(report, lines)
 
 
 @cli.cli("python -m analyses.parity_probe")

@@ -147,6 +147,15 @@ def finish(out: str | Path, report: dict, t0: float, to_markdown: Callable[[dict
 # --------------------------------------------------------------------------- reports
 
 
+def end_markdown(report: dict, lines: list[str]) -> str:
+    """A report's markdown: ``lines``, then the models skipped and a figure error, if any."""
+    if report.get("skipped"):
+        lines = lines + ["", "Skipped: " + "; ".join(report["skipped"])]
+    if report.get("figure_error"):
+        lines = lines + ["", f"Figure error: {report['figure_error']}"]
+    return "\n".join(lines) + "\n"
+
+
 def fmt(x: Any, digits: int = 2) -> str:
     """A table cell: floats with ``digits`` decimals, None / NaN as an en dash."""
     if x is None or (isinstance(x, float) and math.isnan(x)):

@@ -39,6 +39,10 @@ _registered: set[type] = set()
 MAMBA, TRANSFORMER = "hooks.mamba.HookedMamba", "hooks.transformer.HookedTransformerLM"
 
 
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _mappings() -> dict[str, tuple[dict, dict]]:
     """``{class path: (component -> module, component -> dimension)}`` for pyvene's type tables."""
     from pyvene.models.constants import CONST_OUTPUT_HOOK as OUT
@@ -66,13 +70,12 @@ def _mappings() -> dict[str, tuple[dict, dict]]:
 def register(model_class: type) -> None:
     """Add ``model_class``'s model (:class:`hooks.HookedMamba`, :class:`hooks.HookedTransformerLM`, or the
     one of them it derives from) to pyvene's type tables (idempotent; needs pyvene)."""
-    tables = _mappings()
-    cls = next((c for c in model_class.__mro__ if f"{c.__module__}.{c.__qualname__}" in tables), None)
+    cls = next((c for c in model_class.__mro__ if _path(c) in (MAMBA, TRANSFORMER)), None)
     if cls is None or cls in _registered:
         return
     from pyvene.models import intervenable_modelcard as card
 
-    modules, dims = tables[f"{cls.__module__}.{cls.__qualname__}"]
+    modules, dims = _mappings()[_path(cls)]
     card.type_to_module_mapping.setdefault(cls, modules)
     card.type_to_dimension_mapping.setdefault(cls, dims)
     _registered.add(cls)

@@ -40,6 +40,14 @@ def _check_skipped(report: dict, defaults) -> None:
             assert any(s.startswith(name + ":") for s in report["skipped"])
 
 
+def _run(study, tmp_path_factory, **settings) -> tuple[dict, dict]:
+    """``study.run`` in quick mode on its default models: ``(the report it returned, the one it wrote)``."""
+    out = tmp_path_factory.mktemp(study.__name__.rpartition(".")[2])
+    returned = study.run(list(study.DEFAULT_MODELS), study.Settings.quick(**settings), out, formats=("png",),
+                         progress=False)
+    return returned, _read(out)
+
+
 def _report_of(study_report: tuple, study) -> dict:
     """The report a study wrote: the one ``run`` returned, with the run's time and memory, and every
     default model either run or skipped with a reason."""
@@ -86,11 +94,8 @@ def _das_ok(m: dict, variable: str) -> dict:
 def flipflop_report(tmp_path_factory):
     from analyses import flipflop_probe as fp
 
-    out = tmp_path_factory.mktemp("flipflop")
-    st = fp.Settings.quick(n=16, length=256, probe_train=48, probe_test=16, probe_positions=1200,
-                           test_positions=500, ood_positions=800, iia_pairs=32, **SMALL_DAS)
-    returned = fp.run(list(fp.DEFAULT_MODELS), st, out, formats=("png",), progress=False)
-    return returned, _read(out)
+    return _run(fp, tmp_path_factory, n=16, length=256, probe_train=48, probe_test=16, probe_positions=1200,
+                test_positions=500, ood_positions=800, iia_pairs=32, **SMALL_DAS)
 
 
 def test_flipflop_report_shape(flipflop_report):
@@ -154,11 +159,8 @@ def test_write_age_and_distance_bins():
 def counter_report(tmp_path_factory):
     from analyses import counter_probe as cp
 
-    out = tmp_path_factory.mktemp("counter")
-    st = cp.Settings.quick(n=8, probe_train=60, probe_test=20, probe_positions=800, test_positions=400,
-                           ood_positions=200)
-    returned = cp.run(list(cp.DEFAULT_MODELS), st, out, formats=("png",), progress=False)
-    return returned, _read(out)
+    return _run(cp, tmp_path_factory, n=8, probe_train=60, probe_test=20, probe_positions=800, test_positions=400,
+                ood_positions=200)
 
 
 def test_counter_report_shape(counter_report):
@@ -212,11 +214,8 @@ def test_counter_length_bins():
 def parity_report(tmp_path_factory):
     from analyses import parity_probe as pp
 
-    out = tmp_path_factory.mktemp("parity")
-    st = pp.Settings.quick(n=16, probe_train=60, probe_test=20, probe_positions=800, test_positions=400,
-                           ood_positions=400, **SMALL_DAS)
-    returned = pp.run(list(pp.DEFAULT_MODELS), st, out, formats=("png",), progress=False)
-    return returned, _read(out)
+    return _run(pp, tmp_path_factory, n=16, probe_train=60, probe_test=20, probe_positions=800, test_positions=400,
+                ood_positions=400, **SMALL_DAS)
 
 
 def test_parity_report_shape(parity_report):
