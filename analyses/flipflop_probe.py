@@ -43,11 +43,15 @@ from analyses.figures import iia_heatmap, length_curves, probe_heatmap
 from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
                             save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import flipflop
+from hooks.metrics import MetricAccumulator, read_outcomes
 from languages import cli
+from languages.datasets import encode_batch
+from languages.vocab import Vocab
 from probe.collect import collect
 from probe.grid import probe_grid
 from probe.interventions import interchange_accuracy, sample_pairs
 from probe.linear import LinearProbe
+from trained_models.evaluate import TorchBatch, iter_batches
 
 DEFAULT_MODELS = ("flipflop-mamba-1l", "flipflop-transformer")
 SETS = ("in", "dense", "sparse")
@@ -119,10 +123,6 @@ def load_all(names: Sequence[str]) -> tuple[list[Subject], list[str]]:
 def read_analysis(subject: Subject, language: Any, strings: Sequence[str]) -> dict:
     """Glitch rate (sequences with any wrong read), read error rate (wrong reads / reads), strict
     accuracy, and reads / wrong reads per distance bin, as :mod:`hooks.metrics` defines and counts them."""
-    from hooks.metrics import MetricAccumulator, read_outcomes
-    from languages.datasets import Vocab, encode_batch
-    from trained_models.evaluate import TorchBatch, iter_batches
-
     vocab = Vocab(language.alphabet)
     acc = MetricAccumulator(language, vocab, subject.decode)
     n_bins = len(DISTANCE_EDGES)

@@ -34,11 +34,12 @@ import languages
 from analyses.common import (Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
                              das_sentence, edges_to_bins, language_is, load_subjects, probe_collections, probe_rows,
                              sample_upto, split_strings, strict_by_bin)
-from analyses.figures import length_curves, probe_heatmap
+from analyses.figures import length_curves, probe_heatmap, OKABE_ITO
 from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
                             save_and_close, settings_from_args, short_site, start)
-from hooks.constructions import parity_signed
+from hooks.constructions import parity_signed, parity_nonnegative_witness
 from languages import cli
+from languages.vocab import Vocab
 from probe.collect import collect
 from probe.conditional import ConditionalProbe
 from probe.grid import probe_grid
@@ -98,9 +99,6 @@ def accuracy_by_bin(subject: Subject, language: Any, strings: dict[str, list[str
 
 
 def witness(subject: Subject, language: Any, T: int) -> dict:
-    from hooks.constructions import parity_nonnegative_witness
-    from languages.datasets import Vocab
-
     tid = Vocab(language.alphabet).encode("1")[0]
     w = parity_nonnegative_witness(subject.model, T, token=tid)
     return {
@@ -184,9 +182,6 @@ def verdict(subject: Subject, m: dict) -> str:
 def witness_figure(subjects: Sequence[Subject], language: Any, T: int):
     """Per model, the largest per-step change of the state on BOS + 1^T against t (log scale)."""
     import matplotlib.pyplot as plt
-
-    from analyses.figures import OKABE_ITO
-    from languages.datasets import Vocab
 
     tid = Vocab(language.alphabet).encode("1")[0]
     fig, ax = plt.subplots(figsize=(3.4, 2.4))

@@ -1,4 +1,5 @@
-"""Task metrics: the one home of the counts that every evaluation pools (SPEC §2-§3, docs/interfaces.md).
+"""Task metrics: the one home of the counts that every evaluation pools (README: task and metrics;
+docs/interfaces.md).
 
 Torch and :mod:`languages.vocab` only, so the lowest torch layer (``hooks``: the constructions' CLI)
 and everything above it (``trained_models.evaluate``, ``probe.interventions``, the studies) count
@@ -123,7 +124,7 @@ def strict_correct(logits: Tensor, batch: Any, decode: str = "sigmoid") -> Tenso
 
 
 def strict_accuracy(logits: Tensor, batch: Any, decode: str = "sigmoid") -> float:
-    """Fraction of the batch's strings predicted right at every position (SPEC §2)."""
+    """Fraction of the batch's strings predicted right at every position (strict accuracy)."""
     ok = strict_correct(logits, batch, decode)
     return float(ok.float().mean()) if ok.numel() else float("nan")
 

@@ -103,10 +103,10 @@ class Language:
         params: the keyword parameters ``get`` accepts for it (e.g. ``{"K": 8, "h": 10}``).
         alphabet: tuple of one-character symbols (never containing :data:`END`).
         kind: ``"star-free"``, ``"non-star-free"`` or ``"counter"``.
-        membership_target: True where the per-position target of SPEC §2 is prefix membership.
+        membership_target: True where the per-position target is prefix membership.
         description: one line defining the language.
         state_variables: the keys of :meth:`trace`.
-        default_bins: split name -> ``(min_len, max_len)`` (SPEC §3 defaults; ``{}`` if none).
+        default_bins: split name -> ``(min_len, max_len)`` (the paper's windows; ``{}`` if none).
     """
 
     name: str = "language"
@@ -352,7 +352,7 @@ class Language:
     def default_sizes(self) -> dict[str, int]:
         """Split name -> number of strings for :func:`languages.datasets.make_splits` with its defaults.
 
-        10,000 train / 2,000 per test split (SPEC §3), reduced where :attr:`default_bins` windows hold
+        10,000 train / 2,000 per test split (the paper's sizes), reduced where :attr:`default_bins` windows hold
         fewer strings: splits sharing the training window keep 20% of it for testing; a window that
         overlaps an earlier one counts only its lengths outside it (the splits are disjoint).
         """

@@ -86,11 +86,18 @@ class SymbolIndex:
         return out
 
 
-def model_inputs(rows: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-string token ids (no BOS) to the model input ``[B, max len + 1]`` int64: BOS, the ids, PAD."""
-    T = max((len(r) for r in rows), default=0) + 1
-    out = np.full((len(rows), T), PAD_ID, dtype=np.int64)
-    out[:, 0] = BOS_ID
+def model_inputs(rows: Sequence[Sequence[int]], *, width: Optional[int] = None, pad: int = PAD_ID,
+                 bos: int = BOS_ID) -> np.ndarray:
+    """Per-string token ids (no BOS) to the model input ``[B, width]`` int64: BOS, the ids, PAD.
+
+    ``width`` defaults to the longest row + 1; a row longer than ``width - 1`` raises ValueError.
+    ``pad``/``bos``: the ids of a vocabulary other than :class:`Vocab`'s (e.g. a model's own)."""
+    longest = max((len(r) for r in rows), default=0)
+    T = longest + 1 if width is None else width
+    if longest > T - 1:
+        raise ValueError(f"model_inputs: a row of {longest} ids does not fit width {T} (BOS + ids)")
+    out = np.full((len(rows), T), pad, dtype=np.int64)
+    out[:, 0] = bos
     for b, r in enumerate(rows):
         out[b, 1 : len(r) + 1] = r
     return out

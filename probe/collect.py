@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from languages.vocab import BOS_ID, PAD_ID, Vocab, model_inputs
+
 from .collection import Collection
 from .labels import CATEGORICAL_NAMES, encode_labels
 
@@ -209,14 +211,11 @@ def _batches(plan: _Plan, batch_size: int) -> list[np.ndarray]:
 
 
 def _tokens(vocab, strings: list[str], width: int) -> torch.Tensor:
-    """[B, width] int64: BOS, then each string's first ``width - 1`` symbols, right-padded with PAD."""
-    tokens = torch.full((len(strings), width), int(getattr(vocab, "PAD", 0)), dtype=torch.long)
-    tokens[:, 0] = int(getattr(vocab, "BOS", 1))
-    for j, s in enumerate(strings):
-        ids = vocab.encode(s[:width - 1])
-        if len(ids):
-            tokens[j, 1:len(ids) + 1] = torch.as_tensor(ids, dtype=torch.long)
-    return tokens
+    """[B, width] int64: BOS, then each string's first ``width - 1`` symbols, right-padded with PAD
+    (:func:`languages.vocab.model_inputs` with this vocabulary's BOS and PAD ids)."""
+    rows = [list(vocab.encode(s[:width - 1])) for s in strings]
+    return torch.from_numpy(model_inputs(rows, width=width, pad=int(getattr(vocab, "PAD", PAD_ID)),
+                                         bos=int(getattr(vocab, "BOS", BOS_ID))))
 
 
 def _run(model, tokens: torch.Tensor, sites: list[str]) -> dict[str, torch.Tensor]:
@@ -377,8 +376,6 @@ def _resolve_strings(language, strings_or_spec, seed: int) -> list[str]:
 
 
 def _default_vocab(language):
-    from languages.datasets import Vocab  # noqa: PLC0415  (lower layer; imported lazily)
-
     return Vocab(language.alphabet)
 
 

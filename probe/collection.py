@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from languages.io import atomic_write
 
 from .labels import value_key
 
@@ -39,7 +43,6 @@ class Collection:
     without the toolkit::
 
         z = np.load("c.npz"); header = json.loads(str(z["header"])); z["acts/blocks.0.mixer.hook_ssm_state"]
-        from safetensors.numpy import load_file, safe_open  # .safetensors: the same keys
     """
 
     acts: dict[str, np.ndarray]
@@ -161,14 +164,10 @@ class Collection:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``path`` (``.npz`` or ``.safetensors``, see the class docstring) atomically."""
-        from trained_models.io import atomic_write
-
         path = os.fspath(path)
         header = json.dumps(self._header(), default=_jsonable)
         arrays = self._arrays()
         if path.endswith(".safetensors"):
-            from safetensors.numpy import save_file
-
             def write(tmp: str) -> None:
                 save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"header": header})
         elif path.endswith(".npz"):
@@ -184,8 +183,6 @@ class Collection:
         """Read a file written by :meth:`save` (also the earlier ``act_<i>``/``label_<i>`` npz form)."""
         path = os.fspath(path)
         if path.endswith(".safetensors"):
-            from safetensors import safe_open
-
             with safe_open(path, framework="numpy") as f:
                 header = json.loads((f.metadata() or {})["header"])
                 z = {k: f.get_tensor(k) for k in f.keys()}

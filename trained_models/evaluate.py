@@ -1,6 +1,6 @@
 """Evaluation: strict accuracy per length bin, Dyck close accuracy, flip-flop read errors.
 
-Metrics (SPEC §2-§3), all computed from a model's logits over the shared vocabulary by
+Metrics (README: task and metrics), all computed from a model's logits over the shared vocabulary by
 :mod:`hooks.metrics` (their one home, with the definitions and the two decodings): strict and position
 accuracy; Dyck(K, h) close accuracy; flip-flop glitch rate (sequences with any wrong read) and read
 error rate (wrong reads / reads). :func:`evaluate_strings` runs a model over strings in batches and

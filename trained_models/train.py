@@ -47,9 +47,10 @@ from hooks.mamba import MambaConfig
 from hooks.mamba2 import Mamba2Config
 from hooks.transformer import TransformerConfig
 from languages import cli
+from languages.datasets import encode_batch
 from languages.io import (atomic_save_safetensors, atomic_write_dir, atomic_write_json, check_writable,
                           recover_dir)
-from languages.vocab import FIRST_OUTPUT_ID
+from languages.vocab import FIRST_OUTPUT_ID, Vocab
 from trained_models.build import build_model
 from trained_models.checkpoint import CARD, WEIGHTS, unique_state_dict, load_weights, save_model
 from trained_models.config import BUDGET_STOPS, TrainConfig, make_data, resolve_windows  # noqa: F401 (make_data: re-exported)
@@ -269,8 +270,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, comman
     it stands: no more steps, the best weights so far (the last if none was evaluated) are evaluated on
     the test bins and the card records why training stopped.
     """
-    from languages.datasets import Vocab, encode_batch
-
     out = check_out(out_dir, resume=resume, force=force)
     if finish and not resume:
         raise cli.UsageError("--finish needs --resume (it ends an interrupted run)")

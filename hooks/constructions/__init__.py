@@ -1,4 +1,4 @@
-"""The paper's SSM constructions (SPEC §1) as runnable, hooked models.
+"""The paper's SSM constructions (Sarrof et al. 2024; Liu et al. 2023 for flip-flop) as runnable, hooked models.
 
 Each function returns a :class:`Construction`: a :class:`hooks.diagonal.HookedDiagonalSSM` with hand-set,
 non-learned gates (logits over ``Vocab(language.alphabet)``, the same hook names as any diagonal SSM,

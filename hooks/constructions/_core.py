@@ -31,7 +31,7 @@ class Construction:
     """A hand-built SSM for one language.
 
     ``model``: the runnable, hooked model with logits over ``Vocab(language.alphabet)``: a
-    :class:`HookedDiagonalSSM` (the SPEC §1 constructions) or, for :mod:`hooks.constructions.as_mamba`,
+    :class:`HookedDiagonalSSM` (the theory's diagonal-SSM constructions) or, for :mod:`hooks.constructions.as_mamba`,
     a :class:`hooks.mamba.HookedMamba` with hand-set weights.
     ``readout(states)``: per-layer states ``[B, L, S_l]`` (what ``blocks.{l}.hook_ssm_state`` shows) to
     the allowed-next sets ``[B, L, V]`` (bool; PAD and BOS columns False). For the diagonal models the

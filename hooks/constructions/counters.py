@@ -1,4 +1,4 @@
-"""Counter languages: Dyck-1, Shuffle-k and a^n b^n (c^n (d^n)) (SPEC §1, result 5)."""
+"""Counter languages: Dyck-1, Shuffle-k and a^n b^n (c^n (d^n)), with gate-1 counters (Sarrof et al. 2024)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,8 +6,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+import languages
 from hooks.constructions._core import Construction, assemble, column, empty_allowed, make_config
-from languages.vocab import END_ID
+from languages.vocab import END_ID, Vocab
 
 BRACKET_LANGUAGES = ("dyck1", "shuffle2", "shuffle4", "shuffle6")
 BLOCK_LANGUAGES = ("anbn", "anbncn", "anbncndn")
@@ -24,7 +25,8 @@ def _bracket_pairs(language) -> list[tuple[str, str]]:
 
 def counter(name: str, *, dtype: str = "float32") -> Construction:
     """One-layer counter constructions, exact at every length within the float's integer range
-    (SPEC §1, result 5). Every gate is 1 (counters) or 0/1 (reset-gadget flags), so the states are
+    (a counter is a gate-1 channel: +1/-1 per symbol). Every gate is 1 (counters) or 0/1 (reset-gadget
+    flags), so the states are
     exact integers: float32 is exact while counts stay below 2**24 (strings of ~16 million symbols),
     float64 below 2**53; no length used here needs float64.
 
@@ -42,9 +44,6 @@ def counter(name: str, *, dtype: str = "float32") -> Construction:
     Exact on every prefix of a member string (the task's inputs); a dead prefix is not flagged.
     Decoders: ``counter`` is the state itself; ``phase`` for the block languages.
     """
-    import languages
-    from languages.datasets import Vocab
-
     if name not in COUNTER_LANGUAGES:
         raise ValueError(f"no counter construction for {name!r}; choose from {COUNTER_LANGUAGES}")
     language = languages.get(name)

@@ -1,4 +1,4 @@
-"""Dyck(K, h): the two-layer construction with O(h log K) memory (SPEC §1, result 4)."""
+"""Dyck(K, h): the two-layer construction with O(h log K) memory (Sarrof et al. 2024)."""
 from __future__ import annotations
 
 import math
@@ -6,8 +6,9 @@ import math
 import torch
 from torch import Tensor
 
+import languages
 from hooks.constructions._core import Construction, assemble, column, empty_allowed, indicator, make_config
-from languages.vocab import END_ID
+from languages.vocab import END_ID, Vocab
 
 
 def _bits(K: int) -> int:
@@ -15,7 +16,7 @@ def _bits(K: int) -> int:
 
 
 def dyck(K: int = 8, h: int = 10, *, dtype: str = "float32") -> Construction:
-    """Dyck(K, h) exactly, at every length (SPEC §1, result 4; Sarrof et al. 2024).
+    """Dyck(K, h) exactly, at every length (Sarrof et al. 2024: a depth counter, then one memory block per depth).
 
     Layer 0 -- depth counter, state size 1: gate 1; input +1 on an open bracket, -1 on a close, 0 on
     BOS/PAD. ``h^0_t`` is the stack depth after token t.
@@ -33,9 +34,6 @@ def dyck(K: int = 8, h: int = 10, *, dtype: str = "float32") -> Construction:
     Counters stay small integers (|d| ≤ h on member prefixes), so float32 is exact at any length.
     Decoders: ``depth`` (int), ``top`` (index k of the open bracket on top, -1 when the stack is empty).
     """
-    import languages
-    from languages.datasets import Vocab
-
     language = languages.get("dyck", K=K, h=h)
     vocab = Vocab(language.alphabet)
     V, nb = vocab.size, _bits(K)

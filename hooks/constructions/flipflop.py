@@ -1,9 +1,10 @@
-"""Flip-flop: previous-token channel, then a set/reset memory (SPEC §1, result 3)."""
+"""Flip-flop: previous-token channel, then a set/reset memory (exact at every length)."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+import languages
 from hooks.constructions._core import (
     Construction,
     assemble,
@@ -12,7 +13,7 @@ from hooks.constructions._core import (
     indicator,
     make_config,
 )
-from languages.vocab import BOS_ID, END_ID, PAD_ID
+from languages.vocab import BOS_ID, END_ID, PAD_ID, Vocab
 
 DECAY = 0.5
 # Thresholds of the previous-token channel (see the docstring): the current symbol's coordinate is
@@ -21,7 +22,7 @@ _CUR = 5.0 / 6.0
 
 
 def flipflop(p: float = 0.8, *, dtype: str = "float32") -> Construction:
-    """Flip-flop language modelling exactly, at every length (SPEC §1, result 3; Liu et al. 2023).
+    """Flip-flop language modelling exactly, at every length (Liu et al. 2023; Sarrof et al. 2024).
 
     Layer 0 -- previous-token channel, state size V (one coordinate per token id): gate 1/2, input
     onehot(x_t) (PAD: gate 1, input 0, a no-op), so ``h^0_t = onehot(x_t) + h^0_{t-1} / 2``. In a
@@ -42,9 +43,6 @@ def flipflop(p: float = 0.8, *, dtype: str = "float32") -> Construction:
     (the construction does not depend on it). Decoders: ``stored`` (0/1, -1 before any write),
     ``current`` (token id read last).
     """
-    import languages
-    from languages.datasets import Vocab
-
     language = languages.get("flipflop", p=p)
     vocab = Vocab(language.alphabet)
     V = vocab.size

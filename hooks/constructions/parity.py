@@ -1,4 +1,4 @@
-"""PARITY: the signed-gate construction and the non-negative impossibility witness (SPEC §1, result 2)."""
+"""PARITY: the signed-gate construction and the non-negative impossibility witness (Sarrof et al. 2024)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,21 +7,19 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor
 
+import languages
 from hooks.constructions._core import Construction, assemble, column, empty_allowed, make_config
-from languages.vocab import BOS_ID, END_ID
+from languages.vocab import BOS_ID, END_ID, Vocab
 
 
 def parity_signed(*, dtype: str = "float32") -> Construction:
-    """PARITY with one signed-gate layer, exact at every length (SPEC §1, result 2; Grazzi et al. 2025).
+    """PARITY with one signed-gate layer, exact at every length (gate -1 on '1'; Grazzi et al. 2025).
 
     State size 1: BOS writes 1 (gate 1, input 1 from h = 0); '1' flips the sign (gate -1, input 0);
     '0' and PAD keep it (gate 1, input 0). So ``h_t = (-1)^{#1 in s[:t]}``, exactly, at any length and
-    precision. Readout (the membership language ``parity``, SPEC §2): both symbols always allowed, END
-    iff h > 0 (an even number of 1s). Decoder ``parity``: #1 mod 2.
+    precision. Readout (the membership language ``parity``): both symbols always allowed, END iff h > 0
+    (an even number of 1s). Decoder ``parity``: #1 mod 2.
     """
-    import languages
-    from languages.datasets import Vocab
-
     language = languages.get("parity")
     vocab = Vocab(language.alphabet)
     V = vocab.size
@@ -111,8 +109,6 @@ def _token_id(model: Any, token: Union[str, int]) -> tuple[int, str]:
         if vocab is None and getattr(cfg, "alphabet", None) is not None:
             vocab = tuple(cfg.alphabet)
     if isinstance(vocab, (tuple, list, str)):
-        from languages.datasets import Vocab
-
         vocab = Vocab(tuple(vocab))
     if vocab is None or not hasattr(vocab, "encode"):
         raise ValueError(f"cannot find a vocabulary on {type(model).__name__}: pass token as an int id")
@@ -146,7 +142,8 @@ def parity_nonnegative_witness(
 ) -> WitnessResult:
     """Run ``model`` (a :class:`Construction`, a HookedDiagonalSSM or a trained HookedMamba) on
     ``[BOS] + token * T`` and report, per layer (every hook whose name ends in ``hook_ssm_state``), the
-    first step after which every state coordinate is constant to float precision (SPEC §1, result 2).
+    first step after which every state coordinate is constant to float precision (a non-negative SSM's
+    coordinates are monotone on 1^T, so they settle).
 
     ``token``: a symbol of the model's vocabulary (found on ``model.vocab`` or ``model.cfg``) or an id.
     ``rtol``: relative tolerance (default 16 x the state dtype's machine epsilon). ``min_tail``: the
