@@ -34,9 +34,9 @@ editing ``hook_a`` reruns the recurrence with the edited gates. The recurrent-st
 
 Scans (``scan``): ``"chunked"`` (default: :func:`hooks.ssd.ssd_chunked`, chunks of ``chunk_size`` steps,
 used whenever no hook observes the states) and ``"sequential"`` (:func:`hooks.ssd.ssd_scan_ref`, the
-reference loop). When ``hook_ssm_state`` or ``hook_a`` is hooked, the per-step states are the
-:func:`hooks.scan.linear_recurrence` of the discretized ``(a, b)`` (the reference loop under
-``"sequential"``).
+reference loop). When ``hook_ssm_state`` or ``hook_a`` is hooked, the per-step states are written by
+:func:`hooks.ssd.ssd_states` (the reference loop under ``"sequential"``); when they are only observed
+(cached), the outputs still come from the chunked scan.
 
 ``HookedMamba2`` subclasses :class:`hooks.mamba.HookedMamba` for the model-level code they share (embedding,
 residual stream, final norm and head, initialization order, token checks, state edit modes, the state
@@ -273,8 +273,9 @@ class Mamba2Mixer(nn.Module):
                 fast = _ssd.ssd_scan(xs, delta, A, Bm, Cm, D, h0, gate, cfg.chunk_size)
 
         def states():
-            ab = _ssd.discretize(xs, delta, a, Bm)
-            return recur(ab[0], ab[1], h0)
+            if sequential:
+                return recur(*_ssd.discretize(xs, delta, a, Bm), h0)
+            return _ssd.ssd_states(xs, delta, a, Bm, h0)  # no full-size write term b
 
         h = states()
         h_seen = h
