@@ -57,7 +57,8 @@ from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
 from hooks import ssd as _ssd
-from hooks.mamba import EDIT_MODES, HookedMamba, LayerState, MambaBlock, RMSNorm, _has_hooks, _inv_softplus, _last
+from hooks.mamba import EDIT_MODES, HookedMamba, config_from_dict
+from hooks.mamba_mixer import LayerState, MambaBlock, _has_hooks, _inv_softplus, _last, causal_conv1d
 
 GATES = _scan.GATES
 SCANS = ("chunked", "sequential")
@@ -146,19 +147,7 @@ class Mamba2Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Mamba2Config":
         """Inverse of :meth:`to_dict`. Unknown keys, or derived values that disagree, raise ``ValueError``."""
-        init_names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = set(d) - init_names - set(cls._DERIVED)
-        if unknown:
-            raise ValueError(f"Mamba2Config.from_dict: unknown keys {sorted(unknown)}")
-        kw = {k: v for k, v in d.items() if k in init_names}
-        if kw.get("dt_limit") is not None:
-            kw["dt_limit"] = tuple(kw["dt_limit"])
-        cfg = cls(**kw)
-        for k in cls._DERIVED:
-            if k in d and d[k] != getattr(cfg, k):
-                raise ValueError(f"Mamba2Config.from_dict: {k}={d[k]!r} is inconsistent with the config "
-                                 f"({k}={getattr(cfg, k)!r})")
-        return cfg
+        return config_from_dict(cls, d, dt_limit=tuple)
 
 
 class GatedRMSNorm(nn.Module):
@@ -221,16 +210,13 @@ class Mamba2Mixer(nn.Module):
         edit_mode: str = "overwrite",
     ) -> tuple[Float[Tensor, "B L D"], LayerState]:
         cfg = self.cfg
-        E, H, P, G, N, X, K = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.n_groups, cfg.d_state, cfg.conv_dim, cfg.d_conv
-        Bs, L, _ = u.shape
+        E, H, P, G, N, X = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.n_groups, cfg.d_state, cfg.conv_dim
         proj = self.hook_in_proj(self.in_proj(u))
         z, xBC, dt = proj.split([E, X, H], dim=-1)
         gate = self.hook_gate(F.silu(z))
-        window = state.conv if state is not None else u.new_zeros(Bs, X, K - 1)
-        xin = torch.cat([window.to(u.dtype), xBC.transpose(1, 2)], dim=-1)  # [B, X, K-1+L]
-        conv = F.conv1d(xin, self.conv1d.weight, self.conv1d.bias, groups=X)  # [B, X, L]
-        new_window = xin[:, :, xin.shape[-1] - (K - 1):].clone()
-        xBC = self.hook_conv(F.silu(conv).transpose(1, 2).contiguous())
+        conv, new_window = causal_conv1d(xBC, state.conv if state is not None else None, self.conv1d.weight,
+                                         self.conv1d.bias)
+        xBC = self.hook_conv(F.silu(conv))
         x, Bm, Cm = xBC.split([E, G * N, G * N], dim=-1)
         xs = self.hook_ssm_input(x.unflatten(-1, (H, P)))
         Bm, Cm = self.hook_B(Bm.unflatten(-1, (G, N))), self.hook_C(Cm.unflatten(-1, (G, N)))

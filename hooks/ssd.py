@@ -95,11 +95,8 @@ def readout(
     x: Float[Tensor, "B L H P"],
     D: Optional[Float[Tensor, "H"]] = None,
 ) -> Float[Tensor, "B L H P"]:
-    """``y_t = h_t C_t (+ D x_t)``."""
-    y = torch.matmul(h, _heads_of(Cm, h.shape[2]).unsqueeze(-1)).squeeze(-1)
-    if D is not None:
-        y = y + x * D[:, None]
-    return y
+    """``y_t = h_t C_t (+ D x_t)``: :func:`hooks.scan.readout` with each head reading its group's ``C``."""
+    return _scan.readout(h, _heads_of(Cm, h.shape[2]), x, None if D is None else D[:, None])
 
 
 def ssd_scan_ref(
@@ -298,13 +295,13 @@ class _SSDChunks(torch.autograd.Function):
                             E[:, :, :-1]], dim=2)  # [B, G, c, rP, N]: state carried into each chunk
         U = torch.matmul(Cc, starts.transpose(-1, -2)).view(Bs, G, c, Q, r, P).permute(0, 1, 4, 2, 3, 5)
         y.addcmul_(U, st.unsqueeze(-1))
-        ctx.save_for_backward(X, Bc, Cc, init, Dk, CB, M, st, starts, E, U)
+        ctx.save_for_backward(X, Bc, Cc, init, Dk, M, st, starts, E, U)
         ctx.has_sign = sg is not None
         return y, E.view(Bs, G, c, r, P, N)[:, :, -1]
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        X, Bc, Cc, init, Dk, CB, M, st, starts, E, U = ctx.saved_tensors
+        X, Bc, Cc, init, Dk, M, st, starts, E, U = ctx.saved_tensors
         Bs, G, r, c, Q, P = X.shape
         N = Bc.shape[-1]
         if dy is None:

@@ -360,3 +360,19 @@ def test_build_model_family_and_train_cli(tmp_path):
     model, card = load(out)
     assert card["model"]["family"] == "mamba2" and isinstance(model, HookedMamba2)
     assert model.cfg.gate == "signed"
+
+
+@pytest.mark.parametrize("with_window", [True, False])
+def test_causal_conv1d_equals_torch_conv1d_and_gradcheck(with_window):
+    """hooks.mamba_mixer.causal_conv1d (both mixers' conv) against F.conv1d on the window-prefixed input."""
+    from hooks.mamba_mixer import causal_conv1d
+
+    g = torch.Generator().manual_seed(11)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((2, 9, 5), (5, 1, 4), (5,)))
+    window = torch.randn(2, 5, 3, generator=g, dtype=torch.float64) if with_window else None
+    out, new_window = causal_conv1d(x, window, w, b)
+    xin = torch.cat([window if with_window else x.new_zeros(2, 5, 3), x.transpose(1, 2)], -1)
+    ref = torch.nn.functional.conv1d(xin, w, b, groups=5).transpose(1, 2)
+    assert float((out - ref).abs().max()) <= 1e-12 and torch.equal(new_window, xin[:, :, -3:])
+    assert torch.autograd.gradcheck(lambda x, w, b: causal_conv1d(x, window, w, b)[0],
+                                    [t.requires_grad_() for t in (x, w, b)])

@@ -143,19 +143,26 @@ def _flipflop_head(H: Tensor, V: int, g: float, READ: int, cols) -> None:
         H[col, READ] = sign * Lg / KAPPA
 
 
-def dyck_mamba(K: int = 8, h: int = 10) -> Construction:
-    """Dyck(K, h) as a two-layer HookedMamba with hand-set weights (see the module docstring)."""
+def dyck_symbols(K: int, h: int):
+    """``(language, vocab, opens, closes, nb)`` of Dyck(K, h) for both Mamba constructions: the token ids of
+    the K opening and closing brackets (pair k at index k) and nb = ceil(log2 K) (>= 1) code bits."""
     import languages
-    from hooks.mamba import MambaConfig
     from languages.datasets import Vocab
 
     language = languages.get("dyck", K=K, h=h)
     vocab = Vocab(language.alphabet)
-    V = vocab.size
     pairs = list(language.pairs)
     opens = column(vocab, [o for o, _ in pairs])
     closes = column(vocab, [c for _, c in pairs])
-    nb = max(1, math.ceil(math.log2(K)))
+    return language, vocab, opens, closes, max(1, math.ceil(math.log2(K)))
+
+
+def dyck_mamba(K: int = 8, h: int = 10) -> Construction:
+    """Dyck(K, h) as a two-layer HookedMamba with hand-set weights (see the module docstring)."""
+    from hooks.mamba import MambaConfig
+
+    language, vocab, opens, closes, nb = dyck_symbols(K, h)
+    V = vocab.size
     nq = nb + 1  # valid bit + code bits
     DEP, TOP = V, V + 1
     D = V + 1 + nq

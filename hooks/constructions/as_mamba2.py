@@ -46,7 +46,8 @@ import torch
 from torch import Tensor
 
 from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction, column
-from hooks.constructions.as_mamba import A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus
+from hooks.constructions.as_mamba import (A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus,
+                                          dyck_symbols)
 
 S = 60.0  # SiLU(S (v - 1/2)) for v in {0, 1}: -2.8e-12 or 30
 S_Z = 120.0  # output gates: SiLU(±60) = -5e-25 or 60
@@ -166,16 +167,8 @@ def flipflop_mamba2(p: float = 0.8) -> Construction:
 
 def dyck_mamba2(K: int = 8, h: int = 10) -> Construction:
     """Dyck(K, h) as a two-layer HookedMamba2 with hand-set weights (see the module docstring)."""
-    import languages
-    from languages.datasets import Vocab
-
-    language = languages.get("dyck", K=K, h=h)
-    vocab = Vocab(language.alphabet)
+    language, vocab, opens, closes, nb = dyck_symbols(K, h)
     V = vocab.size
-    pairs = list(language.pairs)
-    opens = column(vocab, [o for o, _ in pairs])
-    closes = column(vocab, [c for _, c in pairs])
-    nb = max(1, math.ceil(math.log2(K)))
     STEP0 = V  # residual s_j at STEP0 + j - 1, j = 1..h+1
     TOP0 = V + h + 1  # residual top bits at TOP0 + q
     D = V + h + 1 + nb
