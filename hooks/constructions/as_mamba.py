@@ -74,16 +74,22 @@ def _gain(D: int, eps: float) -> float:
     return (1.0 / D + eps) ** -0.5
 
 
-def flipflop_mamba(p: float = 0.8) -> Construction:
-    """Flip-flop as a one-layer HookedMamba with hand-set weights (see the module docstring)."""
+def flipflop_symbols(p: float):
+    """``(language, vocab, (w, r, i, 0, 1) token ids)`` of FFL(p) for both Mamba constructions."""
     import languages
-    from hooks.mamba import MambaConfig
     from languages.datasets import Vocab
 
     language = languages.get("flipflop", p=p)
     vocab = Vocab(language.alphabet)
+    return language, vocab, tuple(column(vocab, ["w", "r", "i", "0", "1"]))
+
+
+def flipflop_mamba(p: float = 0.8) -> Construction:
+    """Flip-flop as a one-layer HookedMamba with hand-set weights (see the module docstring)."""
+    from hooks.mamba import MambaConfig
+
+    language, vocab, (w, r, i, zero, one) = flipflop_symbols(p)
     V = vocab.size
-    w, r, i, zero, one = column(vocab, ["w", "r", "i", "0", "1"])
     READ = V
     D = V + 1
     cfg = MambaConfig(d_model=D, n_layers=1, vocab_size=V, d_state=1, d_conv=4, expand=1, dt_rank=1,

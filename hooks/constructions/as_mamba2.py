@@ -45,9 +45,9 @@ import math
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction, column
+from hooks.constructions._core import BOS_ID, END_ID, PAD_ID, Construction
 from hooks.constructions.as_mamba import (A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus,
-                                          dyck_symbols)
+                                          dyck_symbols, flipflop_symbols)
 
 S = 60.0  # SiLU(S (v - 1/2)) for v in {0, 1}: -2.8e-12 or 30
 S_Z = 120.0  # output gates: SiLU(±60) = -5e-25 or 60
@@ -122,13 +122,8 @@ def _config(d_model: int, n_layers: int, vocab_size: int, d_inner: int):
 
 def flipflop_mamba2(p: float = 0.8) -> Construction:
     """Flip-flop as a one-layer HookedMamba2 with hand-set weights (see the module docstring)."""
-    import languages
-    from languages.datasets import Vocab
-
-    language = languages.get("flipflop", p=p)
-    vocab = Vocab(language.alphabet)
+    language, vocab, (w, r, i, zero, one) = flipflop_symbols(p)
     V = vocab.size
-    w, r, i, zero, one = column(vocab, ["w", "r", "i", "0", "1"])
     READ = V
     D = V + 1
     cfg = _config(D, 1, V, 2)
