@@ -1,4 +1,4 @@
-"""The theory's diagonal SSM (SPEC §1) as a stacked, hook-instrumented model.
+"""The theory's diagonal SSM (Sarrof et al. 2024) as a stacked, hook-instrumented model.
 
 Glossary (shapes): B batch, L pos, V vocab size (``d_vocab``), D residual width (``d_resid``),
 S_l state size of layer l (``d_state[l]``), Z_l output width of layer l (``d_out[l]``).
@@ -32,19 +32,18 @@ Hook points (names independent of length, as in HookedMamba)::
                                                      HookedMamba finds the same name
     hook_logits                    [B, L, V]
 
-Edits on ``hook_ssm_state`` are carried forward by the recurrence. The hook sees the whole
-``[B, L, S]`` tensor once (TransformerLens convention); the layer then compares what the hook returned
-with what it was given. Multi-edit rule: every *coordinate* ``(b, t, s)`` whose value the hook changed
-is an overwrite of ``h_t[s]`` in row b; every other coordinate is recomputed by the recurrence from the
-earliest changed position on. That equals the sequential loop that overwrites each changed coordinate
-at its step (an overwrite is the reset gadget ``a = 0, b = value``, which is how it is computed); it
-is HookedMamba's default ``"overwrite"`` edit mode. One corner follows from "changed": a coordinate
-the hook set to exactly its pre-hook value counts as untouched and is recomputed, so if an earlier
-edit changed it, it takes the recomputed value. In-place edits are seen (the hook receives a copy).
-A caching hook stores the tensor it saw (before the recomputation); everything downstream (later
-layers, logits, the returned state) uses the recomputed one. Gradients flow through the recomputed
-states (and into the values a hook returns), so with an edit present a backward hook on
-``hook_ssm_state`` does not see the total derivative.
+Edits on ``hook_ssm_state`` are carried forward by the recurrence exactly as in
+:class:`hooks.mamba.HookedMamba` (one implementation, :func:`hooks.scan.carry_state_edit`): the hook sees
+the whole ``[B, L, S]`` tensor once (TransformerLens convention) and may return a new tensor or edit it
+in place. With ``model.ssm_state_edit = "overwrite"`` (default; ``with model.state_edit_mode("add"):``
+for the other) every coordinate ``(b, t, s)`` whose value the hook changed is an overwrite of
+``h_t[s]`` in row b and everything after it follows the recurrence: the sequential loop that overwrites
+each changed coordinate at its step (the reset gadget ``a = 0, b = value``). With ``"add"`` the
+difference the hook made is added at its step and carried forward. A coordinate set to exactly its
+pre-hook value counts as untouched. A caching hook stores the tensor it saw; everything downstream uses
+the carried states. Gradients: when the hook returns a new tensor that requires grad, every position is
+recomputed from it, so the gradient reaching the hook's output is the total derivative (as in
+HookedMamba); values written in place are constants.
 
 Recurrent state API (docs/interfaces.md): ``forward(tokens, state=None, return_state=False)``; a
 :class:`DiagonalSSMState` holds per layer the last h_t in the field ``ssm`` (as HookedMamba's
@@ -72,7 +71,9 @@ from torch import Tensor
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from hooks import scan as _scan
 from hooks.state import LayeredState
+from languages.vocab import Vocab
 
 __all__ = [
     "DiagonalSSMConfig",
@@ -85,7 +86,7 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-GATES = ("nonnegative", "signed", "time_invariant")
+GATES = _scan.GATES
 
 
 # ----------------------------------------------------------------------------------------------- scan
@@ -296,33 +297,30 @@ class DiagonalLayer(nn.Module):
         self.hook_z = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def states(self, u: Float[Tensor, "B L D"], h0: Float[Tensor, "B S"]) -> Float[Tensor, "B L S"]:
-        """All h_t for the input stream u from h0, after the ``hook_ssm_state`` edit rule."""
+    def states(self, u: Float[Tensor, "B L D"], h0: Float[Tensor, "B S"], edit_mode: str = "overwrite"
+               ) -> Float[Tensor, "B L S"]:
+        """All h_t for the input stream u from h0, with ``hook_ssm_state`` edits carried forward
+        (:func:`hooks.scan.carry_state_edit`, as in HookedMamba; module docstring)."""
         a = self.hook_a(self.gate(u))
         b = self.hook_b(self.inp(u))
         H = self.scan(a, b, h0)
-        if not (self.hook_ssm_state._forward_hooks or self.hook_ssm_state.fwd_hooks):
-            return self.hook_ssm_state(H)
-        seen = self.hook_ssm_state(H.clone())
-        changed = (seen != H) & ~(torch.isnan(seen) & torch.isnan(H))
-        if not bool(changed.any()):
-            return H
-        # Overwrites are reset gadgets: a = 0, b = the written value, from the earliest change on.
-        t0 = int(changed.any(dim=2).any(dim=0).nonzero()[0])
-        a2 = torch.where(changed, torch.zeros_like(a), a)[:, t0:]
-        b2 = torch.where(changed, seen, b)[:, t0:]
-        start = h0 if t0 == 0 else H[:, t0 - 1]
-        return torch.cat([H[:, :t0], self.scan(a2, b2, start)], dim=1)
+        hp = self.hook_ssm_state
+        if not (hp._forward_hooks or hp.fwd_hooks):
+            return hp(H)
+        version = H._version
+        return _scan.carry_state_edit(H, hp(H), version, h0, edit_mode, lambda t0: (a[:, t0:], b[:, t0:]),
+                                      self.scan, recompute=lambda: self.scan(a, b, h0))
 
-    def forward(self, u: Float[Tensor, "B L D"], h0: Float[Tensor, "B S"]) -> tuple[Tensor, Tensor]:
+    def forward(self, u: Float[Tensor, "B L D"], h0: Float[Tensor, "B S"], edit_mode: str = "overwrite"
+                ) -> tuple[Tensor, Tensor]:
         """(z [B, L, Z], h [B, L, S])."""
-        H = self.states(u, h0)
+        H = self.states(u, h0, edit_mode)
         z = H if self.out is None else self.out(H, u)
         return self.hook_z(z), H
 
 
 # ---------------------------------------------------------------------------------------------- model
-class HookedDiagonalSSM(HookedRootModule):
+class HookedDiagonalSSM(_scan.StateEditModes, HookedRootModule):
     """A stack of :class:`DiagonalLayer` over a residual stream; see the module docstring.
 
     ``layers``: one DiagonalLayer per layer (None: learned defaults from ``cfg``).
@@ -366,7 +364,6 @@ class HookedDiagonalSSM(HookedRootModule):
         """``languages.datasets.Vocab(cfg.alphabet)`` (None when the config has no alphabet)."""
         if self.cfg.alphabet is None:
             return None
-        from languages.datasets import Vocab
 
         return Vocab(self.cfg.alphabet)
 
@@ -396,6 +393,7 @@ class HookedDiagonalSSM(HookedRootModule):
         for l, (ls, S) in enumerate(zip(state.layers, cfg.d_state)):
             if tuple(ls.ssm.shape) != (Bn, S):
                 raise ValueError(f"state.layers[{l}].ssm is {tuple(ls.ssm.shape)}, expected {(Bn, S)}")
+        _scan.check_edit_mode(self.ssm_state_edit)
         x = F.one_hot(tokens, cfg.d_vocab).to(dt) if self.embed is None else self.embed(tokens).to(dt)
         x = self.hook_embed(x)
         resid = torch.cat([x, x.new_zeros(Bn, L, sum(cfg.d_out))], dim=-1)
@@ -404,7 +402,7 @@ class HookedDiagonalSSM(HookedRootModule):
         for l, block in enumerate(self.blocks):
             resid = block.hook_resid_pre(resid)
             h0 = state.layers[l].ssm.to(dt)
-            z, H = block(resid, h0)
+            z, H = block(resid, h0, self.ssm_state_edit)
             lo, hi = sl[l + 1].start, sl[l + 1].stop
             resid = torch.cat([resid[..., :lo], resid[..., lo:hi] + z, resid[..., hi:]], dim=-1)
             resid = block.hook_resid_post(resid)

@@ -52,10 +52,9 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
@@ -63,12 +62,13 @@ from transformer_lens.hook_points import HookPoint
 
 from hooks import _mamba_hf
 from hooks import scan as _scan
+from hooks.mamba_mixer import LayerState, MambaBlock, RMSNorm
 from hooks.interop import LensInterop, SSMActivationCache, next_token_loss
 from hooks.state import LayeredState
 
 GATES = _scan.GATES
 SCANS = ("auto", "fast", "sequential", "cuda")
-EDIT_MODES = ("overwrite", "add")
+EDIT_MODES = _scan.EDIT_MODES
 
 
 # ------------------------------------------------------------------------------------------------
@@ -163,15 +163,27 @@ class MambaConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "MambaConfig":
         """Inverse of :meth:`to_dict`. Unknown keys, or derived values that disagree, raise ``ValueError``."""
-        init_names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = set(d) - init_names - set(cls._DERIVED)
-        if unknown:
-            raise ValueError(f"MambaConfig.from_dict: unknown keys {sorted(unknown)}")
-        cfg = cls(**{k: v for k, v in d.items() if k in init_names})
-        for k in cls._DERIVED:
-            if k in d and d[k] != getattr(cfg, k):
-                raise ValueError(f"MambaConfig.from_dict: {k}={d[k]!r} is inconsistent with the config ({k}={getattr(cfg, k)!r})")
-        return cfg
+        return config_from_dict(cls, d)
+
+
+def config_from_dict(cls, d: Mapping[str, Any], **convert: Any):
+    """``cls`` (a config dataclass with derived fields ``cls._DERIVED``) from its ``to_dict()``; ``convert``
+    maps a field to a function applied to its stored value when not None (e.g. a list back to a tuple).
+    Unknown keys, or derived values that disagree with the rebuilt config, raise ``ValueError``."""
+    init_names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(d) - init_names - set(cls._DERIVED)
+    if unknown:
+        raise ValueError(f"{cls.__name__}.from_dict: unknown keys {sorted(unknown)}")
+    kw = {k: v for k, v in d.items() if k in init_names}
+    for k, f in convert.items():
+        if kw.get(k) is not None:
+            kw[k] = f(kw[k])
+    cfg = cls(**kw)
+    for k in cls._DERIVED:
+        if k in d and d[k] != getattr(cfg, k):
+            raise ValueError(f"{cls.__name__}.from_dict: {k}={d[k]!r} is inconsistent with the config "
+                             f"({k}={getattr(cfg, k)!r})")
+    return cfg
 
 
 def _check_positive_int(name: str, v: Any) -> None:
@@ -182,17 +194,6 @@ def _check_positive_int(name: str, v: Any) -> None:
 # ------------------------------------------------------------------------------------------------
 # Recurrent state
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LayerState:
-    """One layer's state: ``conv`` = the last K-1 inputs of the conv, ``ssm`` = h_t."""
-
-    conv: Float[Tensor, "B E Km1"]
-    ssm: Float[Tensor, "B E N"]
-
-    def _map(self, fn) -> "LayerState":
-        return LayerState(conv=fn(self.conv), ssm=fn(self.ssm))
 
 
 @dataclass
@@ -208,262 +209,11 @@ class MambaState(LayeredState):
 
 
 # ------------------------------------------------------------------------------------------------
-# Modules
-# ------------------------------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-
-    def forward(self, x: Float[Tensor, "B L D"]) -> Float[Tensor, "B L D"]:
-        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in >= float32
-        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-
-
-def _has_hooks(hp: HookPoint) -> bool:
-    return bool(hp._forward_hooks or hp._backward_hooks or hp._forward_pre_hooks)
-
-
-class MambaMixer(nn.Module):
-    def __init__(self, cfg: MambaConfig, layer: int):
-        super().__init__()
-        self.cfg, self.layer = cfg, layer
-        E, N, R, K = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
-        self.in_proj = nn.Linear(cfg.d_model, 2 * E, bias=cfg.bias)
-        self.conv1d = nn.Conv1d(E, E, K, groups=E, bias=cfg.conv_bias)  # causal: left context = state window
-        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, E, bias=True)
-        self.A_log = nn.Parameter(torch.empty(E, N))
-        self.D = nn.Parameter(torch.empty(E))
-        self.out_proj = nn.Linear(E, cfg.d_model, bias=cfg.bias)
-        for name in ("in_proj", "gate", "conv", "ssm_input", "delta", "B", "C", "a", "ssm_state", "ssm_state_flat", "y"):
-            setattr(self, f"hook_{name}", HookPoint())
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        cfg = self.cfg
-        E, N = cfg.d_inner, cfg.d_state
-        for lin in (self.in_proj, self.x_proj, self.out_proj):
-            lin.reset_parameters()
-            if lin.bias is not None:
-                lin.bias.zero_()
-        self.conv1d.reset_parameters()
-        if cfg.rescale_prenorm_residual:  # GPT-2 scheme, as in mamba-ssm (one residual per layer)
-            self.out_proj.weight /= math.sqrt(cfg.n_layers)
-        std = cfg.dt_rank**-0.5 * cfg.dt_scale
-        if cfg.dt_init == "constant":
-            self.dt_proj.weight.fill_(std)
-        else:
-            self.dt_proj.weight.uniform_(-std, std)
-        self.dt_proj.bias.copy_(_inv_softplus(_sample_dt(cfg, E)))
-        log_n = torch.log(torch.arange(1, N + 1, dtype=torch.float32)).expand(E, N)
-        if cfg.gate == "time_invariant":  # a = exp(A): absorb a per-channel initial step into A_log
-            log_n = log_n + torch.log(_sample_dt(cfg, E)).unsqueeze(-1)
-        self.A_log.copy_(log_n)
-        self.D.fill_(1.0)
-
-    def forward(
-        self,
-        u: Float[Tensor, "B L D"],
-        state: Optional[LayerState],
-        edit_mode: str = "overwrite",
-    ) -> tuple[Float[Tensor, "B L D"], LayerState]:
-        cfg = self.cfg
-        E, N, R, K = cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv
-        Bs, L, _ = u.shape
-        xz = self.hook_in_proj(self.in_proj(u))
-        x, z = xz.split([E, E], dim=-1)
-        gate = self.hook_gate(F.silu(z))
-        window = state.conv if state is not None else u.new_zeros(Bs, E, K - 1)
-        xin = torch.cat([window.to(u.dtype), x.transpose(1, 2)], dim=-1)  # [B, E, K-1+L]
-        conv = F.conv1d(xin, self.conv1d.weight, self.conv1d.bias, groups=E)  # [B, E, L]
-        new_window = xin[:, :, xin.shape[-1] - (K - 1) :].clone()  # own storage, not a view of xin
-        xc = self.hook_conv(F.silu(conv).transpose(1, 2).contiguous())
-        dt_low, Bm, Cm = self.x_proj(xc).split([R, N, N], dim=-1)
-        delta = self.hook_delta(F.softplus(self.dt_proj(dt_low)))
-        Bm, Cm = self.hook_B(Bm), self.hook_C(Cm)
-        xs = self.hook_ssm_input(xc)
-        with _scan._scan_threads():  # a small exp: threads only add a barrier (see hooks.scan)
-            A = -torch.exp(self.A_log)
-        h0 = state.ssm if state is not None else None
-        y, h_last = self._ssm(xs, delta, A, Bm, Cm, h0, edit_mode)
-        y = self.hook_y(y)
-        out = self.out_proj(y * gate)
-        return out, LayerState(conv=new_window, ssm=h_last)
-
-    # -- the scan, with hook_a / hook_ssm_state handling --------------------------------------------
-
-    def _backend(self, device: torch.device, h0: Optional[Tensor]) -> str:
-        scan = self.cfg.scan
-        if scan == "sequential":
-            return "sequential"
-        usable = (
-            device.type == "cuda" and self.cfg.gate == "nonnegative" and h0 is None and _scan.mamba_ssm_available()
-        )
-        if scan == "cuda" and not usable:
-            if not _scan.mamba_ssm_available():
-                raise RuntimeError("MambaConfig.scan='cuda' needs mamba-ssm installed and a CUDA device")
-            return "fast"  # initial state or non-Mamba gate: the kernel cannot do it
-        return "cuda" if usable and scan in ("auto", "cuda") else "fast"
-
-    def _ssm(self, xs, delta, A, Bm, Cm, h0, edit_mode):
-        gate, D = self.cfg.gate, self.D
-        backend = self._backend(xs.device, h0)
-        recur = _scan.linear_recurrence_ref if backend == "sequential" else _scan.linear_recurrence
-        hp_a, hp_h = self.hook_a, self.hook_ssm_state
-
-        def scan_fn(h_init):
-            f = _scan.selective_scan_ref if backend == "sequential" else _scan.selective_scan
-            return f(xs, delta, A, Bm, Cm, D, h_init, gate=gate)
-
-        ab = None  # (a, b) when the unfused path is needed
-        if _has_hooks(hp_a):
-            a, b = _scan.discretize(xs, delta, A, Bm, gate)
-            if gate == "time_invariant" or a.requires_grad:
-                a = a.contiguous() if not a.requires_grad else a.clone()  # safe to edit in place
-            v = a._version
-            a2 = hp_a(a)
-            if a2 is not a or a._version != v:
-                _check_like(a2, a, "hook_a")
-                ab = (a2, b)
-        flat_hooked = _has_hooks(self.hook_ssm_state_flat)
-        state_hooked = _has_hooks(hp_h) or flat_hooked
-        if ab is not None:
-            h = recur(ab[0], ab[1], h0)
-            y = None
-        elif backend == "cuda" and not state_hooked:
-            y, last = _scan.selective_scan_cuda(xs, delta, A, Bm, Cm, D)
-            return y.to(xs.dtype), last.to(xs.dtype)
-        else:
-            y, h = scan_fn(h0)
-        if not state_hooked:
-            if y is None:
-                y = _scan.readout(h, Cm, xs, D)
-            return y, _last(h)
-
-        if len(hp_h._forward_hooks) > 1 or flat_hooked:
-            H = self._chain_state_hooks(h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode)
-            if H is h and y is not None:  # observed only
-                return y, _last(h)
-            return _scan.readout(H, Cm, xs, D), _last(H)
-        v = h._version
-        h2 = hp_h(h)
-        if h2 is h and h._version == v:  # observed only (e.g. cached)
-            if y is None:
-                y = _scan.readout(h, Cm, xs, D)
-            return y, _last(h)
-        _check_like(h2, h, "hook_ssm_state")
-        if h._version == v:  # the hook returned a new tensor: h still holds the pre-edit states
-            base, new = h, h2
-            # With autograd on, recompute every position so that the gradient reaching the hook is
-            # the total derivative dL/dh_t (later states depend on h_t), as the edit semantics imply.
-            track = torch.is_grad_enabled() and h2.requires_grad
-        else:  # edited in place: recompute the pre-edit states; written values become constants
-            base = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
-            new, track = h2.detach(), False
-        H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
-        if H is None:
-            if y is None or base is not h:
-                y = _scan.readout(base, Cm, xs, D)
-            return y, _last(base)
-        return _scan.readout(H, Cm, xs, D), _last(H)
-
-    def _carry(self, base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode):
-        """The states carried after a hook turned ``base`` into ``new`` (module docstring); None when
-        nothing changed and no gradient has to be routed through ``new``."""
-        def tail_ab(t0):
-            if ab is not None:
-                return ab[0][:, t0:], ab[1][:, t0:]
-            return _scan.discretize(xs[:, t0:], delta[:, t0:], A, Bm[:, t0:], self.cfg.gate)
-
-        return _scan.carry_edit(base, new, track, h0, edit_mode, tail_ab, recur)
-
-    def _chain_state_hooks(self, h, ab, scan_fn, recur, xs, delta, A, Bm, h0, edit_mode):
-        """Several forward hooks on ``hook_ssm_state`` (then ``hook_ssm_state_flat``): each sees (and a
-        cache records) the states the model actually carries after the edits of the hooks before it,
-        i.e. the sequential loop with every earlier edit applied. Backward hooks see the gradient at
-        the final states. Returns ``h`` itself when nothing was edited."""
-        points = [(self.hook_ssm_state, "hook_ssm_state", lambda t: t),
-                  (self.hook_ssm_state_flat, "hook_ssm_state_flat", lambda t: t.flatten(2))]
-        saved = [hp._forward_hooks for hp, _, _ in points]
-        for hp, _, _ in points:
-            hp._forward_hooks = type(hp._forward_hooks)()
-        try:
-            cur = h
-            for (hp, name, view), fwd in zip(points, saved):
-                for fn in list(fwd.values()):
-                    v = cur._version
-                    snap = cur.clone() if cur is not h else None  # pre-values, should the hook edit in place
-                    seen = view(cur)
-                    out = fn(hp, (seen,), seen)
-                    if out is None and cur._version == v:
-                        continue  # observed only
-                    if out is not None:
-                        _check_like(out, seen, name)
-                        out = out.reshape(cur.shape)
-                    if out is not None and cur._version == v:  # a new tensor: cur still holds its values
-                        base, new = cur, out
-                        track = torch.is_grad_enabled() and new.requires_grad
-                    else:  # edited in place: the written values are constants
-                        if snap is None:
-                            snap = recur(ab[0], ab[1], h0) if ab is not None else scan_fn(h0)[1]
-                        base, new, track = snap, (out if out is not None else cur).detach(), False
-                    H = self._carry(base, new, track, ab, xs, delta, A, Bm, h0, recur, edit_mode)
-                    cur = base if H is None else H
-            for hp, _, view in points:  # backward hooks: on the final states, gradient = dL/dh_t in total
-                if _has_hooks(hp):
-                    new = hp(view(cur)).reshape(cur.shape)
-                    H = self._carry(cur, new, torch.is_grad_enabled() and new.requires_grad, ab, xs, delta,
-                                    A, Bm, h0, recur, edit_mode)
-                    cur = cur if H is None else H
-            return cur
-        finally:
-            for (hp, _, _), fwd in zip(points, saved):
-                hp._forward_hooks = fwd
-
-
-def _last(h: Tensor) -> Tensor:
-    """h_T as its own small tensor (a view would keep the whole [B, L, E, N] storage alive)."""
-    return h[:, -1].clone()
-
-
-_check_like = _scan.check_hook_output
-
-
-def _sample_dt(cfg: MambaConfig, n: int) -> Tensor:
-    lo, hi = math.log(cfg.dt_min), math.log(cfg.dt_max)
-    return torch.exp(torch.rand(n) * (hi - lo) + lo).clamp(min=cfg.dt_init_floor)
-
-
-def _inv_softplus(y: Tensor) -> Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
-
-class MambaBlock(nn.Module):
-    mixer_class = MambaMixer
-
-    def __init__(self, cfg: MambaConfig, layer: int):
-        super().__init__()
-        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mixer = self.mixer_class(cfg, layer)
-        self.hook_resid_pre = HookPoint()
-        self.hook_resid_post = HookPoint()
-
-    def forward(self, resid, state: Optional[LayerState], edit_mode: str):
-        resid = self.hook_resid_pre(resid)
-        out, new_state = self.mixer(self.norm(resid), state, edit_mode)
-        return self.hook_resid_post(resid + out), new_state
-
-
-# ------------------------------------------------------------------------------------------------
 # The model
 # ------------------------------------------------------------------------------------------------
 
 
-class HookedMamba(LensInterop, HookedRootModule):
+class HookedMamba(_scan.StateEditModes, LensInterop, HookedRootModule):
     """Mamba-1 language model with TransformerLens hooks and a recurrent-state API.
 
     ``model(tokens)`` -> logits ``[B, L, V]``; ``model(tokens, state, return_state=True)`` ->
@@ -531,17 +281,6 @@ class HookedMamba(LensInterop, HookedRootModule):
         """Shapes of one layer's state tensors (``conv``: the conv's last inputs; ``ssm``: h)."""
         cfg = self.cfg
         return {"conv": (batch, cfg.d_inner, cfg.d_conv - 1), "ssm": (batch, cfg.d_inner, cfg.d_state)}
-
-    @contextlib.contextmanager
-    def state_edit_mode(self, mode: Literal["overwrite", "add"]) -> Iterator["HookedMamba"]:
-        """Temporarily set how edits made by ``hook_ssm_state`` hooks are carried (module docstring)."""
-        if mode not in EDIT_MODES:
-            raise ValueError(f"state edit mode must be one of {EDIT_MODES}, got {mode!r}")
-        old, self.ssm_state_edit = self.ssm_state_edit, mode
-        try:
-            yield self
-        finally:
-            self.ssm_state_edit = old
 
     # -- forward --------------------------------------------------------------------------------------
 

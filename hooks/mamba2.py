@@ -34,9 +34,9 @@ editing ``hook_a`` reruns the recurrence with the edited gates. The recurrent-st
 
 Scans (``scan``): ``"chunked"`` (default: :func:`hooks.ssd.ssd_chunked`, chunks of ``chunk_size`` steps,
 used whenever no hook observes the states) and ``"sequential"`` (:func:`hooks.ssd.ssd_scan_ref`, the
-reference loop). When ``hook_ssm_state`` or ``hook_a`` is hooked, the per-step states are the
-:func:`hooks.scan.linear_recurrence` of the discretized ``(a, b)`` (the reference loop under
-``"sequential"``).
+reference loop). When ``hook_ssm_state`` or ``hook_a`` is hooked, the per-step states are written by
+:func:`hooks.ssd.ssd_states` (the reference loop under ``"sequential"``); when they are only observed
+(cached), the outputs still come from the chunked scan.
 
 ``HookedMamba2`` subclasses :class:`hooks.mamba.HookedMamba` for the model-level code they share (embedding,
 residual stream, final norm and head, initialization order, token checks, state edit modes, the state
@@ -57,7 +57,9 @@ from transformer_lens.hook_points import HookPoint
 
 from hooks import scan as _scan
 from hooks import ssd as _ssd
-from hooks.mamba import EDIT_MODES, HookedMamba, LayerState, MambaBlock, RMSNorm, _has_hooks, _inv_softplus, _last
+from hooks._mamba2_hf import from_hf, to_hf
+from hooks.mamba import EDIT_MODES, HookedMamba, config_from_dict
+from hooks.mamba_mixer import LayerState, MambaBlock, _has_hooks, _inv_softplus, _last, causal_conv1d
 
 GATES = _scan.GATES
 SCANS = ("chunked", "sequential")
@@ -146,19 +148,7 @@ class Mamba2Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Mamba2Config":
         """Inverse of :meth:`to_dict`. Unknown keys, or derived values that disagree, raise ``ValueError``."""
-        init_names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = set(d) - init_names - set(cls._DERIVED)
-        if unknown:
-            raise ValueError(f"Mamba2Config.from_dict: unknown keys {sorted(unknown)}")
-        kw = {k: v for k, v in d.items() if k in init_names}
-        if kw.get("dt_limit") is not None:
-            kw["dt_limit"] = tuple(kw["dt_limit"])
-        cfg = cls(**kw)
-        for k in cls._DERIVED:
-            if k in d and d[k] != getattr(cfg, k):
-                raise ValueError(f"Mamba2Config.from_dict: {k}={d[k]!r} is inconsistent with the config "
-                                 f"({k}={getattr(cfg, k)!r})")
-        return cfg
+        return config_from_dict(cls, d, dt_limit=tuple)
 
 
 class GatedRMSNorm(nn.Module):
@@ -221,16 +211,13 @@ class Mamba2Mixer(nn.Module):
         edit_mode: str = "overwrite",
     ) -> tuple[Float[Tensor, "B L D"], LayerState]:
         cfg = self.cfg
-        E, H, P, G, N, X, K = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.n_groups, cfg.d_state, cfg.conv_dim, cfg.d_conv
-        Bs, L, _ = u.shape
+        E, H, P, G, N, X = cfg.d_inner, cfg.n_heads, cfg.headdim, cfg.n_groups, cfg.d_state, cfg.conv_dim
         proj = self.hook_in_proj(self.in_proj(u))
         z, xBC, dt = proj.split([E, X, H], dim=-1)
         gate = self.hook_gate(F.silu(z))
-        window = state.conv if state is not None else u.new_zeros(Bs, X, K - 1)
-        xin = torch.cat([window.to(u.dtype), xBC.transpose(1, 2)], dim=-1)  # [B, X, K-1+L]
-        conv = F.conv1d(xin, self.conv1d.weight, self.conv1d.bias, groups=X)  # [B, X, L]
-        new_window = xin[:, :, xin.shape[-1] - (K - 1):].clone()
-        xBC = self.hook_conv(F.silu(conv).transpose(1, 2).contiguous())
+        conv, new_window = causal_conv1d(xBC, state.conv if state is not None else None, self.conv1d.weight,
+                                         self.conv1d.bias)
+        xBC = self.hook_conv(F.silu(conv))
         x, Bm, Cm = xBC.split([E, G * N, G * N], dim=-1)
         xs = self.hook_ssm_input(x.unflatten(-1, (H, P)))
         Bm, Cm = self.hook_B(Bm.unflatten(-1, (G, N))), self.hook_C(Cm.unflatten(-1, (G, N)))
@@ -273,8 +260,9 @@ class Mamba2Mixer(nn.Module):
                 fast = _ssd.ssd_scan(xs, delta, A, Bm, Cm, D, h0, gate, cfg.chunk_size)
 
         def states():
-            ab = _ssd.discretize(xs, delta, a, Bm)
-            return recur(ab[0], ab[1], h0)
+            if sequential:
+                return recur(*_ssd.discretize(xs, delta, a, Bm), h0)
+            return _ssd.ssd_states(xs, delta, a, Bm, h0)  # no full-size write term b
 
         h = states()
         h_seen = h
@@ -320,8 +308,6 @@ class HookedMamba2(HookedMamba):
         The config is read from the HF config when given a model (a state dict needs ``headdim`` and
         ``n_groups`` among ``overrides`` unless the defaults fit); ``overrides`` set other fields.
         """
-        from hooks._mamba2_hf import from_hf
-
         return from_hf(cls, model_or_state_dict, **overrides)
 
     @classmethod
@@ -333,8 +319,6 @@ class HookedMamba2(HookedMamba):
 
     def to_hf(self):
         """An equivalent ``transformers.Mamba2ForCausalLM`` (nonnegative gate only), float32, eval mode."""
-        from hooks._mamba2_hf import to_hf
-
         return to_hf(self)
 
 

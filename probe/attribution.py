@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from hooks.metrics import output_probs
 from languages.vocab import BOS_ID, FIRST_OUTPUT_ID, PAD_ID
 
 
@@ -44,8 +45,6 @@ def attribute_prediction(model: torch.nn.Module, tokens: torch.Tensor, position:
     PAD, the usual "absent input"), or an explicit token tensor of the same shape.
     """
     from captum.attr import LayerIntegratedGradients
-
-    from hooks.metrics import output_probs
 
     if target_id < FIRST_OUTPUT_ID:
         raise ValueError(f"target_id {target_id} is PAD or BOS, which are never predicted")

@@ -13,7 +13,8 @@ pytest.importorskip("languages")
 pytest.importorskip("hooks.mamba2")
 
 from hooks import metrics  # noqa: E402
-from hooks.constructions import batch_for, dyck_mamba2, flipflop_mamba2  # noqa: E402
+from hooks.constructions import dyck_mamba2, flipflop_mamba2  # noqa: E402
+from tests.test_constructions_mamba import _strict  # noqa: E402  (strict accuracy, logits, batch)
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +25,6 @@ def ff():
 @pytest.fixture(scope="module")
 def dy():
     return dyck_mamba2(8, 10)
-
-
-def _strict(c, strings):
-    batch = batch_for(c.language, c.vocab, strings)
-    with torch.no_grad():
-        logits = c.model(batch.tokens)
-    return metrics.strict_accuracy(logits, batch), logits, batch
 
 
 def test_architecture_is_a_plain_hooked_mamba2(ff, dy):

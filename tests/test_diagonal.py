@@ -28,10 +28,10 @@ def _tokens(B=3, L=40, seed=1):
     return t
 
 
-def _sequential_forward(model, tokens, edits=()):
+def _sequential_forward(model, tokens, edits=(), step=None):
     """One token at a time through every layer, calling each layer's own a(u), b(u) on a single
-    position; ``edits`` = [(layer, batch, pos, coord, value)] overwrite h at that step. Returns
-    (logits [B, L, V], states per layer [B, L, S])."""
+    position; ``edits`` = [(layer, batch, pos, coord, value)] overwrite h at that step, then
+    ``step(layer, t, h)`` (if given) replaces h. Returns (logits [B, L, V], states per layer [B, L, S])."""
     cfg = model.cfg
     dt = cfg.torch_dtype
     B, L = tokens.shape
@@ -49,6 +49,8 @@ def _sequential_forward(model, tokens, edits=()):
                 if el == l and et == t:
                     h[l] = h[l].clone()
                     h[l][eb, es] = val
+            if step is not None:
+                h[l] = step(l, t, h[l])
             states[l].append(h[l])
             z = h[l][:, None] if block.out is None else block.out(h[l][:, None], resid)
             resid = resid.clone()
@@ -240,3 +242,71 @@ def test_config_round_trip_and_learning():
     loss.backward()
     grads = [p.grad for p in model.parameters()]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_add_mode_equals_loop_with_the_same_additions():
+    """"add" (as HookedMamba's): the hook's difference is added at its step and carried forward."""
+    model = _model("signed")
+    tokens = _tokens(B=3, L=30)
+    adds = {(0, 5): 0.7, (2, 20): -1.5, (0, 6): 0.25}
+
+    def hook(layer):
+        def fn(h, hook):
+            h = h.clone()
+            for (l, t), d in adds.items():
+                if l == layer:
+                    h[:, t, 1] += d
+            return h
+        return fn
+
+    def step(l, t, h):
+        if (l, t) in adds:
+            h = h.clone()
+            h[:, 1] += adds[(l, t)]
+        return h
+
+    ref_logits, ref_states = _sequential_forward(model, tokens, step=step)
+    with model.state_edit_mode("add"):
+        with model.hooks(fwd_hooks=[(f"blocks.{l}.hook_ssm_state", hook(l)) for l in (0, 2)]):
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_z"))
+    assert model.ssm_state_edit == "overwrite"
+    torch.testing.assert_close(logits, ref_logits)
+    for l in range(3):
+        torch.testing.assert_close(cache[f"blocks.{l}.hook_z"], ref_states[l])
+    with pytest.raises(ValueError, match="state edit mode"):
+        with model.state_edit_mode("replace"):
+            pass
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "add"])
+def test_gradients_through_an_edit_are_the_loop_total_derivatives(mode):
+    """The gradient reaching a hook's returned state is the total derivative (HookedMamba's semantics):
+    an overwrite by a differentiable value in layer 0 and an additive perturbation of every state of
+    layer 1, against the same edits in the sequential loop, for every parameter and both leaves."""
+    model = _model("signed")
+    tokens = _tokens(B=2, L=16)
+    v = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    eps = torch.zeros(2, 16, 3, dtype=torch.float64, requires_grad=True)
+
+    def overwrite(h, hook):
+        h = h.clone()
+        h[:, 5, 2] = v * 2 if mode == "overwrite" else h[:, 5, 2] + v * 2
+        return h
+
+    hooks = [("blocks.0.hook_ssm_state", overwrite), ("blocks.1.hook_ssm_state", lambda h, hook: h + eps)]
+    with model.state_edit_mode(mode), model.hooks(fwd_hooks=hooks):
+        model(tokens).pow(2).sum().backward()
+    got = [p.grad.clone() for p in model.parameters()] + [v.grad.clone(), eps.grad.clone()]
+    model.zero_grad()
+    v.grad = eps.grad = None
+
+    def step(l, t, h):
+        if l == 0 and t == 5:
+            h = h.clone()
+            h[:, 2] = v * 2 if mode == "overwrite" else h[:, 2] + v * 2
+        return h + eps[:, t] if l == 1 else h
+
+    ref, _ = _sequential_forward(model, tokens, step=step)
+    ref.pow(2).sum().backward()
+    for g, p in zip(got, list(model.parameters()) + [v, eps]):
+        torch.testing.assert_close(g, p.grad)

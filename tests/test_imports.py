@@ -2,7 +2,8 @@
 
 Every module of the packages is parsed with :mod:`ast` (imports inside functions and classes count too, as
 they run the moment the function does), each import is resolved to the first-party module it loads, and the
-graph of those edges must have no cycle. A circle makes a module's meaning depend on which side was imported
+graph of those edges must have no cycle. Imports under ``if TYPE_CHECKING:`` never run and are left out (the
+typing idiom for naming a class of a module that imports this one). A circle makes a module's meaning depend on which side was imported
 first, and hides which layer a piece of code belongs to.
 """
 from __future__ import annotations
@@ -43,7 +44,12 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
         if target and target != name:
             out.add(target)
 
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 add(alias.name)
@@ -56,6 +62,12 @@ def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str
                 sub = f"{base}.{alias.name}" if base else alias.name
                 add(sub if sub in modules else base)
     return out
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``typing.TYPE_CHECKING``."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
@@ -112,7 +124,7 @@ def test_imports_are_resolved_inside_functions_and_relative(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("from .x import f\n")
     (pkg / "x.py").write_text("def f():\n    from probe import y\n    import probe.z.w\n")
-    (pkg / "y.py").write_text("from . import x\n")
+    (pkg / "y.py").write_text("from typing import TYPE_CHECKING\nfrom . import x\nif TYPE_CHECKING:\n    from probe import z\n")
     (pkg / "z.py").write_text("")
     modules = {"probe": pkg / "__init__.py", "probe.x": pkg / "x.py", "probe.y": pkg / "y.py",
                "probe.z": pkg / "z.py"}

@@ -250,7 +250,7 @@ def test_caching_the_states_changes_nothing_and_backward_hooks_fire():
 
 
 def test_cuda_scan_without_mamba_ssm_raises_clearly():
-    from hooks.scan import mamba_ssm_available
+    from hooks.selective_scan import mamba_ssm_available
 
     if mamba_ssm_available():
         pytest.skip("mamba-ssm with CUDA is available here")

@@ -194,6 +194,23 @@ def test_chunked_scan_gradcheck(gate):
 
 
 @pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("with_h0", [True, False])
+def test_ssd_states_equal_reference_loop_and_gradcheck(gate, with_h0):
+    """The per-step states hook_ssm_state shows (hooks.ssd.ssd_states) are the reference loop's, and
+    their hand-written backward passes gradcheck (float64, 3 groups of 2 heads)."""
+    x, dt, A, Bm, Cm, D, h0 = _scan_inputs(2, 13, 6, 2, 3, 5, seed=9, dtype=torch.float64, h0=with_h0)
+    _, h_ref = ssd.ssd_scan_ref(x, dt, A, Bm, Cm, D, h0, gate)
+    h = ssd.ssd_states(x, dt, ssd.gate_values(dt, A, gate), Bm, h0)
+    assert float((h - h_ref).abs().max()) <= 1e-12
+    inputs = [t.requires_grad_() for t in (x, dt, A, Bm) + ((h0,) if with_h0 else ())]
+
+    def f(x, dt, A, Bm, *h0):
+        return ssd.ssd_states(x, dt, ssd.gate_values(dt, A, gate), Bm, h0[0] if h0 else None)
+
+    assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("gate", GATES)
 def test_model_gradients_chunked_equal_sequential(gate):
     cfg = dict(d_model=16, n_layers=2, vocab_size=7, d_state=4, headdim=8, n_groups=2, chunk_size=8, gate=gate)
     toks = _toks(7, B=2, L=37, seed=8)
@@ -343,3 +360,19 @@ def test_build_model_family_and_train_cli(tmp_path):
     model, card = load(out)
     assert card["model"]["family"] == "mamba2" and isinstance(model, HookedMamba2)
     assert model.cfg.gate == "signed"
+
+
+@pytest.mark.parametrize("with_window", [True, False])
+def test_causal_conv1d_equals_torch_conv1d_and_gradcheck(with_window):
+    """hooks.mamba_mixer.causal_conv1d (both mixers' conv) against F.conv1d on the window-prefixed input."""
+    from hooks.mamba_mixer import causal_conv1d
+
+    g = torch.Generator().manual_seed(11)
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((2, 9, 5), (5, 1, 4), (5,)))
+    window = torch.randn(2, 5, 3, generator=g, dtype=torch.float64) if with_window else None
+    out, new_window = causal_conv1d(x, window, w, b)
+    xin = torch.cat([window if with_window else x.new_zeros(2, 5, 3), x.transpose(1, 2)], -1)
+    ref = torch.nn.functional.conv1d(xin, w, b, groups=5).transpose(1, 2)
+    assert float((out - ref).abs().max()) <= 1e-12 and torch.equal(new_window, xin[:, :, -3:])
+    assert torch.autograd.gradcheck(lambda x, w, b: causal_conv1d(x, window, w, b)[0],
+                                    [t.requires_grad_() for t in (x, w, b)])

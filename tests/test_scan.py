@@ -1,4 +1,5 @@
-"""hooks.scan: the fast recurrence / selective scan against the plain sequential references."""
+"""hooks.scan and hooks.selective_scan: the fast recurrence / selective scan against the plain sequential
+references."""
 from __future__ import annotations
 
 import pytest
@@ -11,9 +12,8 @@ from hooks.scan import (
     linear_recurrence,
     linear_recurrence_ref,
     readout,
-    selective_scan,
-    selective_scan_ref,
 )
+from hooks.selective_scan import selective_scan, selective_scan_ref
 
 
 def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:

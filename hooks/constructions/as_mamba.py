@@ -15,12 +15,12 @@ with a small scale (1e-3) so that later norms change by < 1e-4 relative. The log
 allowed sets: flip-flop's are ±10; Dyck's are ±10 at the decision boundary and grow with the
 distance from it (e.g. an open bracket at depth 0: +190), scaled a little by the final norm.
 
-* :func:`flipflop_mamba` -- ONE layer (the conv supplies the previous token, SPEC §1 result 3's
-  "or Mamba's conv"): channels CONST, PREV_W (conv tap t-1), ONE, ZERO, MEM. MEM resets (Δ = 30) when
+* :func:`flipflop_mamba` -- ONE layer (the conv supplies the previous token, the flip-flop
+  construction's "or Mamba's conv"): channels CONST, PREV_W (conv tap t-1), ONE, ZERO, MEM. MEM resets (Δ = 30) when
   the previous token is ``w`` and writes Δ·B·x = ±1 (B = ±const on '1' / '0'); otherwise it keeps
   (gate 1). Output ``MEM · SiLU(z)`` with z on ``r`` puts ``1e-3 stored · [last = r]`` in the residual; the
   head reads it and the token. d_model = V + 1 = 9, d_inner = 9 (5 used), d_state = 1, dt_rank = 1.
-* :func:`dyck_mamba` -- TWO layers (SPEC §1 result 4). Layer 0: a counter channel (gate 1, input
+* :func:`dyck_mamba` -- TWO layers (the Dyck(K, h) construction). Layer 0: a counter channel (gate 1, input
   ±1 through a signed B on open / close) writes depth·1e-3 into the residual. Layer 1: channels
   R_j = SiLU(s (depth - j)) ≈ s·ReLU(depth - j), j = 0..h+1, give hat_d(depth) = [depth = d] as
   (R_{d-1} - 2 R_d + R_{d+1}) / s; the rank-h Δ path sets Δ = softplus(λ (hat_d + [open] - 3/2)) for
@@ -42,8 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import languages
 from hooks.constructions._core import Construction, column
-from languages.vocab import BOS_ID, END_ID, PAD_ID
+from hooks.mamba import HookedMamba, MambaConfig
+from languages.vocab import BOS_ID, END_ID, PAD_ID, Vocab
 
 S = 30.0  # SiLU(S v) ≈ S ReLU(v)
 LAM = 60.0  # Δ = softplus(LAM (signal - 1/2)): 30 or e^-30
@@ -61,8 +63,6 @@ def _softplus(v: float) -> float:
 
 def _blank(cfg):
     """A HookedMamba with every weight zero and the norms at 1 (A = -1, D = 0, Δ = softplus(0))."""
-    from hooks.mamba import HookedMamba
-
     model = HookedMamba(cfg, seed=0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -75,16 +75,17 @@ def _gain(D: int, eps: float) -> float:
     return (1.0 / D + eps) ** -0.5
 
 
-def flipflop_mamba(p: float = 0.8) -> Construction:
-    """Flip-flop as a one-layer HookedMamba with hand-set weights (see the module docstring)."""
-    import languages
-    from hooks.mamba import MambaConfig
-    from languages.datasets import Vocab
-
+def flipflop_symbols(p: float):
+    """``(language, vocab, (w, r, i, 0, 1) token ids)`` of FFL(p) for both Mamba constructions."""
     language = languages.get("flipflop", p=p)
     vocab = Vocab(language.alphabet)
+    return language, vocab, tuple(column(vocab, ["w", "r", "i", "0", "1"]))
+
+
+def flipflop_mamba(p: float = 0.8) -> Construction:
+    """Flip-flop as a one-layer HookedMamba with hand-set weights (see the module docstring)."""
+    language, vocab, (w, r, i, zero, one) = flipflop_symbols(p)
     V = vocab.size
-    w, r, i, zero, one = column(vocab, ["w", "r", "i", "0", "1"])
     READ = V
     D = V + 1
     cfg = MambaConfig(d_model=D, n_layers=1, vocab_size=V, d_state=1, d_conv=4, expand=1, dt_rank=1,
@@ -144,19 +145,21 @@ def _flipflop_head(H: Tensor, V: int, g: float, READ: int, cols) -> None:
         H[col, READ] = sign * Lg / KAPPA
 
 
-def dyck_mamba(K: int = 8, h: int = 10) -> Construction:
-    """Dyck(K, h) as a two-layer HookedMamba with hand-set weights (see the module docstring)."""
-    import languages
-    from hooks.mamba import MambaConfig
-    from languages.datasets import Vocab
-
+def dyck_symbols(K: int, h: int):
+    """``(language, vocab, opens, closes, nb)`` of Dyck(K, h) for both Mamba constructions: the token ids of
+    the K opening and closing brackets (pair k at index k) and nb = ceil(log2 K) (>= 1) code bits."""
     language = languages.get("dyck", K=K, h=h)
     vocab = Vocab(language.alphabet)
-    V = vocab.size
     pairs = list(language.pairs)
     opens = column(vocab, [o for o, _ in pairs])
     closes = column(vocab, [c for _, c in pairs])
-    nb = max(1, math.ceil(math.log2(K)))
+    return language, vocab, opens, closes, max(1, math.ceil(math.log2(K)))
+
+
+def dyck_mamba(K: int = 8, h: int = 10) -> Construction:
+    """Dyck(K, h) as a two-layer HookedMamba with hand-set weights (see the module docstring)."""
+    language, vocab, opens, closes, nb = dyck_symbols(K, h)
+    V = vocab.size
     nq = nb + 1  # valid bit + code bits
     DEP, TOP = V, V + 1
     D = V + 1 + nq

@@ -45,9 +45,11 @@ import math
 import torch
 from torch import Tensor
 
-from hooks.constructions._core import Construction, column
+from hooks.constructions._core import Construction
+from hooks.constructions.as_mamba import (A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus,
+                                          dyck_symbols, flipflop_symbols)
+from hooks.mamba2 import HookedMamba2, Mamba2Config
 from languages.vocab import BOS_ID, END_ID, PAD_ID
-from hooks.constructions.as_mamba import A_LOG_COUNTER, KAPPA, LAM, _flipflop_head, _gain, _silu, _softplus
 
 S = 60.0  # SiLU(S (v - 1/2)) for v in {0, 1}: -2.8e-12 or 30
 S_Z = 120.0  # output gates: SiLU(±60) = -5e-25 or 60
@@ -70,8 +72,6 @@ def _inv_silu(target: float, negative_branch: bool = False) -> float:
 
 def _blank(cfg):
     """A HookedMamba2 with every weight zero and the norms at 1 (A = -1, D = 0, Δ = softplus(0))."""
-    from hooks.mamba2 import HookedMamba2
-
     model = HookedMamba2(cfg, seed=0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -111,8 +111,6 @@ class _Rows:
 
 
 def _config(d_model: int, n_layers: int, vocab_size: int, d_inner: int):
-    from hooks.mamba2 import Mamba2Config
-
     expand = math.ceil(d_inner / d_model)
     E = expand * d_model
     return Mamba2Config(d_model=d_model, n_layers=n_layers, vocab_size=vocab_size, d_state=1, d_conv=4,
@@ -122,13 +120,8 @@ def _config(d_model: int, n_layers: int, vocab_size: int, d_inner: int):
 
 def flipflop_mamba2(p: float = 0.8) -> Construction:
     """Flip-flop as a one-layer HookedMamba2 with hand-set weights (see the module docstring)."""
-    import languages
-    from languages.datasets import Vocab
-
-    language = languages.get("flipflop", p=p)
-    vocab = Vocab(language.alphabet)
+    language, vocab, (w, r, i, zero, one) = flipflop_symbols(p)
     V = vocab.size
-    w, r, i, zero, one = column(vocab, ["w", "r", "i", "0", "1"])
     READ = V
     D = V + 1
     cfg = _config(D, 1, V, 2)
@@ -167,16 +160,8 @@ def flipflop_mamba2(p: float = 0.8) -> Construction:
 
 def dyck_mamba2(K: int = 8, h: int = 10) -> Construction:
     """Dyck(K, h) as a two-layer HookedMamba2 with hand-set weights (see the module docstring)."""
-    import languages
-    from languages.datasets import Vocab
-
-    language = languages.get("dyck", K=K, h=h)
-    vocab = Vocab(language.alphabet)
+    language, vocab, opens, closes, nb = dyck_symbols(K, h)
     V = vocab.size
-    pairs = list(language.pairs)
-    opens = column(vocab, [o for o, _ in pairs])
-    closes = column(vocab, [c for _, c in pairs])
-    nb = max(1, math.ceil(math.log2(K)))
     STEP0 = V  # residual s_j at STEP0 + j - 1, j = 1..h+1
     TOP0 = V + h + 1  # residual top bits at TOP0 + q
     D = V + h + 1 + nb
