@@ -454,7 +454,8 @@ def das_settings(subject: Subject, st: Any, score: str = "sets") -> Any:
     from probe.das import DASConfig, SweepSettings
 
     return SweepSettings(ranks=tuple(st.das_ranks), restarts=getattr(st, "das_restarts", 0),
-                         cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed))
+                         cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed,
+                                       horizon=getattr(st, "das_horizon", 4)))
 
 
 def das_markdown(models: Mapping[str, dict]) -> list[str]:

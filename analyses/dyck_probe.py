@@ -56,6 +56,10 @@ IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 # positions): it needs no set decoding, so sigmoid (allowed-set) and softmax (next-symbol) models
 # are scored alike. See probe.interventions.interchange_accuracy.
 IIA_SCORE = "close"
+# Logistic probes at one penalty (C = 1 on standardised features, no inner CV): the CV over C cost
+# five fits a probe and moved no held-out accuracy by more than the seed-to-seed spread
+# (results/das_dyck.md); ridge probes keep their CV over alpha (cheap).
+PROBE_PARAMS = {"Cs": (1.0,)}
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Settings:
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
     probe_positions: int = 2500
+    align_positions: int = 2500  # positions of the probe-test strings for the alignment with the construction
     test_positions: int = 1000
     ood_positions: int = 1000
     iia_pairs: int = 48
@@ -157,7 +162,7 @@ def task_accuracy(subject: Subject, language: Any, sets: dict[str, list[str]], n
 
 def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[str, list[str]]) -> list[dict]:
     from probe.collect import collect
-    from probe.grid import probe_given, probe_grid
+    from probe.grid import probe_grid
 
     sites = subject.sites()
     variables = ["depth", "top"]
@@ -170,13 +175,10 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
     tr, te, rand, baselines = probe_collections(subject, coll, "probe_train", "probe_test", st)
     ood = {"out": coll(subject.model, "out", st.ood_positions, st.seed + 2)}
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
-                      seed=st.seed, probe_params={"Cs": (0.1, 1.0), "alphas": (1.0, 10.0, 100.0), "cv": 2})
-    params = {"Cs": (0.1, 1.0), "cv": 2}
+                      seed=st.seed, probe_params=dict(PROBE_PARAMS, alphas=(1.0, 10.0, 100.0), cv=2))
     given = {}
     for site in sites:  # top bracket read with one probe per depth (the construction's block selection)
-        g_in = probe_given(tr, te, "top", site, "depth", probe_params=params, seed=st.seed)
-        g_out = probe_given(tr, ood["out"], "top", site, "depth", probe_params=params, seed=st.seed)
-        given[site] = (g_in["score"], g_out["score"])
+        given[site] = tuple(top_given_depth(tr, test, site, st.seed) for test in (te, ood["out"]))
     out = []
     for r in recs:
         regression = r.get("metric") == "r2"
@@ -191,6 +193,17 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
             "ood_accuracy_given_depth": given[r["site"]][1] if r["variable"] == "top" else None,
         })
     return out
+
+
+def top_given_depth(tr: Any, test: Any, site: str, seed: int) -> float:
+    """Held-out accuracy of the top bracket read with one logistic probe per depth
+    (:class:`probe.conditional.ConditionalProbe`, as :func:`probe.grid.probe_given`), fitted on ``tr``."""
+    from probe.conditional import ConditionalProbe
+
+    cp = ConditionalProbe(kind="classification", random_state=seed, probe_params=PROBE_PARAMS)
+    cp.fit(tr.acts[site], tr.labels["top"], tr.labels["depth"], groups=tr.seq_id)
+    codes = {v: test.codes_for(v, tr.classes.get(v, ())) for v in ("top", "depth")}  # in tr's classes
+    return float(cp.score(test.acts[site], codes["top"], codes["depth"]))
 
 
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
@@ -245,7 +258,10 @@ def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
 
 
 def alignment_records(subject: Subject, construction: Subject, language: Any, st: Settings,
-                      strings: list[str]) -> list[dict]:
+                      strings: list[str], cache: Optional[dict] = None) -> list[dict]:
+    """Linear-map R² both ways and CKA between each model layer's state and each construction
+    layer's, on the same positions of ``strings``; ``cache`` keeps the construction's collection
+    between calls (it is the same for every model)."""
     from probe.alignment import alignment_scores
     from probe.collect import collect
 
@@ -255,9 +271,12 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
     m_sites = [subject.state_site(l) for l in range(subject.n_layers)]
     bs = subject.batch_size
     # Same strings, same subsample seed -> the same positions in both collections.
-    cc = collect(construction.model, language, strings, c_sites, [], positions=st.probe_positions, seed=st.seed,
-                 batch_size=bs)
-    mc = collect(subject.model, language, strings, m_sites, [], positions=st.probe_positions, seed=st.seed,
+    cache = {} if cache is None else cache
+    if "construction" not in cache:
+        cache["construction"] = collect(construction.model, language, strings, c_sites, [],
+                                        positions=st.align_positions, seed=st.seed, batch_size=bs)
+    cc = cache["construction"]
+    mc = collect(subject.model, language, strings, m_sites, [], positions=st.align_positions, seed=st.seed,
                  batch_size=bs)
     if not (np.array_equal(cc.seq_id, mc.seq_id) and np.array_equal(cc.pos, mc.pos)):
         raise RuntimeError("construction and model collections are not aligned position by position")
@@ -352,11 +371,12 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     for subj in subjects:
         for l in range(subj.n_layers):
             site = subj.state_site(l)
-            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=4000, seed=seed)
-            dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"], groups=c.seq_id)
+            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=2500, seed=seed)
+            dprobe = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(
+                c.acts[site], c.labels["depth"], groups=c.seq_id)
             # The top bracket given the depth (one probe per depth): the construction's last layer
             # holds it as block[depth], which no single linear probe reads (see probe.conditional).
-            tprobe = ConditionalProbe(kind="classification", probe_params={"Cs": (1.0,)}).fit(
+            tprobe = ConditionalProbe(kind="classification", probe_params=PROBE_PARAMS).fit(
                 c.acts[site], c.labels["top"], c.labels["depth"])
             one = collect(subj.model, language, [string], [site], ["depth"])
             label = f"{subj.name} L{l + 1}"
@@ -406,18 +426,19 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 
 def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    """IIA against rank per model, variable and layer set (with controls), and the patching heatmaps."""
+    """IIA against rank per model, variable and layer set (with controls), and the patching heatmap."""
     from analyses.common import das_figure
     from analyses.figures import patching_heatmap, save_figure
 
     paths = das_figure(report, out, formats)
-    for name, m in report["models"].items():
+    rows, labels, title = [], [], ""
+    for name, m in report["models"].items():  # one heatmap: every model, site and layer on the same prefixes
         for key, p in (m.get("patching") or {}).items():
-            scores = np.array(p["scores"])
-            paths += save_figure(patching_heatmap(scores, [f"L{l + 1}" for l in range(scores.shape[0])],
-                                                  title=f"{name}: patching {p['site']} (top bracket, "
-                                                        f"{p['n']} prefixes of length {p['length']})"),
-                                 out / f"patching_{key}_{name}", formats)
+            rows += p["scores"]
+            labels += [f"{name} {key} L{l + 1}" for l in range(len(p["scores"]))]
+            title = f"Patching (top bracket, {p['n']} prefixes of length {p['length']}): 0 corrupted .. 1 clean"
+    if rows and len({len(r) for r in rows}) == 1:
+        paths += save_figure(patching_heatmap(np.array(rows), labels, title=title), out / "patching", formats)
     return paths
 
 
@@ -447,6 +468,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
              if part != "das" or st.das_trained or s.card is None]
     bar = tqdm(steps, disable=not progress, desc="dyck_probe", dynamic_ncols=True)
     construction = subjects[0]
+    align_cache: dict = {}
     for subj, part in bar:
         bar.set_postfix_str(f"{subj.name}: {part}")
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
@@ -464,7 +486,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         elif part == "iia":
             m["iia"] = iia_records(subj, language, st)
         elif part == "alignment":
-            m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
+            m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"], align_cache)
             m["verdict"] = verdict(subj, m)
         elif part == "das":
             m["das_sweep"] = das_records(subj, language, st)

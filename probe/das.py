@@ -183,26 +183,39 @@ def subspace_swap(model: Any, hook_name: str, basis: Optional[Tensor], source: T
 
 
 def rotated_interchange(model: Any, base_tokens: Tensor, source_tokens: Tensor, base_split: int,
-                        source_split: int, site: Site, basis: Optional[Tensor]) -> Tensor:
+                        source_split: int, site: Site, basis: Optional[Tensor],
+                        cache: Optional[dict] = None) -> Tensor:
     """Logits of the base continuation (positions ``base_split..``) after swapping the span of
     ``basis [F, k]`` (None: the whole site) of ``site`` from the source. The contract of
-    :func:`probe.interventions.interchange`; gradients flow to ``basis``."""
-    x_s, _ = site_vectors(model, source_tokens, source_split, site)
+    :func:`probe.interventions.interchange`; gradients flow to ``basis``. ``cache`` (a dict) keeps
+    the prefix runs between calls on the same pairs (e.g. several bases scored on one test set)."""
+    x_s, _ = _prefix_vectors(cache, model, source_tokens, source_split, site)
     if site.kind == "state":
-        x_b, state_b = site_vectors(model, base_tokens, base_split, site)
+        x_b, state_b = _prefix_vectors(cache, model, base_tokens, base_split, site)
         state = site.write(state_b, hybrid(x_b, x_s, basis))
         return _logits(model(base_tokens[:, base_split:], state=state))
     with subspace_swap(model, site.hook_name(model), basis, x_s, base_split - 1):
         return _logits(model(base_tokens))[:, base_split:]
 
 
-def intervention(site: Site, basis: Optional[Tensor]) -> Callable[..., Tensor]:
-    """An ``intervene`` for :func:`probe.interventions.interchange_accuracy`."""
+def _prefix_vectors(cache: Optional[dict], model: Any, tokens: Tensor, split: int, site: Site) -> tuple[Tensor, Any]:
+    """:func:`site_vectors`, looked up in ``cache`` (keyed by model, site, split and the tokens) when given."""
+    if cache is None:
+        return site_vectors(model, tokens, split, site)
+    key = (id(model), site, split, tuple(tokens.shape), tokens[:, :split].numpy().tobytes())
+    if key not in cache:
+        cache[key] = site_vectors(model, tokens, split, site)
+    return cache[key]
+
+
+def intervention(site: Site, basis: Optional[Tensor], cache: Optional[dict] = None) -> Callable[..., Tensor]:
+    """An ``intervene`` for :func:`probe.interventions.interchange_accuracy` (``cache``: see
+    :func:`rotated_interchange`)."""
     b = None if basis is None else basis.detach()
 
     def run(model: Any, bt: Tensor, st: Tensor, tb: int, ts: int) -> Tensor:
         with torch.no_grad():
-            return rotated_interchange(model, bt, st, tb, ts, site, b)
+            return rotated_interchange(model, bt, st, tb, ts, site, b, cache)
 
     return run
 
@@ -482,10 +495,12 @@ def _short_scan(model: Any) -> Iterator[None]:
 
 def das_iia(model: Any, language: Any, pairs: Sequence[tuple[str, str, int, int]], variable: str, site: Site,
             basis: Optional[Tensor], *, score: str = "sets", decode: str = "sigmoid", seed: int = 0,
-            causal: Optional[CausalModel] = None, horizon: Optional[int] = None):
-    """IIA of the subspace swap (:func:`probe.interventions.interchange_accuracy` with this intervention)."""
+            causal: Optional[CausalModel] = None, horizon: Optional[int] = None, cache: Optional[dict] = None):
+    """IIA of the subspace swap (:func:`probe.interventions.interchange_accuracy` with this intervention);
+    ``cache``: see :func:`rotated_interchange`."""
     return interchange_accuracy(model, language, pairs, list(site.layers), variable, causal=causal, seed=seed,
-                                decode=decode, score=score, horizon=horizon, intervene=intervention(site, basis))
+                                decode=decode, score=score, horizon=horizon,
+                                intervene=intervention(site, basis, cache))
 
 
 def probe_subspace(data: DASData, language: Any, variable: str, rank: int, causal: Optional[CausalModel] = None,
@@ -556,29 +571,36 @@ def das_sweep(model: Any, language: Any, variable: str, site: Site, train: Seque
     causal = causal or causal_model_for(language)
     kw = dict(score=cfg.score, decode=cfg.decode, seed=cfg.seed, causal=causal)
     data = prepare(model, language, train, variable, site, cfg, causal)
+    cache: dict = {}  # the test pairs' prefix runs, shared by every basis scored on them
+    kw = dict(kw, cache=cache)
     if site.kind == "state":
         whole = interchange_accuracy(model, language, test, list(site.layers), variable, causal=causal,
                                      seed=cfg.seed, decode=cfg.decode, score=cfg.score)
     else:
         whole = das_iia(model, language, test, variable, site, None, **kw)
-    records, bases = [], {}
+    records = []
     for rank in sorted({min(r, data.dim) for r in sw.ranks}):
-        inits = [probe_subspace(data, language, variable, rank, causal, cfg.seed, pad=True)] + [None] * sw.restarts
-        basis, info = fit_das(model, language, data, rank, cfg, inits=inits)
-        bases[rank] = basis
-        res = das_iia(model, language, test, variable, site, basis, **kw)
+        if rank == data.dim:  # every basis of full rank spans the site: nothing to learn, the swap is the site's
+            basis, info = None, {"loss": float("nan"), "init": -1}
+            res = whole if site.kind == "resid" else das_iia(model, language, test, variable, site, None, **kw)
+            rnd = res
+        else:
+            inits = [probe_subspace(data, language, variable, rank, causal, cfg.seed, pad=True)] + [None] * sw.restarts
+            basis, info = fit_das(model, language, data, rank, cfg, inits=inits)
+            res = das_iia(model, language, test, variable, site, basis, **kw)
+            rnd = das_iia(model, language, test, variable, site,
+                          torch.as_tensor(random_subspace(data.dim, rank, cfg.seed + 101).T), **kw)
         res_ood = das_iia(model, language, ood, variable, site, basis, **kw) if ood else None
-        rnd = das_iia(model, language, test, variable, site,
-                      torch.as_tensor(random_subspace(data.dim, rank, cfg.seed + 101).T), **kw)
         p = probe_subspace(data, language, variable, rank, causal, cfg.seed)
-        prb = das_iia(model, language, test, variable, site, torch.as_tensor(p), **kw)
+        prb = res if p.shape[1] == data.dim == rank else das_iia(model, language, test, variable, site,
+                                                                  torch.as_tensor(p), **kw)
         records.append({"variable": variable, "layers": [l + 1 for l in site.layers], "site": site.label,
                         "rank": rank, "dim": data.dim, "iia": res.iia,
                         "iia_ood": None if res_ood is None else res_ood.iia,
                         "iia_random_subspace": rnd.iia, "iia_probe_subspace": prb.iia, "probe_rank": int(p.shape[1]),
                         "iia_whole_swap": whole.iia, "iia_random_init": None, "baseline": res.baseline,
                         "n_pairs": res.n_pairs, "n_excluded": res.n_excluded, "train_pairs": data.n,
-                        "train_loss": info["loss"], "init": "probe" if info["init"] == 0 else "random"})
+                        "train_loss": info["loss"], "init": {0: "probe", -1: "none (full rank)"}.get(info["init"], "random")})
     best = best_record(records)
     if sw.random_init and random_model is not None and best is not None:
         rdata = prepare(random_model, language, train, variable, site, cfg, causal)
