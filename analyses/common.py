@@ -455,7 +455,8 @@ def das_settings(subject: Subject, st: Any, score: str = "sets") -> Any:
 
     return SweepSettings(ranks=tuple(st.das_ranks), restarts=getattr(st, "das_restarts", 0),
                          cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed,
-                                       horizon=getattr(st, "das_horizon", 4)))
+                                       horizon=getattr(st, "das_horizon", 4), lr=getattr(st, "das_lr", 0.005),
+                                       schedule=getattr(st, "das_schedule", "constant")))
 
 
 def das_markdown(models: Mapping[str, dict]) -> list[str]:

@@ -35,6 +35,7 @@ every file atomically.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,42 +67,61 @@ PROBE_PARAMS = {"Cs": (1.0,)}
 class Settings:
     K: int = 8
     h: int = 10
-    n: int = 30  # strings per evaluation set
+    n: int = 24  # strings per evaluation set
     in_window: tuple[int, int] = (2, 300)
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
-    probe_positions: int = 2500
-    align_positions: int = 2500  # positions of the probe-test strings for the alignment with the construction
-    test_positions: int = 1000
-    ood_positions: int = 1000
+    # Probe and alignment budgets: results/das_dyck.md gives the seed-to-seed spread of the key numbers.
+    probe_positions: int = 1500
+    align_positions: int = 1500  # positions of the probe-test strings for the alignment with the construction
+    test_positions: int = 600
+    ood_positions: int = 600
     iia_pairs: int = 48
     iia_window: tuple[int, int] = (20, 120)
+    patch_prefixes: int = 8  # prefixes per layer x position patching map
     seed: int = 0
-    # The default DAS budget keeps make demo near a minute: ranks 1 and 48 (depth needs one dimension in
-    # the constructions, the per-depth memory up to 48), single layers; --das-full sweeps every rank and
+    # The default DAS budget keeps make demo short: ranks 1 and 48 (depth needs one dimension in the
+    # constructions, the per-depth memory up to 48), single layers; --das-full sweeps every rank and
     # the layers together.
-    das_pairs: int = 96  # training pairs (plus das_pairs // 2 across lengths)
+    das_pairs: int = 64  # training pairs (plus das_pairs // 2 across lengths)
     das_test_pairs: int = 48
     das_steps: int = 20
     das_ranks: tuple[int, ...] = (1, 48)
     das_joint_layers: bool = False  # also search all layers at once
     das_ood_window: tuple[int, int] = (200, 400)
     das_restarts: int = 0
+    das_lr: float = 0.005
+    das_schedule: str = "constant"
+    das_parts: tuple[str, ...] = ("ssm",)  # HookedMamba state parts searched (ssm, conv, both)
     # DAS on the trained models costs minutes a model on 2 cores (a few seconds on the constructions),
     # so the default run (make demo) searches the constructions only; --das-trained or --das-full adds
     # the trained models.
     das_trained: bool = False
 
     @classmethod
+    def trained_das(cls, **kw: Any) -> dict[str, Any]:
+        """The search behind ``--das-trained``: every model, more pairs and steps at a higher learning
+        rate with a cosine decay, ranks 1..64, the layers together, and the Mamba state with and
+        without its conv window."""
+        base = dict(das_pairs=128, das_steps=60, das_lr=0.02, das_schedule="cosine", das_ranks=(1, 4, 16, 64),
+                    das_trained=True, das_joint_layers=True, das_parts=("ssm", "both"))
+        base.update(kw)
+        return base
+
+    @classmethod
     def full_das(cls, **kw: Any) -> dict[str, Any]:
         """The longer search behind ``--das-full``."""
-        return dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-                    das_restarts=1, das_test_pairs=96, das_trained=True, das_joint_layers=True, **kw)
+        base = dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), das_lr=0.01,
+                    das_schedule="cosine", das_restarts=1, das_test_pairs=96, das_trained=True, das_joint_layers=True,
+                    das_parts=("ssm", "both"))
+        base.update(kw)
+        return base
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
-        base = dict(n=24, probe_positions=1500, test_positions=600, ood_positions=600, iia_pairs=32,
-                    out_window=(701, 900), das_pairs=96, das_test_pairs=32, das_steps=20, das_ranks=(1, 8, 48))
+        base = dict(n=16, probe_positions=1000, align_positions=1000, test_positions=400, ood_positions=400,
+                    iia_pairs=32, out_window=(701, 900), das_pairs=64, das_test_pairs=32, das_steps=20,
+                    das_ranks=(1, 8, 48))
         base.update(kw)
         return cls(**base)
 
@@ -235,11 +255,17 @@ def das_layer_sets(subject: Subject, variable: str, joint: bool = True) -> list[
 
 
 def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    """:func:`analyses.common.das_section` over :func:`das_layer_sets` (every rank)."""
-    from analyses.common import das_section
+    """:func:`probe.das.sweep_subject` over :func:`das_layer_sets` (every rank; HookedMamba: each of
+    ``st.das_parts``)."""
+    from analyses.common import das_settings, random_like
+    from probe.das import sweep_subject
 
     variables = {v: das_layer_sets(subject, v, st.das_joint_layers) for v in ("depth", "top")}
-    return das_section(subject, language, variables, st, st.iia_window, st.das_ood_window, IIA_SCORE)[0]
+    parts = st.das_parts if subject.family == "mamba" else ("ssm",)
+    return sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
+                         window=tuple(st.iia_window), ood_window=tuple(st.das_ood_window), n_train=st.das_pairs,
+                         n_test=st.das_test_pairs, sweep=das_settings(subject, st, IIA_SCORE),
+                         random_model=random_like(subject), seed=st.seed, parts=parts)
 
 
 def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
@@ -251,7 +277,8 @@ def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
     if subject.family in ("mamba", "construction"):
         sites["state"] = subject.state_site(0).replace(".0.", ".{l}.")
     for key, site in sites.items():
-        r = dyck_patching(subject.model, language, n=16, min_len=20, max_len=40, site=site, seed=st.seed)
+        r = dyck_patching(subject.model, language, n=st.patch_prefixes, min_len=20, max_len=40, site=site,
+                          seed=st.seed)
         out[key] = {"scores": r["scores"].tolist(), "site": site, "clean": r["clean"], "corrupted": r["corrupted"],
                     "length": r["length"], "n": r["n"]}
     return out
@@ -371,7 +398,7 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     for subj in subjects:
         for l in range(subj.n_layers):
             site = subj.state_site(l)
-            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=2500, seed=seed)
+            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=2000, seed=seed)
             dprobe = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(
                 c.acts[site], c.labels["depth"], groups=c.seq_id)
             # The top bracket given the depth (one probe per depth): the construction's last layer
@@ -558,6 +585,18 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def das_table(report: dict, command: str) -> str:
+    """The DAS verdicts and the IIA-vs-rank table with every control (``--das-table``)."""
+    st = report["settings"]
+    lines = [f"# Distributed alignment search on Dyck({st['K']},{st['h']}): IIA against rank, with controls", "",
+             f"Generated by `{command}` (seed {st['seed']}; {st['das_pairs']} + {st['das_pairs'] // 2} training "
+             f"pairs, {st['das_test_pairs']} held-out pairs, {st['das_steps']} steps at lr {st['das_lr']} "
+             f"({st['das_schedule']}), ranks {list(st['das_ranks'])}, state parts {list(st['das_parts'])}; "
+             f"run time {report['seconds']} s).", "", "## Verdicts", ""]
+    lines += [f"- **{name}**: {m['verdict_das']}" for name, m in report["models"].items() if m.get("verdict_das")]
+    return "\n".join(lines + das_markdown(report["models"])) + "\n"
+
+
 def print_summary(report: dict, out: Path) -> None:
     print(to_markdown(report))
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
@@ -577,10 +616,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--format", action="append", choices=("png", "svg", "pdf"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--das-trained", action="store_true",
-                    help="run the DAS search on the trained models too (minutes a model; the default searches the "
-                         "constructions only)")
+                    help="run the DAS search on the trained models too, with a longer search (more pairs and steps, "
+                         "cosine learning rate, ranks 1..64, layers together, Mamba state with its conv window; minutes "
+                         "a model; the default searches the constructions only)")
     ap.add_argument("--das-full", action="store_true",
                     help="longer DAS search on every model: more pairs and steps, ranks up to the width")
+    ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-figures", action="store_true")
     args = ap.parse_args(argv)
@@ -591,15 +632,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.lengths:
         kw["in_window"], kw["out_window"] = args.lengths
     if args.das_trained:
-        kw["das_trained"] = True
+        kw.update(Settings.trained_das())
     if args.das_full:
-        kw = Settings.full_das(**kw)
+        kw.update(Settings.full_das())
     st = Settings.quick(**kw) if args.quick else Settings(**kw)
     names = args.model or list(DEFAULT_MODELS)
     out = Path(args.out)
     report = run(names, st, out, formats=args.format or ["png"], progress=not args.no_progress,
                  figures=not args.no_figures)
     print_summary(report, out)
+    if args.das_table:
+        from trained_models.io import atomic_write_text
+
+        command = "python -m analyses.dyck_probe " + " ".join(argv if argv is not None else sys.argv[1:])
+        atomic_write_text(args.das_table, das_table(report, command))
+        print(f"Wrote {args.das_table}")
     return 0
 
 

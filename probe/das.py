@@ -266,6 +266,7 @@ class DASConfig:
     steps: int = 120
     batch: int = 64
     lr: float = 0.005
+    schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the steps
     horizon: int = 4
     eval_every: int = 10
     tol: float = 1e-3
@@ -276,6 +277,8 @@ class DASConfig:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
 
 @dataclass
@@ -455,6 +458,8 @@ def fit_das(model: Any, language: Any, data: DASData, rank: int, cfg: DASConfig,
             torch.manual_seed(cfg.seed + j)
             rot = RotatedSubspace(data.dim, rank, seed=cfg.seed + j, init=init)
             opt = torch.optim.Adam(rot.parameters(), lr=cfg.lr)
+            sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1))
+                     if cfg.schedule == "cosine" else None)
             rng = np.random.default_rng(cfg.seed + j)
             sizes = np.array([len(g.mask) for g in data.groups], dtype=float)
             for step in range(cfg.steps + 1):
@@ -474,6 +479,8 @@ def fit_das(model: Any, language: Any, data: DASData, rank: int, cfg: DASConfig,
                 opt.zero_grad()
                 loss_t.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
     return best[1], {"loss": best[0], "init": best[2]}
 
 
@@ -527,7 +534,7 @@ def probe_subspace(data: DASData, language: Any, variable: str, rank: int, causa
                                                                                   groups=groups)
         else:
             labels = sorted(set(map(str, y)))
-            p = LinearProbe(kind="classification", Cs=(0.1, 1.0), cv=2, random_state=seed).fit(
+            p = LinearProbe(kind="classification", Cs=(1.0,), random_state=seed).fit(
                 X, np.array([labels.index(str(v)) for v in y]), groups=groups)
         W = np.atleast_2d(np.asarray(p.coef_, dtype=np.float64))
         rows.append(W / max(np.linalg.norm(W), 1e-300))  # each component counts alike
@@ -631,12 +638,13 @@ def steering_direction(data: DASData, basis: Tensor, language: Any, variable: st
 def sweep_subject(model: Any, language: Any, variables: Mapping[str, Sequence[Sequence[int]]], *,
                   transformer: bool = False, window: tuple[int, int] = (20, 120),
                   ood_window: tuple[int, int] = (200, 400), n_train: int = 160, n_test: int = 48,
-                  sweep: Optional[SweepSettings] = None, random_model: Any = None, seed: int = 0
-                  ) -> list[dict[str, Any]]:
+                  sweep: Optional[SweepSettings] = None, random_model: Any = None, seed: int = 0,
+                  parts: Sequence[str] = ("ssm",)) -> list[dict[str, Any]]:
     """:func:`das_sweep` for each variable and each of its layer sets (0-based), on one set of pairs:
     ``n_train`` training pairs from ``window`` plus ``n_train // 2`` whose sources are longer (across
     lengths and depths), ``n_test`` held-out pairs from ``window`` and ``n_test`` from ``ood_window``.
-    State sites for recurrent models, the residual stream at the split for Transformers."""
+    State sites for recurrent models (each of ``parts``: ``ssm``, ``conv``, ``both``), the residual
+    stream at the split for Transformers."""
     from probe.interventions import sample_pairs
 
     lo, hi = window
@@ -647,16 +655,19 @@ def sweep_subject(model: Any, language: Any, variables: Mapping[str, Sequence[Se
     out = []
     for variable, layer_sets in variables.items():
         for layers in layer_sets:
-            site = Site("resid", tuple(layers)) if transformer else Site("state", tuple(layers))
-            out += das_sweep(model, language, variable, site, train, test, ood, sweep=sweep, random_model=random_model)
+            sites = ([Site("resid", tuple(layers))] if transformer
+                     else [Site("state", tuple(layers), part) for part in parts])
+            for site in sites:
+                out += das_sweep(model, language, variable, site, train, test, ood, sweep=sweep,
+                                 random_model=random_model)
     return out
 
 
 def best_per_site(sweep: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The best rank (:func:`best_record`) per variable and layer set of a sweep."""
+    """The best rank (:func:`best_record`) per variable and site (layer set and part) of a sweep."""
     groups: dict[tuple, list[dict]] = {}
     for r in sweep:
-        groups.setdefault((r["variable"], tuple(r["layers"])), []).append(r)
+        groups.setdefault((r["variable"], tuple(r["layers"]), r.get("site")), []).append(r)
     return [best_record(g) for g in groups.values()]
 
 
