@@ -427,14 +427,14 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
     paths = []
     for name, m in report["models"].items():
-        recs = [dict(r, score=r["accuracy"]) for r in m["probes"] if r["accuracy"] is not None]
+        recs = [dict(r, score=r["accuracy"]) for r in m.get("probes", []) if r["accuracy"] is not None]
         if recs:
             paths += save_figure(probe_heatmap(recs, title=f"{name}: probe accuracy (held out)"),
                                  out / f"probes_{name}", formats)
     names = list(report["models"])
     rows, labels = [], []
     for name in names:
-        for r in report["models"][name]["iia"]:
+        for r in report["models"][name].get("iia", []):
             if r["layer"] == "all":
                 continue
             labels.append(f"{name} L{r['layer'] + 1} {r['variable']}")
@@ -472,8 +472,12 @@ def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
 # --------------------------------------------------------------------------- the run
 
 
+PARTS = ("accuracy", "probes", "iia", "alignment", "das", "patching")
+
+
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True) -> dict:
+        progress: bool = True, figures: bool = True, parts: Sequence[str] = PARTS) -> dict:
+    """The study (``parts``: a subset of :data:`PARTS`, e.g. ``("accuracy", "das")`` for ``--das-only``)."""
     import languages
     from tqdm.auto import tqdm
 
@@ -491,8 +495,8 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
                                             exclude=set(strings["probe_train"]))
     report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment", "das", "patching")
-             if part != "das" or st.das_trained or s.card is None]
+    steps = [(s, part) for s in subjects for part in PARTS
+             if part in parts and (part != "das" or st.das_trained or s.card is None)]
     bar = tqdm(steps, disable=not progress, desc="dyck_probe", dynamic_ncols=True)
     construction = subjects[0]
     align_cache: dict = {}
@@ -621,6 +625,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "a model; the default searches the constructions only)")
     ap.add_argument("--das-full", action="store_true",
                     help="longer DAS search on every model: more pairs and steps, ranks up to the width")
+    ap.add_argument("--das-only", action="store_true", help="task accuracy and DAS only (no probes, whole-layer "
+                    "swaps, alignment or patching), e.g. with --das-table")
     ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-figures", action="store_true")
@@ -639,7 +645,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     names = args.model or list(DEFAULT_MODELS)
     out = Path(args.out)
     report = run(names, st, out, formats=args.format or ["png"], progress=not args.no_progress,
-                 figures=not args.no_figures)
+                 figures=not args.no_figures, parts=("accuracy", "das") if args.das_only else PARTS)
     print_summary(report, out)
     if args.das_table:
         from trained_models.io import atomic_write_text
