@@ -44,7 +44,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from probe.das import best_per_site
+from probe.das_study import best_per_site
 from analyses.common import (Subject, check_models, check_study_out, configure_threads, construction_subject, das_markdown,
                              finish_report, fmt as _fmt, load_subjects, parse_window, probe_collections, safe_figures,
                              study_output, write_report)
@@ -255,10 +255,10 @@ def das_layer_sets(subject: Subject, variable: str, joint: bool = True) -> list[
 
 
 def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    """:func:`probe.das.sweep_subject` over :func:`das_layer_sets` (every rank; HookedMamba: each of
+    """:func:`probe.das_study.sweep_subject` over :func:`das_layer_sets` (every rank; HookedMamba: each of
     ``st.das_parts``)."""
     from analyses.common import das_settings, random_like
-    from probe.das import sweep_subject
+    from probe.das_study import sweep_subject
 
     variables = {v: das_layer_sets(subject, v, st.das_joint_layers) for v in ("depth", "top")}
     parts = st.das_parts if subject.family == "mamba" else ("ssm",)

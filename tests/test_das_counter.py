@@ -11,7 +11,8 @@ import torch
 
 import languages
 from hooks import constructions
-from probe.das import DASConfig, Site, das_iia, fit_das, prepare, probe_subspace
+from probe.das import Site, das_iia
+from probe.das_search import DASConfig, fit_das, prepare, probe_subspace
 from probe.interventions import CounterCausalModel, causal_model_for, sample_pairs
 
 
