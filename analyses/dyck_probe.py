@@ -625,6 +625,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "a model; the default searches the constructions only)")
     ap.add_argument("--das-full", action="store_true",
                     help="longer DAS search on every model: more pairs and steps, ranks up to the width")
+    ap.add_argument("--das-ranks", type=cli.positive_int, nargs="+", help="ranks searched (overrides the budget's)")
+    ap.add_argument("--das-parts", nargs="+", choices=("ssm", "conv", "both"),
+                    help="HookedMamba state parts searched (overrides the budget's)")
     ap.add_argument("--das-only", action="store_true", help="task accuracy and DAS only (no probes, whole-layer "
                     "swaps, alignment or patching), e.g. with --das-table")
     ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
@@ -641,6 +644,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         kw.update(Settings.trained_das())
     if args.das_full:
         kw.update(Settings.full_das())
+    if args.das_ranks:
+        kw["das_ranks"] = tuple(args.das_ranks)
+    if args.das_parts:
+        kw["das_parts"] = tuple(args.das_parts)
     st = Settings.quick(**kw) if args.quick else Settings(**kw)
     names = args.model or list(DEFAULT_MODELS)
     out = Path(args.out)
