@@ -18,7 +18,8 @@ run) .. 1 (clean run).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,11 +45,8 @@ def activation_patching(model: Any, clean_tokens: Tensor, corrupted_tokens: Tens
     layers, positions, names = _check(model, clean_tokens, corrupted_tokens, site, layers, positions)
     B = clean_tokens.shape[0]
     chunk = max(1, max_batch // B)
-    was_training = model.training
-    model.eval()
-    try:
-        _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
-        out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    with _clean_cache(model, clean_tokens, names) as cache:
         for i, name in enumerate(names):
             src = cache[name]
             for lo in range(0, len(positions), chunk):
@@ -67,8 +65,6 @@ def activation_patching(model: Any, clean_tokens: Tensor, corrupted_tokens: Tens
                     logits = _logits(model(corrupted_tokens.repeat(P, 1)))
                 for j in range(P):
                     out[i, lo + j] = float(metric(logits[j * B:(j + 1) * B]))
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -79,18 +75,25 @@ def activation_patching_loop(model: Any, clean_tokens: Tensor, corrupted_tokens:
                              ) -> Tensor:
     """The slow reference of :func:`activation_patching`: one forward pass per (layer, position)."""
     layers, positions, names = _check(model, clean_tokens, corrupted_tokens, site, layers, positions)
-    was_training = model.training
-    model.eval()
-    try:
-        _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
-        out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    with _clean_cache(model, clean_tokens, names) as cache:
         for i, name in enumerate(names):
             for j, pos in enumerate(positions):
                 with patch_full(model, name, cache[name], positions=pos):
                     out[i, j] = float(metric(_logits(model(corrupted_tokens))))
+    return out
+
+
+@contextlib.contextmanager
+def _clean_cache(model: Any, clean_tokens: Tensor, names: Sequence[str]) -> Iterator[dict]:
+    """The clean run's activations at ``names``, with the model in eval mode inside (restored on exit)."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
+        yield cache
     finally:
         model.train(was_training)
-    return out
 
 
 def _check(model: Any, clean_tokens: Tensor, corrupted_tokens: Tensor, site: str,
