@@ -72,7 +72,7 @@ class Settings:
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
     # Probe and alignment budgets: results/das_dyck.md gives the seed-to-seed spread of the key numbers.
-    probe_positions: int = 1500
+    probe_positions: int = 2500  # fewer leave deep stacks too rare for the per-depth top probes (construction 0.89)
     align_positions: int = 1500  # positions of the probe-test strings for the alignment with the construction
     test_positions: int = 600
     ood_positions: int = 600
