@@ -282,11 +282,14 @@ def first_below(points: Sequence[tuple[Any, Optional[float]]], threshold: float)
 
 
 def das_settings(subject: Subject, st: Any, score: str = "sets") -> Any:
-    """:class:`probe.das.SweepSettings` from a study's ``das_*`` settings and the subject's decoding."""
-    from probe.das import DASConfig, SweepSettings
+    """:class:`probe.das_study.SweepSettings` from a study's ``das_*`` settings and the subject's decoding."""
+    from probe.das_search import DASConfig
+    from probe.das_study import SweepSettings
 
     return SweepSettings(ranks=tuple(st.das_ranks), restarts=getattr(st, "das_restarts", 0),
-                         cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed))
+                         cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed,
+                                       horizon=getattr(st, "das_horizon", 4), lr=getattr(st, "das_lr", 0.005),
+                                       schedule=getattr(st, "das_schedule", "constant")))
 
 
 def das_markdown(models: Mapping[str, dict]) -> list[str]:
@@ -314,9 +317,9 @@ DAS_MARGIN = 0.5
 
 def das_section(subject: Subject, language: Any, variables: Mapping[str, Sequence[Sequence[int]]], st: Any,
                 window: Sequence[int], ood_window: Sequence[int], score: str = "sets") -> tuple[list, list]:
-    """``(sweep, best)``: :func:`probe.das.sweep_subject` with the study's settings (``st.das_*``,
+    """``(sweep, best)``: :func:`probe.das_study.sweep_subject` with the study's settings (``st.das_*``,
     ``st.seed``) and the best rank per variable and layer set."""
-    from probe.das import best_per_site, sweep_subject
+    from probe.das_study import best_per_site, sweep_subject
 
     sweep = sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
                           window=tuple(window), ood_window=tuple(ood_window), n_train=st.das_pairs,

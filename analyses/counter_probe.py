@@ -19,7 +19,11 @@ as the reference) the report gives
    extrapolation per length bin: R^2 and the accuracy of the rounded read-out, and the accuracy on
    positions whose counter value exceeds every training value;
 3. where each breaks -- the first length bin where the best probe's rounded accuracy, or the
-   model's strict accuracy, drops below 0.9 -- and a one-line verdict comparing the two.
+   model's strict accuracy, drops below 0.9 -- and a one-line verdict comparing the two;
+4. distributed alignment search (:mod:`probe.das`) for the counter value per layer: a learned
+   rank-k subspace whose swap moves the model as the counter automaton's counterfactual says (the
+   base's phase, the source's counter; :class:`probe.interventions.CounterCausalModel`), with its
+   controls (``models[name]["das"]``, ``das_sweep``).
 
 Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/counter_probe``),
 every file atomically.
@@ -34,9 +38,9 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import (Subject, best_row, bin_name, construction_subject, edges_to_bins, first_below,
-                             language_is, load_subjects, probe_collections, probe_rows, sample_upto, split_strings,
-                             strict_by_bin, train_window)
+from analyses.common import (Subject, best_row, bin_name, construction_subject, das_figure, das_markdown,
+                             das_section, das_sentence, edges_to_bins, first_below, language_is, load_subjects,
+                             probe_collections, probe_rows, sample_upto, split_strings, strict_by_bin, train_window)
 from analyses.figures import length_curves, probe_heatmap, state_trajectory
 from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
                             save_and_close, settings_from_args, short_site, start)
@@ -51,6 +55,9 @@ LANGUAGES = ("dyck1", "anbn")
 DEFAULT_MODELS = ("dyck1-mamba", "dyck1-transformer", "anbn-mamba", "anbn-transformer")
 VARIABLE = {"dyck1": "depth", "anbn": "counter[0]"}  # the probe target per language
 TRACE_VARIABLE = {"dyck1": "depth", "anbn": "counter"}  # what collect reads from the trace
+# The causal variable DAS looks for (probe.interventions.CounterCausalModel): the counter value; its
+# counterfactual comes from the counter automaton (the base's phase, the source's counter).
+DAS_VARIABLE = {"dyck1": "depth", "anbn": "counter"}
 BREAK = 0.9  # "works" at or above this accuracy
 # Ridge penalties tried by CV. Not below 1: on Mamba states with near-constant coordinates (std ~1e-3,
 # standardised up) the float32 Gram of probe.linear makes alpha = 0.01 numerically unstable (its
@@ -68,11 +75,24 @@ class Settings:
     test_positions: int = 1500
     ood_positions: int = 500  # per length bin beyond the training lengths
     seed: int = 0
+    # DAS on the counter: training pairs from the training lengths (plus das_pairs // 2 whose sources
+    # are up to twice as long), held-out pairs from the training lengths and from beyond them.
+    das_pairs: int = 96
+    das_test_pairs: int = 48
+    das_steps: int = 30
+    das_ranks: tuple = (1, 4, 16)
+    das_restarts: int = 0
+    # Continuation positions the search trains on: a^n b^n's counter shows only once the b's come,
+    # so a few positions after the split say nothing about it.
+    das_horizon: int = 48
+    # The search on a trained model costs about a minute a model on 2 idle cores (the constructions a
+    # few seconds), so the default run searches the constructions; --das-trained adds the trained models.
+    das_trained: bool = False
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=16, probe_train=120, probe_test=40, probe_positions=1500, test_positions=600,
-                    ood_positions=300)
+                    ood_positions=300, das_pairs=64, das_test_pairs=32, das_steps=15)
         base.update(kw)
         return cls(**base)
 
@@ -232,6 +252,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
             if recs:
                 paths += save_and_close(probe_heatmap(recs, title=f"{name}: counter probe"), out / f"probes_{name}",
                                      formats)
+    paths += das_figure(report, out, formats)
     return paths
 
 
@@ -263,7 +284,8 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         report["languages"][lang_name] = {"variable": VARIABLE[lang_name], "train_window": list(window),
                                           "in_bins": in_bins, "out_bins": out_bins,
                                           "trajectory": {"string": long, "value": value}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "probes")]
+    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "das")
+             if part != "das" or st.das_trained or s.card is None]
     for subj, part in progress_steps(steps, "counter_probe", progress):
         d = data[subj.language.name]
         m = report["models"].setdefault(subj.name, {"language": subj.language.name, "family": subj.family,
@@ -272,6 +294,12 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             m.update(accuracy_by_bin(subj, d["language"], {b: d["strings"][b] for b in d["in_bins"] + d["out_bins"]}))
             if subj.card:
                 m["card"] = card_summary(subj.card)
+        elif part == "das":
+            var = DAS_VARIABLE[subj.language.name]
+            window = report["languages"][subj.language.name]["train_window"]
+            m["das_sweep"], m["das"] = das_section(subj, d["language"], {var: [(l,) for l in range(subj.n_layers)]},
+                                                   st, window, (window[1] + 1, 2 * window[1]))
+            m["verdict"] += f" DAS: {das_sentence(m['das'], var)}."
         else:
             m["probes"], m["trajectory"] = probe_records(subj, d["language"], st, d["strings"], d["in_bins"],
                                                          d["out_bins"], d["trajectory"])
@@ -329,6 +357,10 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Baselines are R² of the same ridge probe: control = Hewitt & Liang control task (with a "
                   "handful of token types it is learnable wherever the site carries the current token), counts = "
                   "the prefix symbol counts (the counter is linear in them: R² 1 by design)."]
+    lines += das_markdown(report["models"])
+    lines += ["", "DAS variable: the counter value (Dyck-1: depth; a^n b^n: #a - #b), whose counterfactual comes from "
+              "the counter automaton (probe.interventions.CounterCausalModel): the base's phase with the source's "
+              "counter, scored on the base's continuation until it turns illegal."]
     return end_markdown(report, lines)
 
 
@@ -336,9 +368,12 @@ def to_markdown(report: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.counter_probe", __doc__, "outputs/counter_probe")
     ap.add_argument("--language", action="append", choices=LANGUAGES, help="repeatable (default both)")
+    ap.add_argument("--das-trained", action="store_true",
+                    help="run the DAS search on the trained models too (the default searches the constructions)")
     args = ap.parse_args(argv)
     langs = tuple(dict.fromkeys(args.language)) if args.language else LANGUAGES
-    return run_cli(args, settings_from_args(Settings, args, languages=langs), run, DEFAULT_MODELS, to_markdown)
+    st = settings_from_args(Settings, args, languages=langs, das_trained=args.das_trained)
+    return run_cli(args, st, run, DEFAULT_MODELS, to_markdown)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ every file atomically.
 """
 from __future__ import annotations
 
+import functools
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +52,11 @@ from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_fig
 from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, md_table, parse_window, progress_steps,
                             run_cli, settings_from_args, start)
 from languages import cli
+from languages.io import atomic_write_text
 from probe.alignment import alignment_scores
 from probe.collect import collect
-from probe.das import best_per_site
-from probe.grid import probe_given, probe_grid
+from probe.das_study import best_per_site
+from probe.grid import probe_grid
 from probe.interventions import interchange_accuracy, sample_pairs
 from trained_models.evaluate import evaluate_strings
 
@@ -64,47 +67,71 @@ IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 # positions): it needs no set decoding, so sigmoid (allowed-set) and softmax (next-symbol) models
 # are scored alike. See probe.interventions.interchange_accuracy.
 IIA_SCORE = "close"
+# Logistic probes at one penalty (C = 1 on standardised features, no inner CV): the CV over C cost
+# five fits a probe and moved no held-out accuracy by more than the seed-to-seed spread
+# (results/das_dyck.md); ridge probes keep their CV over alpha (cheap).
+PROBE_PARAMS = {"Cs": (1.0,)}
 
 
 @dataclass
 class Settings:
     K: int = 8
     h: int = 10
-    n: int = 30  # strings per evaluation set
+    n: int = 24  # strings per evaluation set
     in_window: tuple[int, int] = (2, 300)
     out_window: tuple[int, int] = (701, 1400)
     probe_window: tuple[int, int] = (20, 300)
-    probe_positions: int = 2500
-    test_positions: int = 1000
-    ood_positions: int = 1000
+    # Probe and alignment budgets: results/das_dyck.md gives the seed-to-seed spread of the key numbers.
+    probe_positions: int = 2500  # fewer leave deep stacks too rare for the per-depth top probes (construction 0.89)
+    align_positions: int = 1500  # positions of the probe-test strings for the alignment with the construction
+    test_positions: int = 600
+    ood_positions: int = 600
     iia_pairs: int = 48
     iia_window: tuple[int, int] = (20, 120)
+    patch_prefixes: int = 8  # prefixes per layer x position patching map
     seed: int = 0
-    # The default DAS budget keeps make demo near a minute: ranks 1 and 48 (depth needs one dimension in
-    # the constructions, the per-depth memory up to 48), single layers; --das-full sweeps every rank and
+    # The default DAS budget keeps make demo short: ranks 1 and 48 (depth needs one dimension in the
+    # constructions, the per-depth memory up to 48), single layers; --das-full sweeps every rank and
     # the layers together.
-    das_pairs: int = 96  # training pairs (plus das_pairs // 2 across lengths)
+    das_pairs: int = 64  # training pairs (plus das_pairs // 2 across lengths)
     das_test_pairs: int = 48
     das_steps: int = 20
     das_ranks: tuple[int, ...] = (1, 48)
     das_joint_layers: bool = False  # also search all layers at once
     das_ood_window: tuple[int, int] = (200, 400)
     das_restarts: int = 0
+    das_lr: float = 0.005
+    das_schedule: str = "constant"
+    das_parts: tuple[str, ...] = ("ssm",)  # HookedMamba state parts searched (ssm, conv, both)
     # DAS on the trained models costs minutes a model on 2 cores (a few seconds on the constructions),
     # so the default run (make demo) searches the constructions only; --das-trained or --das-full adds
     # the trained models.
     das_trained: bool = False
 
     @classmethod
+    def trained_das(cls, **kw: Any) -> dict[str, Any]:
+        """The search behind ``--das-trained``: every model, more pairs and steps at a higher learning
+        rate with a cosine decay, ranks 1..64, the layers together, and the Mamba state with and
+        without its conv window."""
+        base = dict(das_pairs=128, das_steps=60, das_lr=0.02, das_schedule="cosine", das_ranks=(1, 4, 16, 64),
+                    das_trained=True, das_joint_layers=True, das_parts=("ssm", "both"))
+        base.update(kw)
+        return base
+
+    @classmethod
     def full_das(cls, **kw: Any) -> dict[str, Any]:
         """The longer search behind ``--das-full``."""
-        return dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
-                    das_restarts=1, das_test_pairs=96, das_trained=True, das_joint_layers=True, **kw)
+        base = dict(das_pairs=384, das_steps=150, das_ranks=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024), das_lr=0.01,
+                    das_schedule="cosine", das_restarts=1, das_test_pairs=96, das_trained=True, das_joint_layers=True,
+                    das_parts=("ssm", "both"))
+        base.update(kw)
+        return base
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
-        base = dict(n=24, probe_positions=1500, test_positions=600, ood_positions=600, iia_pairs=32,
-                    out_window=(701, 900), das_pairs=96, das_test_pairs=32, das_steps=20, das_ranks=(1, 8, 48))
+        base = dict(n=16, probe_positions=1000, align_positions=1000, test_positions=400, ood_positions=400,
+                    iia_pairs=32, out_window=(701, 900), das_pairs=64, das_test_pairs=32, das_steps=20,
+                    das_ranks=(1, 8, 48))
         base.update(kw)
         return cls(**base)
 
@@ -146,13 +173,10 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
     tr, te, rand, baselines = probe_collections(subject, coll, "probe_train", "probe_test", st)
     ood = {"out": coll(subject.model, "out", st.ood_positions, st.seed + 2)}
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
-                      seed=st.seed, probe_params={"Cs": (0.1, 1.0), "alphas": (1.0, 10.0, 100.0), "cv": 2})
-    params = {"Cs": (0.1, 1.0), "cv": 2}
+                      seed=st.seed, probe_params=dict(PROBE_PARAMS, alphas=(1.0, 10.0, 100.0), cv=2))
     given = {}
     for site in sites:  # top bracket read with one probe per depth (the construction's block selection)
-        g_in = probe_given(tr, te, "top", site, "depth", probe_params=params, seed=st.seed)
-        g_out = probe_given(tr, ood["out"], "top", site, "depth", probe_params=params, seed=st.seed)
-        given[site] = (g_in["score"], g_out["score"])
+        given[site] = tuple(top_given_depth(tr, test, site, st.seed) for test in (te, ood["out"]))
     out = []
     for r in recs:
         out.append({
@@ -164,6 +188,17 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
             "ood_accuracy_given_depth": given[r.site][1] if r.variable == "top" else None,
         })
     return out
+
+
+def top_given_depth(tr: Any, test: Any, site: str, seed: int) -> float:
+    """Held-out accuracy of the top bracket read with one logistic probe per depth
+    (:class:`probe.conditional.ConditionalProbe`, as :func:`probe.grid.probe_given`), fitted on ``tr``."""
+    from probe.conditional import ConditionalProbe
+
+    cp = ConditionalProbe(kind="classification", random_state=seed, probe_params=PROBE_PARAMS)
+    cp.fit(tr.acts[site], tr.labels["top"], tr.labels["depth"], groups=tr.seq_id)
+    codes = {v: test.codes_for(v, tr.classes.get(v, ())) for v in ("top", "depth")}  # in tr's classes
+    return float(cp.score(test.acts[site], codes["top"], codes["depth"]))
 
 
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
@@ -193,11 +228,17 @@ def das_layer_sets(subject: Subject, variable: str, joint: bool = True) -> list[
 
 
 def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
-    """:func:`analyses.common.das_section` over :func:`das_layer_sets` (every rank)."""
-    from analyses.common import das_section
+    """:func:`probe.das_study.sweep_subject` over :func:`das_layer_sets` (every rank; HookedMamba: each of
+    ``st.das_parts``)."""
+    from analyses.common import das_settings, random_like
+    from probe.das_study import sweep_subject
 
     variables = {v: das_layer_sets(subject, v, st.das_joint_layers) for v in ("depth", "top")}
-    return das_section(subject, language, variables, st, st.iia_window, st.das_ood_window, IIA_SCORE)[0]
+    parts = st.das_parts if subject.family == "mamba" else ("ssm",)
+    return sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
+                         window=tuple(st.iia_window), ood_window=tuple(st.das_ood_window), n_train=st.das_pairs,
+                         n_test=st.das_test_pairs, sweep=das_settings(subject, st, IIA_SCORE),
+                         random_model=random_like(subject), seed=st.seed, parts=parts)
 
 
 def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
@@ -209,23 +250,30 @@ def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
     if subject.family in ("mamba", "construction"):
         sites["state"] = subject.state_site(0).replace(".0.", ".{l}.")
     for key, site in sites.items():
-        r = dyck_patching(subject.model, language, n=16, min_len=20, max_len=40, site=site, seed=st.seed)
+        r = dyck_patching(subject.model, language, n=st.patch_prefixes, min_len=20, max_len=40, site=site,
+                          seed=st.seed)
         out[key] = {"scores": r["scores"].tolist(), "site": site, "clean": r["clean"], "corrupted": r["corrupted"],
                     "length": r["length"], "n": r["n"]}
     return out
 
 
 def alignment_records(subject: Subject, construction: Subject, language: Any, st: Settings,
-                      strings: list[str]) -> list[dict]:
+                      strings: list[str], cache: Optional[dict] = None) -> list[dict]:
+    """Linear-map R² both ways and CKA between each model layer's state and each construction
+    layer's, on the same positions of ``strings``; ``cache`` keeps the construction's collection
+    between calls (it is the same for every model)."""
     if subject is construction:
         return []
     c_sites = [construction.state_site(l) for l in range(construction.n_layers)]
     m_sites = [subject.state_site(l) for l in range(subject.n_layers)]
     bs = subject.batch_size
     # Same strings, same subsample seed -> the same positions in both collections.
-    cc = collect(construction.model, language, strings, c_sites, [], positions=st.probe_positions, seed=st.seed,
-                 batch_size=bs)
-    mc = collect(subject.model, language, strings, m_sites, [], positions=st.probe_positions, seed=st.seed,
+    cache = {} if cache is None else cache
+    if "construction" not in cache:
+        cache["construction"] = collect(construction.model, language, strings, c_sites, [],
+                                        positions=st.align_positions, seed=st.seed, batch_size=bs)
+    cc = cache["construction"]
+    mc = collect(subject.model, language, strings, m_sites, [], positions=st.align_positions, seed=st.seed,
                  batch_size=bs)
     if not (np.array_equal(cc.seq_id, mc.seq_id) and np.array_equal(cc.pos, mc.pos)):
         raise RuntimeError("construction and model collections are not aligned position by position")
@@ -303,14 +351,14 @@ def verdict(subject: Subject, report: dict) -> str:
 def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
     paths = []
     for name, m in report["models"].items():
-        recs = [dict(r, score=r["accuracy"]) for r in m["probes"] if r["accuracy"] is not None]
+        recs = [dict(r, score=r["accuracy"]) for r in m.get("probes", []) if r["accuracy"] is not None]
         if recs:
             paths += save_figure(probe_heatmap(recs, title=f"{name}: probe accuracy (held out)"),
                                  out / f"probes_{name}", formats)
     names = list(report["models"])
     rows, labels = [], []
     for name in names:
-        for r in report["models"][name]["iia"]:
+        for r in report["models"][name].get("iia", []):
             if r["layer"] == "all":
                 continue
             labels.append(f"{name} L{r['layer'] + 1} {r['variable']}")
@@ -329,26 +377,31 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 
 def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    """IIA against rank per model, variable and layer set (with controls), and the patching heatmaps."""
+    """IIA against rank per model, variable and layer set (with controls), and the patching heatmap."""
     from analyses.common import das_figure
     from analyses.figures import patching_heatmap, save_figure
 
     paths = das_figure(report, out, formats)
-    for name, m in report["models"].items():
+    rows, labels, title = [], [], ""
+    for name, m in report["models"].items():  # one heatmap: every model, site and layer on the same prefixes
         for key, p in (m.get("patching") or {}).items():
-            scores = np.array(p["scores"])
-            paths += save_figure(patching_heatmap(scores, [f"L{l + 1}" for l in range(scores.shape[0])],
-                                                  title=f"{name}: patching {p['site']} (top bracket, "
-                                                        f"{p['n']} prefixes of length {p['length']})"),
-                                 out / f"patching_{key}_{name}", formats)
+            rows += p["scores"]
+            labels += [f"{name} {key} L{l + 1}" for l in range(len(p["scores"]))]
+            title = f"Patching (top bracket, {p['n']} prefixes of length {p['length']}): 0 corrupted .. 1 clean"
+    if rows and len({len(r) for r in rows}) == 1:
+        paths += save_figure(patching_heatmap(np.array(rows), labels, title=title), out / "patching", formats)
     return paths
 
 
 # --------------------------------------------------------------------------- the run
 
 
+PARTS = ("accuracy", "probes", "iia", "alignment", "das", "patching")
+
+
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True) -> dict:
+        progress: bool = True, figures: bool = True, parts: Sequence[str] = PARTS) -> dict:
+    """The study (``parts``: a subset of :data:`PARTS`, e.g. ``("accuracy", "das")`` for ``--das-only``)."""
     t0 = start(out)  # --out checked before anything is computed
     language = languages.get("dyck", K=st.K, h=st.h)
     subjects, skipped = load_dyck_subjects(names, st.K, st.h, mamba_construction=True)
@@ -361,9 +414,10 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
                                             exclude=set(strings["probe_train"]))
     report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "iia", "alignment", "das", "patching")
-             if part != "das" or st.das_trained or s.card is None]
+    steps = [(s, part) for s in subjects for part in PARTS
+             if part in parts and (part != "das" or st.das_trained or s.card is None)]
     construction = subjects[0]
+    align_cache: dict = {}
     for subj, part in progress_steps(steps, "dyck_probe", progress):
         m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
         t_part = time.time()
@@ -379,7 +433,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         elif part == "iia":
             m["iia"] = iia_records(subj, language, st)
         elif part == "alignment":
-            m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"])
+            m["alignment"] = alignment_records(subj, construction, language, st, strings["probe_test"], align_cache)
             m["verdict"] = verdict(subj, m)
         elif part == "das":
             m["das_sweep"] = das_records(subj, language, st)
@@ -441,6 +495,18 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def das_table(report: dict, command: str) -> str:
+    """The DAS verdicts and the IIA-vs-rank table with every control (``--das-table``)."""
+    st = report["settings"]
+    lines = [f"# Distributed alignment search on Dyck({st['K']},{st['h']}): IIA against rank, with controls", "",
+             f"Generated by `{command}` (seed {st['seed']}; {st['das_pairs']} + {st['das_pairs'] // 2} training "
+             f"pairs, {st['das_test_pairs']} held-out pairs, {st['das_steps']} steps at lr {st['das_lr']} "
+             f"({st['das_schedule']}), ranks {list(st['das_ranks'])}, state parts {list(st['das_parts'])}; "
+             f"run time {report['seconds']} s).", "", "## Verdicts", ""]
+    lines += [f"- **{name}**: {m['verdict_das']}" for name, m in report["models"].items() if m.get("verdict_das")]
+    return "\n".join(lines + das_markdown(report["models"])) + "\n"
+
+
 @cli.cli("python -m analyses.dyck_probe")
 def main(argv: Optional[list[str]] = None) -> int:
     ap = base_parser("python -m analyses.dyck_probe", __doc__, "outputs/dyck_probe")
@@ -449,19 +515,39 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--lengths", nargs=2, type=parse_window, metavar=("IN", "OUT"),
                     help="in- and out-of-distribution windows, e.g. 2:300 701:1400")
     ap.add_argument("--das-trained", action="store_true",
-                    help="run the DAS search on the trained models too (minutes a model; the default searches the "
-                         "constructions only)")
+                    help="run the DAS search on the trained models too, with a longer search (more pairs and steps, "
+                         "cosine learning rate, ranks 1..64, layers together, Mamba state with its conv window; minutes "
+                         "a model; the default searches the constructions only)")
     ap.add_argument("--das-full", action="store_true",
                     help="longer DAS search on every model: more pairs and steps, ranks up to the width")
+    ap.add_argument("--das-ranks", type=cli.positive_int, nargs="+", help="ranks searched (overrides the budget's)")
+    ap.add_argument("--das-parts", nargs="+", choices=("ssm", "conv", "both"),
+                    help="HookedMamba state parts searched (overrides the budget's)")
+    ap.add_argument("--das-only", action="store_true", help="task accuracy and DAS only (no probes, whole-layer "
+                    "swaps, alignment or patching), e.g. with --das-table")
+    ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"K": args.K, "h": args.h}
     if args.lengths:
         kw["in_window"], kw["out_window"] = args.lengths
+    if args.das_trained:
+        kw.update(Settings.trained_das())
     if args.das_full:
-        kw = Settings.full_das(**kw)  # the trained models included
-    elif args.das_trained:
-        kw["das_trained"] = True
-    return run_cli(args, settings_from_args(Settings, args, **kw), run, DEFAULT_MODELS, to_markdown)
+        kw.update(Settings.full_das())
+    if args.das_ranks:
+        kw["das_ranks"] = tuple(args.das_ranks)
+    if args.das_parts:
+        kw["das_parts"] = tuple(args.das_parts)
+    parts = ("accuracy", "das") if args.das_only else PARTS
+
+    def write_das_table(report: dict) -> None:
+        if args.das_table:
+            command = "python -m analyses.dyck_probe " + " ".join(argv if argv is not None else sys.argv[1:])
+            atomic_write_text(args.das_table, das_table(report, command))
+            print(f"Wrote {args.das_table}")
+
+    return run_cli(args, settings_from_args(Settings, args, **kw), functools.partial(run, parts=parts),
+                   DEFAULT_MODELS, to_markdown, after=write_das_table)
 
 if __name__ == "__main__":
     raise SystemExit(main())

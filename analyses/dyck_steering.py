@@ -33,7 +33,7 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
     ``unchanged`` counts strings whose scored prediction (the winning close, or the set) did not move.
 
     ``direction``: a readout ``w`` with ``w . x`` = depth + const (e.g. the learned DAS direction
-    scaled by :func:`probe.das.steering_direction`); default: the ridge depth probe's. ``amount`` +1
+    scaled by :func:`probe.das_search.steering_direction`); default: the ridge depth probe's. ``amount`` +1
     or -1, at the middle one of the positions just after a closing bracket (for -1: of depth >= 2)."""
     if amount not in (1, -1):
         raise ValueError(f"amount must be +1 or -1, got {amount!r}")
@@ -94,8 +94,9 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
 def das_depth_direction(model: torch.nn.Module, language: Any, *, layer: int = 0, decode: str = "sigmoid",
                         n_pairs: int = 160, steps: int = 30, seed: int = 0) -> tuple[str, np.ndarray]:
     """``(site, w)``: the rank-1 DAS direction for depth in ``layer``'s state (Transformer: residual
-    stream), scaled so that ``w . x`` moves by one per unit of depth (:func:`probe.das.steering_direction`)."""
-    from probe.das import DASConfig, Site, default_site, fit_das, prepare, probe_subspace, steering_direction
+    stream), scaled so that ``w . x`` moves by one per unit of depth (:func:`probe.das_search.steering_direction`)."""
+    from probe.das import Site, default_site
+    from probe.das_search import DASConfig, fit_das, prepare, probe_subspace, steering_direction
     from probe.interventions import sample_pairs
 
     site = default_site(model, (layer,))

@@ -51,8 +51,9 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     for subj in subjects:
         for l in range(subj.n_layers):
             site = subj.state_site(l)
-            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=4000, seed=seed)
-            dprobe = LinearProbe(kind="regression").fit(c.acts[site], c.labels["depth"], groups=c.seq_id)
+            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=2000, seed=seed)
+            dprobe = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(
+                c.acts[site], c.labels["depth"], groups=c.seq_id)
             # The top bracket given the depth (one probe per depth): the construction's last layer
             # holds it as block[depth], which no single linear probe reads (see probe.conditional).
             tprobe = ConditionalProbe(kind="classification", probe_params={"Cs": (1.0,)}).fit(

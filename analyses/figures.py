@@ -169,7 +169,7 @@ def iia_heatmap(iia: np.ndarray, layers: Sequence[str], positions: Sequence[Any]
 
 def das_rank_curves(panels: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> "plt.Figure":
     """IIA against DAS rank, one panel per label (e.g. "model: variable @ site"), from
-    :func:`probe.das.das_sweep` records: the learned subspace (in and out of distribution) beside
+    :func:`probe.das_study.das_sweep` records: the learned subspace (in and out of distribution) beside
     the random and probe subspaces of the same rank, the whole-site swap and the random-pair baseline."""
     n = max(len(panels), 1)
     cols = min(n, 4)

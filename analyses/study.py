@@ -96,13 +96,16 @@ def settings_from_args(cls: Any, args: argparse.Namespace, **kw: Any) -> Any:
 
 
 def run_cli(args: argparse.Namespace, st: Any, run: Callable[..., dict], default_models: Sequence[str],
-            to_markdown: Callable[[dict], str]) -> int:
-    """Run a study from its parsed flags (:func:`base_parser`), print its report and the files written."""
+            to_markdown: Callable[[dict], str], after: Optional[Callable[[dict], None]] = None) -> int:
+    """Run a study from its parsed flags (:func:`base_parser`), print its report and the files written;
+    ``after(report)``: what the study's own flags add (e.g. an extra table)."""
     out = Path(args.out)
     report = run(args.model or list(default_models), st, out, formats=args.format or ["png"],
                  progress=not args.no_progress, figures=not args.no_figures)
     print(to_markdown(report))
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
+    if after is not None:
+        after(report)
     return 0
 
 

@@ -160,6 +160,37 @@ class ParityCausalModel(CausalModel):
         return prefix.count("1") % 2
 
 
+class CounterCausalModel(CausalModel):
+    """One-counter languages (SPEC §1 result 5): Dyck-1's ``depth`` (#( - #)) and a^n b^n's
+    ``counter`` (#a - #b). The counter automaton's state is the counter and, for a^n b^n, the phase
+    (before or after the first b); the allowed continuations depend on both (Dyck-1: ``)`` iff the
+    depth is positive, END iff it is 0; a^n b^n after a b: ``b`` while the counter is positive, END
+    at 0). The counterfactual keeps the base's phase and takes the source's counter."""
+
+    def __init__(self, language: Any) -> None:
+        name = getattr(language, "name", "")
+        if name not in ("dyck1", "anbn"):
+            raise ValueError(f"CounterCausalModel covers dyck1 and anbn, not {name!r}")
+        self.up, self.down = ("(", ")") if name == "dyck1" else ("a", "b")
+        self.variables = ("depth",) if name == "dyck1" else ("counter",)
+        self.phased = name == "anbn"
+
+    def _witness(self, base_prefix: str, source_prefix: str, variable: str) -> Optional[str]:
+        c = self.value(source_prefix, variable)
+        if c < 0:
+            return None
+        if self.phased and self.down in base_prefix:  # after the first b: a^(c+1) b has counter c
+            return self.up * (c + 1) + self.down
+        if self.phased and c == 0 and base_prefix:
+            return None  # a non-empty a-phase prefix has a positive counter
+        return self.up * c
+
+    def value(self, prefix: str, variable: str) -> Any:
+        if variable not in self.variables:
+            return super().value(prefix, variable)
+        return prefix.count(self.up) - prefix.count(self.down)
+
+
 def causal_model_for(language: Any) -> CausalModel:
     if getattr(language, "pairs", None) and getattr(language, "name", "") == "dyck":
         return DyckCausalModel(language)
@@ -167,6 +198,8 @@ def causal_model_for(language: Any) -> CausalModel:
         return FlipFlopCausalModel()
     if getattr(language, "name", "") == "parity":
         return ParityCausalModel()
+    if getattr(language, "name", "") in ("dyck1", "anbn"):
+        return CounterCausalModel(language)
     return CausalModel()
 
 
@@ -293,9 +326,9 @@ def interchange_accuracy(model: torch.nn.Module, language: Any, pairs: Sequence[
             st = torch.as_tensor(encode_batch(language, sources, vocab).tokens)
             logits = (intervene(model, bt, st, tb, ts) if intervene is not None
                       else interchange(model, bt, st, tb, ts, layers))
-            predicted = _predicted_sets(logits, out_symbols, decode)
+            predicted = _predicted_sets(logits, out_symbols, decode) if score == "sets" else None
             if score == "close":
-                ratio = metrics.close_ratio(logits, close_ids, decode)  # [B, L, K]
+                ratio = metrics.close_ratio(logits, close_ids, decode).numpy()  # [B, L, K] (numpy: indexed per pair below)
 
                 def agrees(j: int, want: list[frozenset]) -> Optional[bool]:
                     ks = [(k, closes.index(c)) for k, w in enumerate(want) for c in closes if c in w]
@@ -344,14 +377,15 @@ def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int
 
     ``equal_splits``: the source splits where the base does (a Transformer's key/value swap needs
     prefixes of equal length). ``source_window``: draw the sources from other lengths than the
-    bases (pairs across lengths, hence across depths and split points)."""
+    bases (pairs across lengths, hence across depths and split points). A window that holds fewer
+    strings than needed is drawn with replacement."""
     rng = np.random.default_rng(seed)
     if source_window is None:
-        strings = language.sample(2 * n, min_len, max_len, seed=seed)
+        strings = _draw(language, 2 * n, min_len, max_len, seed)
         bases, sources = strings[:n], strings[n:]
     else:
-        bases = language.sample(n, min_len, max_len, seed=seed)
-        sources = language.sample(n, *source_window, seed=seed + 1)
+        bases = _draw(language, n, min_len, max_len, seed)
+        sources = _draw(language, n, *source_window, seed + 1)
     pairs = []
     for g in range(0, n, group):
         b, s = bases[g : g + group], sources[g : g + group]
@@ -362,6 +396,18 @@ def sample_pairs(language: Any, n: int, min_len: int, max_len: int, *, seed: int
         ts = tb if equal_splits else ts
         pairs.extend((x, y, tb, ts) for x, y in zip(b, s))
     return pairs
+
+
+def _draw(language: Any, n: int, min_len: int, max_len: int, seed: int) -> list[str]:
+    """``n`` distinct strings of the window, or, when it holds fewer (a^n b^n has one string per
+    length), ``n`` drawn with replacement from all of them."""
+    count = language.count_window(min_len, max_len)
+    if count is None or count >= n:
+        return language.sample(n, min_len, max_len, seed=seed)
+    if count == 0:
+        raise ValueError(f"{language.name!r}: the length window [{min_len}, {max_len}] holds no member string")
+    pool = language.sample(count, min_len, max_len, seed=seed)
+    return [pool[i] for i in np.random.default_rng(seed).integers(len(pool), size=n)]
 
 
 # --------------------------------------------------------------------------- subspace edits

@@ -18,7 +18,8 @@ run) .. 1 (clean run).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+import contextlib
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,35 +31,84 @@ from probe.interventions import _logits, patch_full
 @torch.no_grad()
 def activation_patching(model: Any, clean_tokens: Tensor, corrupted_tokens: Tensor,
                         metric: Callable[[Tensor], Tensor], site: str = "blocks.{l}.hook_resid_pre",
-                        layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None
-                        ) -> Tensor:
+                        layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None,
+                        max_batch: int = 512) -> Tensor:
     """``[len(layers), len(positions)]``: ``metric(logits)`` of the corrupted run with
     ``site.format(l=layer)`` at ``position`` replaced by the clean run's activation there.
 
     ``clean_tokens`` and ``corrupted_tokens`` are ``[B, L]`` of equal shape; ``layers`` defaults to
-    every layer (``model.cfg.n_layers``), ``positions`` to ``range(L)``."""
+    every layer (``model.cfg.n_layers``), ``positions`` to ``range(L)``.
+
+    Vectorised over positions: the corrupted batch is tiled once per position (up to ``max_batch``
+    rows a forward pass), and the hook patches each tile at its own position, so one forward pass
+    scores many positions; :func:`activation_patching_loop` is the one-patch-a-pass reference."""
+    layers, positions, names = _check(model, clean_tokens, corrupted_tokens, site, layers, positions)
+    B = clean_tokens.shape[0]
+    chunk = max(1, max_batch // B)
+    out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    with _clean_cache(model, clean_tokens, names) as cache:
+        for i, name in enumerate(names):
+            src = cache[name]
+            for lo in range(0, len(positions), chunk):
+                pos = torch.as_tensor(positions[lo:lo + chunk])
+                P = len(pos)
+                rows = torch.arange(P * B)
+                at = pos.repeat_interleave(B)  # tile j patches position pos[j]
+                from_row = rows % B
+
+                def hook(act: Tensor, hook: Any = None) -> Tensor:
+                    new = act.clone()
+                    new[rows, at] = src[from_row, at].to(act.dtype)
+                    return new
+
+                with model.hooks(fwd_hooks=[(name, hook)]):
+                    logits = _logits(model(corrupted_tokens.repeat(P, 1)))
+                for j in range(P):
+                    out[i, lo + j] = float(metric(logits[j * B:(j + 1) * B]))
+    return out
+
+
+@torch.no_grad()
+def activation_patching_loop(model: Any, clean_tokens: Tensor, corrupted_tokens: Tensor,
+                             metric: Callable[[Tensor], Tensor], site: str = "blocks.{l}.hook_resid_pre",
+                             layers: Optional[Sequence[int]] = None, positions: Optional[Sequence[int]] = None
+                             ) -> Tensor:
+    """The slow reference of :func:`activation_patching`: one forward pass per (layer, position)."""
+    layers, positions, names = _check(model, clean_tokens, corrupted_tokens, site, layers, positions)
+    out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
+    with _clean_cache(model, clean_tokens, names) as cache:
+        for i, name in enumerate(names):
+            for j, pos in enumerate(positions):
+                with patch_full(model, name, cache[name], positions=pos):
+                    out[i, j] = float(metric(_logits(model(corrupted_tokens))))
+    return out
+
+
+@contextlib.contextmanager
+def _clean_cache(model: Any, clean_tokens: Tensor, names: Sequence[str]) -> Iterator[dict]:
+    """The clean run's activations at ``names``, with the model in eval mode inside (restored on exit)."""
+    was_training = model.training
+    model.eval()
+    try:
+        _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
+        yield cache
+    finally:
+        model.train(was_training)
+
+
+def _check(model: Any, clean_tokens: Tensor, corrupted_tokens: Tensor, site: str,
+           layers: Optional[Sequence[int]], positions: Optional[Sequence[int]]
+           ) -> tuple[list[int], list[int], list[str]]:
     if clean_tokens.shape != corrupted_tokens.shape:
         raise ValueError(f"clean {tuple(clean_tokens.shape)} and corrupted {tuple(corrupted_tokens.shape)} "
                          "tokens must have the same shape")
-    n_layers = _n_layers(model)
-    layers = list(range(n_layers)) if layers is None else list(layers)
+    layers = list(range(_n_layers(model))) if layers is None else list(layers)
     positions = list(range(clean_tokens.shape[1])) if positions is None else list(positions)
     names = [site.format(l=l) for l in layers]
     missing = [n for n in names if n not in model.hook_dict]
     if missing:
         raise ValueError(f"no hook named {missing[0]!r} on {type(model).__name__}")
-    was_training = model.training
-    model.eval()
-    try:
-        _, cache = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
-        out = torch.zeros(len(layers), len(positions), dtype=torch.float64)
-        for i, name in enumerate(names):
-            for j, pos in enumerate(positions):
-                with patch_full(model, name, cache[name], positions=pos):
-                    out[i, j] = float(metric(_logits(model(corrupted_tokens))))
-    finally:
-        model.train(was_training)
-    return out
+    return layers, positions, names
 
 
 def _n_layers(model: Any) -> int:

@@ -198,6 +198,13 @@ def test_counter_constructions_are_exact(counter_report):
         assert all(v == 1.0 for v in m["strict_accuracy"].values())
         assert m["breaks"]["probe_accuracy"] is None and m["breaks"]["model_strict"] is None
         assert info["out_bins"][-1].endswith(str(3 * info["train_window"][1]))
+        # DAS on the counter (the counter automaton's counterfactual): one dimension carries it exactly.
+        (das,) = m["das"]
+        assert das["rank"] == 1 and das["iia"] == 1.0 and das["iia_ood"] == 1.0 and das["baseline"] < 0.8
+        assert "DAS:" in m["verdict"]
+    # a^n b^n's state is [counter, phase flag]: a random direction of it does not carry the counter.
+    assert report["models"]["construction-anbn"]["das"][0]["iia_random_subspace"] < 0.5
+    assert not any(m.get("das") for n, m in report["models"].items() if not n.startswith("construction"))
 
 
 def test_counter_length_bins():

@@ -16,8 +16,8 @@ import languages
 from hooks import constructions
 from hooks.metrics import END_ID
 from languages.datasets import Vocab, encode_batch
-from probe.das import (DASConfig, RotatedSubspace, Site, counterfactual_loss, das_iia, fit_das, frozen, hybrid, prepare,
-                       probe_subspace, rotated_interchange, site_vectors, subspace_swap)
+from probe.das import Site, das_iia, frozen, hybrid, rotated_interchange, site_vectors, subspace_swap
+from probe.das_search import DASConfig, RotatedSubspace, counterfactual_loss, fit_das, prepare, probe_subspace
 from probe.interventions import patch_full, random_subspace, sample_pairs
 
 DYCK = languages.get("dyck", K=8, h=10)

@@ -80,7 +80,7 @@ def test_das_section_finds_the_constructions_variables(report):
     assert rep["models"]["dyck_mamba"]["verdict_das"].startswith(("Yes", "Partly"))
     trained = rep["models"]["dyck8-10-mamba-1l"]
     assert trained["das"][0]["iia_random_init"] is not None  # the random-init search ran at the best rank
-    assert (out / "das_rank.png").exists() and (out / "patching_resid_pre_dyck_mamba.png").exists()
+    assert (out / "das_rank.png").exists() and (out / "patching.png").exists()
     md = (out / "report.md").read_text()
     assert "## Distributed alignment search" in md
 

@@ -8,7 +8,8 @@ import torch
 import languages
 from hooks import constructions
 from languages.datasets import Vocab, encode_batch
-from probe.patching import activation_patching, close_logit_diff, dyck_corruptions, dyck_patching
+from probe.patching import (activation_patching, activation_patching_loop, close_logit_diff, dyck_corruptions,
+                            dyck_patching)
 
 DYCK = languages.get("dyck", K=8, h=10)
 
@@ -55,3 +56,30 @@ def test_construction_flow_is_where_the_construction_puts_it():
     # The embedding patched at a pair's changed position restores that pair and nothing else moves
     # (identical tokens elsewhere): the metric is a batch mean, so layer 1's row sums to exactly 1.
     assert float(resid[0].sum()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("which,site", [("dyck_mamba", "blocks.{l}.mixer.hook_ssm_state"),
+                                        ("dyck_mamba", "blocks.{l}.hook_resid_pre"),
+                                        ("dyck", "blocks.{l}.hook_ssm_state"),
+                                        ("transformer", "blocks.{l}.hook_resid_pre")])
+def test_vectorised_patching_equals_one_patch_a_pass(which, site):
+    # The tiled batch (every position patched in its own copy of the corrupted batch, several per
+    # forward pass) gives the same [layer, position] scores as the one-patch-a-pass loop, also when
+    # the positions are split over several passes (max_batch).
+    from hooks.transformer import TransformerConfig, build_transformer
+
+    if which == "transformer":
+        m = build_transformer(TransformerConfig(d_model=16, n_layers=2, n_heads=2,
+                                                vocab_size=Vocab(DYCK.alphabet).size, n_ctx=64, seed=0)).eval()
+    else:
+        m = getattr(constructions, which)(8, 10).model
+    clean, corr, cc, xc = dyck_corruptions(DYCK, 5, 10, 14, seed=4)
+    vocab = Vocab(DYCK.alphabet)
+    ct = torch.as_tensor(encode_batch(DYCK, clean, vocab).tokens)[:, : len(clean[0]) + 1]
+    xt = torch.as_tensor(encode_batch(DYCK, corr, vocab).tokens)[:, : len(clean[0]) + 1]
+    metric = close_logit_diff(DYCK, cc, xc)
+    ref = activation_patching_loop(m, ct, xt, metric, site)
+    assert float(ref.abs().max()) > 0
+    for max_batch in (512, 12):
+        torch.testing.assert_close(activation_patching(m, ct, xt, metric, site, max_batch=max_batch), ref,
+                                   atol=1e-5, rtol=1e-4)
