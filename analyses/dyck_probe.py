@@ -52,7 +52,7 @@ from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_fig
 from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, md_table, parse_window, progress_steps,
                             run_cli, settings_from_args, start)
 from languages import cli
-from languages.io import atomic_write_text
+from languages.io import atomic_write_text, check_writable
 from probe.alignment import alignment_scores
 from probe.collect import collect
 from probe.das_study import best_per_site
@@ -539,6 +539,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.das_parts:
         kw["das_parts"] = tuple(args.das_parts)
     parts = ("accuracy", "das") if args.das_only else PARTS
+    if args.das_table:  # checked before the run, not after minutes of it
+        if args.das_table.is_dir():
+            raise cli.UsageError(f"--das-table {args.das_table} is a folder; name a file")
+        check_writable(args.das_table.parent, "--das-table")
 
     def write_das_table(report: dict) -> None:
         if args.das_table:
