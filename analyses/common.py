@@ -32,6 +32,8 @@ from analyses.figures import das_rank_curves
 from analyses.study import (REPORT_FILES, base_parser, check_models, check_study_out,  # noqa: F401
                             configure_threads, finish_report, fmt, md_table, parse_window, safe_figures,
                             save_and_close, settings_from_args, short_site, study_output, write_report)
+from probe.das_search import DASConfig
+from probe.das_study import SweepSettings, best_per_site, sweep_subject
 from trained_models import load
 from trained_models.build import MAMBA_FAMILIES, build_model
 from trained_models.evaluate import evaluate_strings
@@ -281,11 +283,22 @@ def first_below(points: Sequence[tuple[Any, Optional[float]]], threshold: float)
 # --------------------------------------------------------------------------- distributed alignment search
 
 
+@dataclass
+class DASBudget:
+    """The DAS search's budget, a base of the studies' ``Settings`` that search with the default budget
+    (flip-flop, parity); :attr:`QUICK` is its ``--quick`` form."""
+
+    das_pairs: int = 128  # DAS training pairs (plus das_pairs // 2 across lengths)
+    das_test_pairs: int = 48
+    das_steps: int = 30
+    das_ranks: tuple = (1, 4, 16)
+    das_restarts: int = 0
+
+    QUICK = {"das_pairs": 64, "das_test_pairs": 32, "das_steps": 15}
+
+
 def das_settings(subject: Subject, st: Any, score: str = "sets") -> Any:
     """:class:`probe.das_study.SweepSettings` from a study's ``das_*`` settings and the subject's decoding."""
-    from probe.das_search import DASConfig
-    from probe.das_study import SweepSettings
-
     return SweepSettings(ranks=tuple(st.das_ranks), restarts=getattr(st, "das_restarts", 0),
                          cfg=DASConfig(steps=st.das_steps, decode=subject.decode, score=score, seed=st.seed,
                                        horizon=getattr(st, "das_horizon", 4), lr=getattr(st, "das_lr", 0.005),
@@ -319,8 +332,6 @@ def das_section(subject: Subject, language: Any, variables: Mapping[str, Sequenc
                 window: Sequence[int], ood_window: Sequence[int], score: str = "sets") -> tuple[list, list]:
     """``(sweep, best)``: :func:`probe.das_study.sweep_subject` with the study's settings (``st.das_*``,
     ``st.seed``) and the best rank per variable and layer set."""
-    from probe.das_study import best_per_site, sweep_subject
-
     sweep = sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
                           window=tuple(window), ood_window=tuple(ood_window), n_train=st.das_pairs,
                           n_test=st.das_test_pairs, sweep=das_settings(subject, st, score),

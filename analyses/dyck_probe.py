@@ -46,18 +46,21 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import Subject, das_markdown, probe_collections
+from analyses.common import (Subject, das_carrier, das_figure, das_markdown, das_sentence, das_settings,
+                             probe_collections, random_like)
 from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
-from analyses.figures import iia_heatmap, length_curves, probe_heatmap, save_figure
+from analyses.figures import iia_heatmap, length_curves, patching_heatmap, probe_heatmap, save_figure
 from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, md_table, parse_window, progress_steps,
                             run_cli, settings_from_args, start)
 from languages import cli
 from languages.io import atomic_write_text, check_writable
 from probe.alignment import alignment_scores
 from probe.collect import collect
-from probe.das_study import best_per_site
+from probe.conditional import ConditionalProbe
+from probe.das_study import best_per_site, sweep_subject
 from probe.grid import probe_grid
 from probe.interventions import interchange_accuracy, sample_pairs
+from probe.patching import dyck_patching
 from trained_models.evaluate import evaluate_strings
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
@@ -193,8 +196,6 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
 def top_given_depth(tr: Any, test: Any, site: str, seed: int) -> float:
     """Held-out accuracy of the top bracket read with one logistic probe per depth
     (:class:`probe.conditional.ConditionalProbe`, as :func:`probe.grid.probe_given`), fitted on ``tr``."""
-    from probe.conditional import ConditionalProbe
-
     cp = ConditionalProbe(kind="classification", random_state=seed, probe_params=PROBE_PARAMS)
     cp.fit(tr.acts[site], tr.labels["top"], tr.labels["depth"], groups=tr.seq_id)
     codes = {v: test.codes_for(v, tr.classes.get(v, ())) for v in ("top", "depth")}  # in tr's classes
@@ -230,9 +231,6 @@ def das_layer_sets(subject: Subject, variable: str, joint: bool = True) -> list[
 def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
     """:func:`probe.das_study.sweep_subject` over :func:`das_layer_sets` (every rank; HookedMamba: each of
     ``st.das_parts``)."""
-    from analyses.common import das_settings, random_like
-    from probe.das_study import sweep_subject
-
     variables = {v: das_layer_sets(subject, v, st.das_joint_layers) for v in ("depth", "top")}
     parts = st.das_parts if subject.family == "mamba" else ("ssm",)
     return sweep_subject(subject.model, language, variables, transformer=subject.family == "transformer",
@@ -243,8 +241,6 @@ def das_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
 
 def patching_record(subject: Subject, language: Any, st: Settings) -> dict:
     """Layer x position patching of the residual stream (recurrent models: also the state)."""
-    from probe.patching import dyck_patching
-
     out = {}
     sites = {"resid_pre": "blocks.{l}.hook_resid_pre"}
     if subject.family in ("mamba", "construction"):
@@ -293,7 +289,6 @@ def das_verdict(subject: Subject, m: dict, K: int, h: int) -> str:
     (depth: layer 1, one dimension; top: layer 2, one block of bits per depth)."""
     import math
 
-    from analyses.common import das_carrier, das_sentence
 
     das = m.get("das") or []
     if not das:
@@ -378,9 +373,6 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
     """IIA against rank per model, variable and layer set (with controls), and the patching heatmap."""
-    from analyses.common import das_figure
-    from analyses.figures import patching_heatmap, save_figure
-
     paths = das_figure(report, out, formats)
     rows, labels, title = [], [], ""
     for name, m in report["models"].items():  # one heatmap: every model, site and layer on the same prefixes

@@ -21,7 +21,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+import languages
+from analyses.common import check_models
+from hooks import constructions
+from hooks.metrics import CLOSE_THRESHOLD, allowed_from_logits, close_ratio
 from languages import cli
+from languages.datasets import encode_batch
+from languages.vocab import FIRST_OUTPUT_ID, Vocab
+from probe import LinearProbe, collect
+from probe.das import default_site
+from probe.das_search import DASConfig, fit_das, prepare, probe_subspace, steering_direction
+from probe.interventions import DyckCausalModel, sample_pairs, steer
+from trained_models import load
+from trained_models.build import MAMBA_FAMILIES
 
 
 def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings: Sequence[str], *,
@@ -39,13 +51,6 @@ def steering_accuracy(model: torch.nn.Module, site: str, language: Any, strings:
         raise ValueError(f"amount must be +1 or -1, got {amount!r}")
     if score not in ("close", "sets"):
         raise ValueError(f"score must be 'close' or 'sets', got {score!r}")
-    import languages
-    from languages.datasets import Vocab, encode_batch
-    from hooks.metrics import CLOSE_THRESHOLD, allowed_from_logits, close_ratio
-    from languages.vocab import FIRST_OUTPUT_ID
-    from probe import LinearProbe, collect
-    from probe.interventions import DyckCausalModel, steer
-
     vocab = Vocab(language.alphabet)
     causal = DyckCausalModel(language)
     symbols = [languages.END] + list(language.alphabet)
@@ -95,10 +100,6 @@ def das_depth_direction(model: torch.nn.Module, language: Any, *, layer: int = 0
                         n_pairs: int = 160, steps: int = 30, seed: int = 0) -> tuple[str, np.ndarray]:
     """``(site, w)``: the rank-1 DAS direction for depth in ``layer``'s state (Transformer: residual
     stream), scaled so that ``w . x`` moves by one per unit of depth (:func:`probe.das_search.steering_direction`)."""
-    from probe.das import Site, default_site
-    from probe.das_search import DASConfig, fit_das, prepare, probe_subspace, steering_direction
-    from probe.interventions import sample_pairs
-
     site = default_site(model, (layer,))
     cfg = DASConfig(steps=steps, decode=decode, score="close", seed=seed)
     pairs = sample_pairs(language, n_pairs, 20, 120, seed=seed + 31)
@@ -109,12 +110,6 @@ def das_depth_direction(model: torch.nn.Module, language: Any, *, layer: int = 0
 
 @cli.cli("python -m analyses.dyck_steering")
 def main(argv: Optional[list[str]] = None) -> int:
-    import languages
-    from analyses.common import check_models
-    from hooks import constructions
-    from trained_models import load
-    from trained_models.build import MAMBA_FAMILIES
-
     ap = cli.ArgumentParser(prog="python -m analyses.dyck_steering", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", default=[], help="shipped name or run directory (repeatable)")
     ap.add_argument("--n", type=cli.positive_int, default=60)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import (Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
+from analyses.common import (DASBudget, Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
                              das_sentence, language_is, load_subjects, probe_collections, probe_rows, sample_upto,
                              split_strings, train_window)
 from analyses.figures import iia_heatmap, length_curves, probe_heatmap
@@ -62,7 +62,7 @@ IIA_OK = 0.9
 
 
 @dataclass
-class Settings:
+class Settings(DASBudget):
     n: int = 96  # strings per evaluation set
     length: int = 512  # length of the dense and sparse sets (Liu et al.: 512)
     p_dense: float = 0.8
@@ -76,17 +76,12 @@ class Settings:
     iia_pairs: int = 96
     iia_window: tuple = (20, 120)
     seed: int = 0
-    das_pairs: int = 128  # DAS training pairs (plus das_pairs // 2 across lengths)
-    das_test_pairs: int = 48
-    das_steps: int = 30
-    das_ranks: tuple = (1, 4, 16)
-    das_restarts: int = 0
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=32, length=256, probe_train=100, probe_test=40, probe_positions=2000, test_positions=800,
                     ood_positions=1000, iia_pairs=48)
-        base.update(das_pairs=64, das_test_pairs=32, das_steps=15)
+        base.update(DASBudget.QUICK)
         base.update(kw)
         return cls(**base)
 

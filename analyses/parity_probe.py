@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import (Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
+from analyses.common import (DASBudget, Subject, best_row, construction_subject, das_figure, das_markdown, das_section,
                              das_sentence, edges_to_bins, language_is, load_subjects, probe_collections, probe_rows,
                              sample_upto, split_strings, strict_by_bin)
 from analyses.figures import length_curves, probe_heatmap, OKABE_ITO
@@ -49,7 +49,7 @@ PROBE_OK = 0.95
 
 
 @dataclass
-class Settings:
+class Settings(DASBudget):
     n: int = 160  # strings per length bin
     bins: dict = field(default_factory=lambda: {"bin0": (2, 50), "bin1": (51, 100), "bin2": (101, 200)})
     sub_bin: int = 25  # width of the length-curve sub-bins
@@ -60,17 +60,12 @@ class Settings:
     ood_positions: int = 1500
     T: int = 20000  # witness length (1^T)
     seed: int = 0
-    das_pairs: int = 128  # DAS training pairs (plus das_pairs // 2 across lengths)
-    das_test_pairs: int = 48
-    das_steps: int = 30
-    das_ranks: tuple = (1, 4, 16)
-    das_restarts: int = 0
 
     @classmethod
     def quick(cls, **kw: Any) -> "Settings":
         base = dict(n=48, probe_train=120, probe_test=40, probe_positions=2000, test_positions=800,
                     ood_positions=800)
-        base.update(das_pairs=64, das_test_pairs=32, das_steps=15)
+        base.update(DASBudget.QUICK)
         base.update(kw)
         return cls(**base)
 

@@ -18,8 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from languages.datasets import encode_batch
+from languages.vocab import FIRST_OUTPUT_ID, Vocab
 from probe.das import Site, _fields, frozen, hybrid, site_vectors, subspace_swap
 from probe.interventions import CausalModel, _expected_sets, _logits, causal_model_for, random_subspace
+from probe.linear import LinearProbe
 
 SCORES = ("sets", "close")
 
@@ -121,7 +124,6 @@ def prepare(model: Any, language: Any, pairs: Sequence[tuple[str, str, int, int]
     Pairs whose counterfactual is undefined, or whose base suffix is illegal at once in it, are
     excluded and counted. State sites merge all groups into one (the continuation needs no split)."""
     import languages as _languages
-    from languages.datasets import Vocab, encode_batch
 
     causal = causal or causal_model_for(language)
     vocab = Vocab(language.alphabet)
@@ -179,9 +181,7 @@ def counterfactual_loss(logits: Tensor, sets: Tensor, mask: Tensor, score: str, 
     probability mass on the allowed set (``softmax``). ``score="close"``: minus the log of
     p(counterfactual close) / Σ p(closes) at the positions with exactly one close allowed (the
     close-accuracy criterion's ratio), ``close_cols`` indexing the C columns."""
-    from hooks.metrics import END_ID
-
-    z = logits[..., END_ID:].double()
+    z = logits[..., FIRST_OUTPUT_ID:].double()
     lp = F.logsigmoid(z) if decode == "sigmoid" else torch.log_softmax(z, dim=-1)
     if score == "close":
         cc = torch.as_tensor(list(close_cols))
@@ -294,8 +294,6 @@ def probe_subspace(data: DASData, language: Any, variable: str, rank: int, causa
     block), fitted on the training pairs' base and source site vectors (ridge for integer components
     with more than two values, logistic otherwise), in raw coordinates. ``pad``: complete to exactly
     ``rank`` columns with random orthonormal directions (an initialisation for the search)."""
-    from probe.linear import LinearProbe
-
     causal = causal or causal_model_for(language)
     X, prefixes = data.vectors()
     X = X.double().numpy()

@@ -14,7 +14,7 @@ import torch
 
 from probe.das import Site, das_iia
 from probe.das_search import DASConfig, fit_das, prepare, probe_subspace
-from probe.interventions import CausalModel, causal_model_for, interchange_accuracy, random_subspace
+from probe.interventions import CausalModel, causal_model_for, interchange_accuracy, random_subspace, sample_pairs
 
 
 
@@ -91,8 +91,6 @@ def sweep_subject(model: Any, language: Any, variables: Mapping[str, Sequence[Se
     lengths and depths), ``n_test`` held-out pairs from ``window`` and ``n_test`` from ``ood_window``.
     State sites for recurrent models (each of ``parts``: ``ssm``, ``conv``, ``both``), the residual
     stream at the split for Transformers."""
-    from probe.interventions import sample_pairs
-
     lo, hi = window
     train = (sample_pairs(language, n_train, lo, hi, seed=seed + 21, group=16)
              + sample_pairs(language, n_train // 2, lo, hi, seed=seed + 22, group=16, source_window=(hi, 2 * hi)))

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from languages.datasets import encode_batch
+from languages.vocab import Vocab
 from probe.interventions import _logits, patch_full
 
 
@@ -156,8 +158,6 @@ def dyck_corruptions(language: Any, n: int, min_len: int, max_len: int, seed: in
 def close_logit_diff(language: Any, clean_close: Sequence[str], corrupted_close: Sequence[str],
                      position: int = -1) -> Callable[[Tensor], Tensor]:
     """A metric: mean over the batch of logit(clean close) - logit(corrupted close) at ``position``."""
-    from languages.datasets import Vocab
-
     vocab = Vocab(language.alphabet)
     a = torch.tensor([vocab.encode(c)[0] for c in clean_close])
     b = torch.tensor([vocab.encode(c)[0] for c in corrupted_close])
@@ -182,8 +182,6 @@ def dyck_patching(model: Any, language: Any, n: int = 16, min_len: int = 20, max
 
     Returns ``{"scores" [layers, positions] (normalised), "raw", "clean", "corrupted", "site",
     "positions"}``; ``site`` defaults to the residual stream before each block."""
-    from languages.datasets import Vocab, encode_batch
-
     clean, corrupted, cc, xc = dyck_corruptions(language, n, min_len, max_len, seed)
     vocab = Vocab(language.alphabet)
     # No END: the last position reads the last prefix symbol and predicts the next one.

@@ -14,7 +14,6 @@ import torch
 
 import languages
 from hooks import constructions
-from hooks.metrics import END_ID
 from languages.datasets import Vocab, encode_batch
 from probe.das import Site, das_iia, frozen, hybrid, rotated_interchange, site_vectors, subspace_swap
 from probe.das_search import DASConfig, RotatedSubspace, counterfactual_loss, fit_das, prepare, probe_subspace

@@ -109,7 +109,7 @@ def test_steering_the_construction_by_one_depth_matches_the_automaton():
     from probe import interventions
 
     real = interventions.steer
-    with mock.patch.object(interventions, "steer", lambda m, site, w, alpha, **k: real(m, site, w, 0.0, **k)):
+    with mock.patch.object(ds, "steer", lambda m, site, w, alpha, **k: real(m, site, w, 0.0, **k)):
         r0 = ds.steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang, strings,
                                   fit_n=40, positions=1500)
     assert r0["unchanged"] == r0["n"] and r0["accuracy"] < 0.5
