@@ -28,10 +28,7 @@ import torch
 
 import languages
 from analyses.figures import das_rank_curves
-# The skeleton's names stay importable from here (studies and tests written against this module).
-from analyses.study import (REPORT_FILES, base_parser, check_models, check_study_out,  # noqa: F401
-                            configure_threads, finish_report, fmt, md_table, parse_window, safe_figures,
-                            save_and_close, settings_from_args, short_site, study_output, write_report)
+from analyses.study import fmt, md_table, save_and_close
 from probe.das_search import DASConfig
 from probe.das_study import SweepSettings, best_per_site, sweep_subject
 from trained_models import load

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import check_models
+from analyses.study import check_models
 from hooks import constructions
 from hooks.metrics import CLOSE_THRESHOLD, allowed_from_logits, close_ratio
 from languages import cli
