@@ -49,16 +49,17 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     tr = language.trace(string, initial=True)
     readouts, tops, panels = {}, {}, {}
     for subj in subjects:
-        for l in range(subj.n_layers):
-            site = subj.state_site(l)
-            c = collect(subj.model, language, train, [site], ["depth", "top"], positions=2000, seed=seed)
+        # One forward pass per subject serves every layer's site (the fits below are per layer).
+        sites = [subj.state_site(l) for l in range(subj.n_layers)]
+        c = collect(subj.model, language, train, sites, ["depth", "top"], positions=2000, seed=seed)
+        one = collect(subj.model, language, [string], sites, ["depth"])
+        for l, site in enumerate(sites):
             dprobe = LinearProbe(kind="regression", alphas=(1.0, 10.0, 100.0), cv=2).fit(
                 c.acts[site], c.labels["depth"], groups=c.seq_id)
             # The top bracket given the depth (one probe per depth): the construction's last layer
             # holds it as block[depth], which no single linear probe reads (see probe.conditional).
             tprobe = ConditionalProbe(kind="classification", probe_params={"Cs": (1.0,)}).fit(
                 c.acts[site], c.labels["top"], c.labels["depth"])
-            one = collect(subj.model, language, [string], [site], ["depth"])
             label = f"{subj.name} L{l + 1}"
             readouts[label] = dprobe.predict(one.acts[site])
             classes = c.classes["top"]

@@ -358,3 +358,24 @@ def test_no_nan_in_construction_numbers(flipflop_report, counter_report, parity_
             if name.startswith("construction"):
                 for r in m["probes"]:
                     assert not (isinstance(r["accuracy"], float) and math.isnan(r["accuracy"]))
+
+
+def test_principal_axes_match_the_full_svd_on_large_states():
+    """The randomized PCA behind the projection figure finds the full SVD's leading axes (up to sign)
+    and singular values, on states with a decaying spectrum like a trained model's."""
+    from analyses.figures import principal_axes, principal_axes_reference
+
+    rng = np.random.default_rng(3)
+    n, d = 900, 300
+    scales = 10.0 * 0.8 ** np.arange(d)  # decaying spectrum, a clear gap between axes 1, 2 and 3
+    x = (rng.normal(size=(n, d)) * scales) @ np.linalg.qr(rng.normal(size=(d, d)))[0]
+    xc = x - x.mean(0)
+    fast, s_fast = principal_axes(xc, 2)
+    ref, s_ref = principal_axes_reference(xc, 2)
+    assert fast.shape == ref.shape == (2, d)
+    np.testing.assert_allclose(np.abs(np.sum(fast * ref, axis=1)), 1.0, atol=1e-8)  # same axes up to sign
+    np.testing.assert_allclose(s_fast, s_ref, rtol=1e-10)
+    # A one-dimensional state gets one axis (the figure plots it against zero).
+    one, s1 = principal_axes(xc[:, :1], 2)
+    assert one.shape == (1, 1) and abs(one[0, 0]) == pytest.approx(1.0)
+    assert s1[0] == pytest.approx(np.linalg.norm(xc[:, 0]))
