@@ -29,16 +29,50 @@ SCORES = ("sets", "close")
 # --------------------------------------------------------------------------- the search
 
 
-class RotatedSubspace(nn.Module):
-    """``basis [F, k]`` with orthonormal columns, parametrised by
-    ``torch.nn.utils.parametrizations.orthogonal`` (Householder for k < F, matrix exponential at k = F)."""
+#: How :class:`RotatedSubspace` keeps its columns orthonormal: ``qr`` (the default) or ``householder``
+#: (torch's ``parametrizations.orthogonal``, the reference). Measured on one core (2-layer HookedMamba
+#: state, forward + backward of the basis alone): F = 1216, k = 8: 1.2 ms (qr) vs 0.34 s (householder);
+#: F = 2432, k = 64: 32 ms vs 7.4 s. The Householder map's trivialisation multiplies by an [F, F] base
+#: and its backward is quadratic in F, so it dominated every DAS step on trained models.
+ROTATIONS = ("qr", "householder")
 
-    def __init__(self, dim: int, rank: int, seed: int = 0, init: Optional[np.ndarray] = None):
+
+class QROrthonormal(nn.Module):
+    """Parametrisation ``W [F, k] -> Q [F, k]``: the Q factor of the reduced QR of ``W`` with the signs
+    that make ``diag(R)`` positive (smooth and unique wherever ``W`` has full column rank; O(F k^2)
+    forward and backward). Q does not depend on the columns' scale, so the free matrix is stored as
+    ``Q / 2`` (:meth:`right_inverse`): an Adam step of ``lr`` (about ``lr`` on every entry) then turns
+    a column by about ``2 lr sqrt(F)`` radians, as the Householder map's step does from its
+    trivialisation (whose tangent coordinates start at zero), so learning rates carry over."""
+
+    scale = 0.5
+
+    def forward(self, W: Tensor) -> Tensor:
+        q, r = torch.linalg.qr(W)
+        d = torch.diagonal(r)
+        return q * torch.where(d < 0, -1.0, 1.0).to(q.dtype)
+
+    def right_inverse(self, Q: Tensor) -> Tensor:
+        return Q * self.scale
+
+
+class RotatedSubspace(nn.Module):
+    """``basis [F, k]`` with orthonormal columns: a free matrix through :class:`QROrthonormal`
+    (``rotation="qr"``) or ``torch.nn.utils.parametrizations.orthogonal`` (``"householder"``, for
+    k < F; the matrix exponential at k = F); both start at ``init`` (default: a seeded random
+    subspace)."""
+
+    def __init__(self, dim: int, rank: int, seed: int = 0, init: Optional[np.ndarray] = None, rotation: str = "qr"):
         super().__init__()
         if not 1 <= rank <= dim:
             raise ValueError(f"rank must lie in [1, {dim}], got {rank}")
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
         self.map = nn.Linear(rank, dim, bias=False, dtype=torch.float64)
-        nn.utils.parametrizations.orthogonal(self.map, "weight")
+        if rotation == "qr":
+            nn.utils.parametrize.register_parametrization(self.map, "weight", QROrthonormal())
+        else:
+            nn.utils.parametrizations.orthogonal(self.map, "weight")
         q0 = random_subspace(dim, rank, seed).T if init is None else np.asarray(init, dtype=np.float64)
         with torch.no_grad():
             self.map.weight = torch.as_tensor(q0)
@@ -57,6 +91,7 @@ class DASConfig:
     batch: int = 64
     lr: float = 0.005
     schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the steps
+    rotation: str = "qr"  # how the basis stays orthonormal: see ROTATIONS
     horizon: int = 4
     eval_every: int = 10
     tol: float = 1e-3
@@ -67,6 +102,8 @@ class DASConfig:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}, got {self.rotation!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
@@ -243,7 +280,7 @@ def fit_das(model: Any, language: Any, data: DASData, rank: int, cfg: DASConfig,
             if best[0] < cfg.tol:
                 break
             torch.manual_seed(cfg.seed + j)
-            rot = RotatedSubspace(data.dim, rank, seed=cfg.seed + j, init=init)
+            rot = RotatedSubspace(data.dim, rank, seed=cfg.seed + j, init=init, rotation=cfg.rotation)
             opt = torch.optim.Adam(rot.parameters(), lr=cfg.lr)
             sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.steps, 1))
                      if cfg.schedule == "cosine" else None)
