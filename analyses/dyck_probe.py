@@ -177,9 +177,8 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
     ood = {"out": coll(subject.model, "out", st.ood_positions, st.seed + 2)}
     recs = probe_grid(tr, te, variables=variables, sites=sites, ood=ood, baselines=baselines, random_init=rand,
                       seed=st.seed, probe_params=dict(PROBE_PARAMS, alphas=(1.0, 10.0, 100.0), cv=2))
-    given = {}
-    for site in sites:  # top bracket read with one probe per depth (the construction's block selection)
-        given[site] = tuple(top_given_depth(tr, test, site, st.seed) for test in (te, ood["out"]))
+    # The top bracket read with one probe per depth (the construction's block selection), held out and longer.
+    given = {site: top_given_depth(tr, (te, ood["out"]), site, st.seed) for site in sites}
     out = []
     for r in recs:
         out.append({
@@ -193,13 +192,16 @@ def probe_records(subject: Subject, language: Any, st: Settings, strings: dict[s
     return out
 
 
-def top_given_depth(tr: Any, test: Any, site: str, seed: int) -> float:
-    """Held-out accuracy of the top bracket read with one logistic probe per depth
-    (:class:`probe.conditional.ConditionalProbe`, as :func:`probe.grid.probe_given`), fitted on ``tr``."""
+def top_given_depth(tr: Any, tests: Sequence[Any], site: str, seed: int) -> tuple[float, ...]:
+    """Accuracy on each of ``tests`` of the top bracket read with one logistic probe per depth
+    (:class:`probe.conditional.ConditionalProbe`, as :func:`probe.grid.probe_given`), fitted once on ``tr``."""
     cp = ConditionalProbe(kind="classification", random_state=seed, probe_params=PROBE_PARAMS)
     cp.fit(tr.acts[site], tr.labels["top"], tr.labels["depth"], groups=tr.seq_id)
-    codes = {v: test.codes_for(v, tr.classes.get(v, ())) for v in ("top", "depth")}  # in tr's classes
-    return float(cp.score(test.acts[site], codes["top"], codes["depth"]))
+    scores = []
+    for test in tests:
+        codes = {v: test.codes_for(v, tr.classes.get(v, ())) for v in ("top", "depth")}  # in tr's classes
+        scores.append(float(cp.score(test.acts[site], codes["top"], codes["depth"])))
+    return tuple(scores)
 
 
 def iia_records(subject: Subject, language: Any, st: Settings) -> list[dict]:
