@@ -59,7 +59,7 @@ from probe.collect import collect
 from probe.conditional import ConditionalProbe
 from probe.das_study import best_per_site, sweep_subject
 from probe.grid import probe_grid
-from probe.interventions import interchange_accuracy, sample_pairs
+from probe.interchange import interchange_accuracy, sample_pairs
 from probe.patching import dyck_patching
 from trained_models.evaluate import evaluate_strings
 
@@ -68,7 +68,7 @@ PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
 IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 # IIA is scored with the task's own criterion (close accuracy at the counterfactual's non-empty-stack
 # positions): it needs no set decoding, so sigmoid (allowed-set) and softmax (next-symbol) models
-# are scored alike. See probe.interventions.interchange_accuracy.
+# are scored alike. See probe.interchange.interchange_accuracy.
 IIA_SCORE = "close"
 # Logistic probes at one penalty (C = 1 on standardised features, no inner CV): the CV over C cost
 # five fits a probe and moved no held-out accuracy by more than the seed-to-seed spread
