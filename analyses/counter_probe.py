@@ -22,7 +22,7 @@ as the reference) the report gives
    model's strict accuracy, drops below 0.9 -- and a one-line verdict comparing the two;
 4. distributed alignment search (:mod:`probe.das`) for the counter value per layer: a learned
    rank-k subspace whose swap moves the model as the counter automaton's counterfactual says (the
-   base's phase, the source's counter; :class:`probe.interventions.CounterCausalModel`), with its
+   base's phase, the source's counter; :class:`probe.causal_models.CounterCausalModel`), with its
    controls (``models[name]["das"]``, ``das_sweep``).
 
 Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/counter_probe``),
@@ -55,7 +55,7 @@ LANGUAGES = ("dyck1", "anbn")
 DEFAULT_MODELS = ("dyck1-mamba", "dyck1-transformer", "anbn-mamba", "anbn-transformer")
 VARIABLE = {"dyck1": "depth", "anbn": "counter[0]"}  # the probe target per language
 TRACE_VARIABLE = {"dyck1": "depth", "anbn": "counter"}  # what collect reads from the trace
-# The causal variable DAS looks for (probe.interventions.CounterCausalModel): the counter value; its
+# The causal variable DAS looks for (probe.causal_models.CounterCausalModel): the counter value; its
 # counterfactual comes from the counter automaton (the base's phase, the source's counter).
 DAS_VARIABLE = {"dyck1": "depth", "anbn": "counter"}
 BREAK = 0.9  # "works" at or above this accuracy
@@ -359,7 +359,7 @@ def to_markdown(report: dict) -> str:
                   "the prefix symbol counts (the counter is linear in them: R² 1 by design)."]
     lines += das_markdown(report["models"])
     lines += ["", "DAS variable: the counter value (Dyck-1: depth; a^n b^n: #a - #b), whose counterfactual comes from "
-              "the counter automaton (probe.interventions.CounterCausalModel): the base's phase with the source's "
+              "the counter automaton (probe.causal_models.CounterCausalModel): the base's phase with the source's "
               "counter, scored on the base's continuation until it turns illegal."]
     return end_markdown(report, lines)
 

@@ -31,7 +31,8 @@ weights (``dyck_mamba``), where depth is one direction of a larger state. ``--da
 search (more pairs, steps, ranks up to the state width).
 
 Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/dyck_probe``),
-every file atomically.
+every file atomically. This module computes the records; the verdicts and ``report.md`` are
+:mod:`analyses.dyck_report`'s, the figures :mod:`analyses.dyck_figures`'.
 """
 from __future__ import annotations
 
@@ -46,12 +47,12 @@ import numpy as np
 import torch
 
 import languages
-from analyses.common import (Subject, das_carrier, das_figure, das_markdown, das_sentence, das_settings,
-                             probe_collections, random_like)
+from analyses.common import Subject, das_settings, probe_collections, random_like
+from analyses.dyck_figures import report_figures
+from analyses.dyck_report import das_table, das_verdict, to_markdown, verdict
 from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
-from analyses.figures import iia_heatmap, length_curves, patching_heatmap, probe_heatmap, save_figure
-from analyses.study import (base_parser, card_summary, finish, fmt as _fmt, md_table, parse_window, progress_steps,
-                            run_cli, settings_from_args, start)
+from analyses.study import (base_parser, card_summary, finish, parse_window, progress_steps, run_cli,
+                            settings_from_args, start)
 from languages import cli
 from languages.io import atomic_write_text, check_writable
 from probe.alignment import alignment_scores
@@ -59,16 +60,14 @@ from probe.collect import collect
 from probe.conditional import ConditionalProbe
 from probe.das_study import best_per_site, sweep_subject
 from probe.grid import probe_grid
-from probe.interventions import interchange_accuracy, sample_pairs
+from probe.interchange import interchange_accuracy, sample_pairs
 from probe.patching import dyck_patching
 from trained_models.evaluate import evaluate_strings
 
 DEFAULT_MODELS = ("dyck8-10-mamba-1l", "dyck8-10-mamba-2l", "dyck8-10-transformer-2l")
-PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
-IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 # IIA is scored with the task's own criterion (close accuracy at the counterfactual's non-empty-stack
 # positions): it needs no set decoding, so sigmoid (allowed-set) and softmax (next-symbol) models
-# are scored alike. See probe.interventions.interchange_accuracy.
+# are scored alike. See probe.interchange.interchange_accuracy.
 IIA_SCORE = "close"
 # Logistic probes at one penalty (C = 1 on standardised features, no inner CV): the CV over C cost
 # five fits a probe and moved no held-out accuracy by more than the seed-to-seed spread
@@ -285,108 +284,6 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
     return out
 
 
-def das_verdict(subject: Subject, m: dict, K: int, h: int) -> str:
-    """The verdict on the DAS records: which layers carry each variable causally, in how many
-    dimensions (:func:`analyses.common.das_sentence`), and how that differs from the construction
-    (depth: layer 1, one dimension; top: layer 2, one block of bits per depth)."""
-    import math
-
-
-    das = m.get("das") or []
-    if not das:
-        return ""
-    b = math.ceil(math.log2(K))
-    want = {"depth": ((1,), "layer 1, 1 dimension"),
-            "top": ((2,), f"layer 2, {h * b} dimensions ({h * (b + 1)} in dyck_mamba)")}
-    parts, matches, found = [], 0, 0
-    for variable in ("depth", "top"):
-        r = das_carrier(das, variable)
-        found += r is not None
-        layers_want = want[variable][0] if subject.n_layers > 1 else (1,)
-        matches += r is not None and tuple(r["layers"]) == layers_want and (variable != "depth" or r["rank"] == 1)
-        parts.append(das_sentence(das, variable) + f"; construction: {want[variable][1]}")
-    head = "Yes" if matches == 2 and subject.n_layers > 1 else ("Partly" if found else "No")
-    return f"{head} (DAS): " + "; ".join(parts) + "."
-
-
-def verdict(subject: Subject, report: dict) -> str:
-    """One sentence: does the model implement depth counter -> per-depth memory? (Probes and
-    whole-layer swaps; :func:`das_verdict` gives the one built on learned subspaces.)"""
-    probes, iia = report["probes"], report["iia"]
-
-    def best_probe(var: str, layer: int) -> float:
-        xs = [v for p in probes if p["variable"] == var and p["layer"] == layer
-              for v in (p["accuracy"], p.get("accuracy_given_depth")) if v is not None]
-        return max(xs) if xs else float("nan")
-
-    def iia_of(var: str, layer: int) -> float:
-        xs = [r["iia"] for r in iia if r["variable"] == var and r["layer"] == layer]
-        return xs[0] if xs else float("nan")
-
-    acc_out = report["close_accuracy"]["out"]
-    if subject.n_layers < 2:
-        d, t = best_probe("depth", 0), best_probe("top", 0)
-        return (f"One layer cannot hold the construction's two stages: depth probe {d:.2f}, top probe {t:.2f}, "
-                f"close accuracy out of distribution {acc_out:.2f}.")
-    d0, t1 = best_probe("depth", 0), best_probe("top", subject.n_layers - 1)
-    i0, i1 = iia_of("depth", 0), iia_of("top", subject.n_layers - 1)
-    counter = d0 >= PROBE_OK and i0 >= IIA_OK
-    memory = t1 >= PROBE_OK and i1 >= IIA_OK
-    if counter and memory:
-        return (f"Yes: layer 1 carries depth (probe {d0:.2f}) and swapping it moves predictions as the depth "
-                f"counter says (IIA {i0:.2f}); the last layer carries the top bracket (probe {t1:.2f}, IIA {i1:.2f}).")
-    parts = []
-    parts.append(f"depth in layer 1: probe {d0:.2f}, IIA {i0:.2f}" + ("" if counter else " (short of the mechanism)"))
-    parts.append(f"top in the last layer: probe {t1:.2f}, IIA {i1:.2f}" + ("" if memory else " (short of the mechanism)"))
-    head = "Partly" if (counter or memory or max(d0, t1) >= PROBE_OK) else "No"
-    return f"{head}: " + "; ".join(parts) + f"; close accuracy out of distribution {acc_out:.2f}."
-
-
-# --------------------------------------------------------------------------- figures
-
-
-def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    paths = []
-    for name, m in report["models"].items():
-        recs = [dict(r, score=r["accuracy"]) for r in m.get("probes", []) if r["accuracy"] is not None]
-        if recs:
-            paths += save_figure(probe_heatmap(recs, title=f"{name}: probe accuracy (held out)"),
-                                 out / f"probes_{name}", formats)
-    names = list(report["models"])
-    rows, labels = [], []
-    for name in names:
-        for r in report["models"][name].get("iia", []):
-            if r["layer"] == "all":
-                continue
-            labels.append(f"{name} L{r['layer'] + 1} {r['variable']}")
-            rows.append([r["iia"], r["baseline"]])
-    if rows:
-        paths += save_figure(iia_heatmap(np.array(rows), labels, ["IIA", "random-pair baseline"], xlabel="",
-                                         rotation=0, title="Whole-layer swaps: IIA and its random-pair baseline"),
-                             out / "iia", formats)
-    paths += das_figures(report, out, formats)
-    curves = {name: m["length_curve"] for name, m in report["models"].items() if m.get("length_curve")}
-    if curves:
-        paths += save_figure(length_curves(curves, train_max=report["settings"]["in_window"][1],
-                                           ylabel="close accuracy", title="Close accuracy against length"),
-                             out / "length_generalization", formats)
-    return paths
-
-
-def das_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path]:
-    """IIA against rank per model, variable and layer set (with controls), and the patching heatmap."""
-    paths = das_figure(report, out, formats)
-    rows, labels, title = [], [], ""
-    for name, m in report["models"].items():  # one heatmap: every model, site and layer on the same prefixes
-        for key, p in (m.get("patching") or {}).items():
-            rows += p["scores"]
-            labels += [f"{name} {key} L{l + 1}" for l in range(len(p["scores"]))]
-            title = f"Patching (top bracket, {p['n']} prefixes of length {p['length']}): 0 corrupted .. 1 clean"
-    if rows and len({len(r) for r in rows}) == 1:
-        paths += save_figure(patching_heatmap(np.array(rows), labels, title=title), out / "patching", formats)
-    return paths
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -444,61 +341,6 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
             name = next(n for n in names if Path(str(n)).name == best)
             makers.append(lambda folder: trajectory_figures(name, folder, formats, K=st.K, h=st.h))
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
-
-
-def to_markdown(report: dict) -> str:
-    st = report["settings"]
-    lines = [f"# Dyck({st['K']},{st['h']}) probe report", "",
-             f"In: lengths {st['in_window'][0]}–{st['in_window'][1]}; out: {st['out_window'][0]}–{st['out_window'][1]}; "
-             f"{st['n']} strings each; seed {st['seed']}. Run time {report['seconds']} s, peak RSS {report['peak_rss_mb']} MB.",
-             ""]
-    lines += ["## Verdicts", ""]
-    for name, m in report["models"].items():
-        if m.get("verdict_das"):
-            lines.append(f"- **{name}**: {m['verdict_das']}")
-        if "verdict" in m:
-            lines.append(f"- **{name}** (probes, whole-layer swaps): {m['verdict']}")
-    models = report["models"]
-    lines += ["", "## Close accuracy", ""]
-    lines += md_table(["model", "in", "out"],
-                      ([name, m["close_accuracy"]["in"], m["close_accuracy"]["out"]] for name, m in models.items()), 3)
-    lines += ["", "## Probes (held-out accuracy; depth = rounded ridge readout; top | depth = one probe per depth)", ""]
-    lines += md_table(["model", "layer", "site", "variable", "accuracy", "selectivity", "control", "majority",
-                       "random init", "tokens", "counts", "out of distribution", "top | depth (in / out)"],
-                      ([name, p["layer"] + 1, p["site"].split(".")[-1], p["variable"], p["accuracy"], p["selectivity"],
-                        p["control"], p["majority"], p["random_init"], p["input_token"], p["input_counts"],
-                        p["ood_accuracy"],
-                        f"{_fmt(p.get('accuracy_given_depth'))} / {_fmt(p.get('ood_accuracy_given_depth'))}"
-                        if p.get("accuracy_given_depth") is not None else None]
-                       for name, m in models.items() for p in m.get("probes", [])))
-    lines += ["", "## Interchange interventions", "",
-              "A pair counts when, after the swap, every continuation position whose counterfactual stack is "
-              "non-empty gives the counterfactual's closing bracket p / Σ p(closes) > 0.8 (close accuracy).", ""]
-    lines += md_table(["model", "layer swapped", "variable", "IIA", "random-pair baseline", "pairs (excluded)"],
-                      ([name, r["layer"] if r["layer"] == "all" else r["layer"] + 1, r["variable"], r["iia"],
-                        r["baseline"], f"{r['n_pairs']} ({r['n_excluded']})"]
-                       for name, m in models.items() for r in m.get("iia", [])))
-    lines += das_markdown(report["models"])
-    lines += ["", "## Alignment with the construction (model layer vs construction layer)", ""]
-    lines += md_table(["model", "layer", "construction layer", "R² (construction from model)",
-                       "R² (model from construction)", "CKA"],
-                      ([name, a["layer"] + 1, a["construction_layer"] + 1, a["r2"], a["r2_reverse"], a["cka"]]
-                       for name, m in models.items() for a in m.get("alignment", [])))
-    if report.get("skipped"):
-        lines += ["", "Skipped: " + "; ".join(report["skipped"])]
-    return "\n".join(lines) + "\n"
-
-
-def das_table(report: dict, command: str) -> str:
-    """The DAS verdicts and the IIA-vs-rank table with every control (``--das-table``)."""
-    st = report["settings"]
-    lines = [f"# Distributed alignment search on Dyck({st['K']},{st['h']}): IIA against rank, with controls", "",
-             f"Generated by `{command}` (seed {st['seed']}; {st['das_pairs']} + {st['das_pairs'] // 2} training "
-             f"pairs, {st['das_test_pairs']} held-out pairs, {st['das_steps']} steps at lr {st['das_lr']} "
-             f"({st['das_schedule']}), ranks {list(st['das_ranks'])}, state parts {list(st['das_parts'])}; "
-             f"run time {report['seconds']} s).", "", "## Verdicts", ""]
-    lines += [f"- **{name}**: {m['verdict_das']}" for name, m in report["models"].items() if m.get("verdict_das")]
-    return "\n".join(lines + das_markdown(report["models"])) + "\n"
 
 
 @cli.cli("python -m analyses.dyck_probe")

@@ -2,7 +2,7 @@
 
 For each string, at a position just after a closing bracket (so the counterfactual is "depth + 1,
 the same per-depth memory"), add one unit of the layer-1 depth probe's readout to the state
-(:func:`probe.interventions.steer`) and check the prediction there against the automaton's:
+(:func:`probe.subspace_edits.steer`) and check the prediction there against the automaton's:
 ``score="close"`` (default) asks whether the closing bracket of the memory block at depth + 1 now
 wins by the close-accuracy criterion (p / sum p(closes) > 0.8; no set decoding, so allowed-set and
 next-symbol models are scored alike); ``score="sets"`` compares the whole decoded allowed set.
@@ -29,9 +29,11 @@ from languages import cli
 from languages.datasets import encode_batch
 from languages.vocab import FIRST_OUTPUT_ID, Vocab
 from probe import LinearProbe, collect
+from probe.causal_models import DyckCausalModel
 from probe.das import default_site
 from probe.das_search import DASConfig, fit_das, prepare, probe_subspace, steering_direction
-from probe.interventions import DyckCausalModel, sample_pairs, steer
+from probe.interchange import sample_pairs
+from probe.subspace_edits import steer
 from trained_models import load
 from trained_models.build import MAMBA_FAMILIES
 

@@ -20,7 +20,7 @@ gives
    at training lengths, scored on held-out strings and on the dense and sparse long sets, with
    selectivity and baselines; the best stored-bit probe's accuracy per distance since the write;
 3. interchange intervention accuracy for the stored bit per layer
-   (:class:`probe.interventions.FlipFlopCausalModel`), with a random-pair baseline;
+   (:class:`probe.causal_models.FlipFlopCausalModel`), with a random-pair baseline;
 4. a one-line verdict per model and a Mamba vs Transformer comparison.
 
 Writes ``report.json``, ``report.md`` and figures to ``--out`` (default ``outputs/flipflop_probe``),
@@ -49,7 +49,7 @@ from languages.datasets import encode_batch
 from languages.vocab import Vocab
 from probe.collect import collect
 from probe.grid import probe_grid
-from probe.interventions import interchange_accuracy, sample_pairs
+from probe.interchange import interchange_accuracy, sample_pairs
 from probe.linear import LinearProbe
 from trained_models.evaluate import TorchBatch, iter_batches
 

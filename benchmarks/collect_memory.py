@@ -23,6 +23,12 @@ import subprocess
 import sys
 import time
 
+import torch
+
+import languages
+from hooks.mamba import HookedMamba, MambaConfig
+from languages.datasets import Vocab
+from probe import collect
 from trained_models.tables import markdown_table
 
 BOUND_MB = 2048.0
@@ -48,13 +54,6 @@ def _current_rss_mb() -> float:
 
 def run_child(cfg: dict) -> dict:
     """One measurement, in this process (the parent runs it in a fresh one)."""
-    import torch
-
-    import languages
-    from hooks.mamba import HookedMamba, MambaConfig
-    from languages.datasets import Vocab
-    from probe import collect
-
     torch.set_num_threads(cfg.get("threads", 1))
     torch.manual_seed(0)
     lang = languages.get("dyck", K=8, h=10)

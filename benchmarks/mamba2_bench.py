@@ -33,14 +33,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from hooks import ssd  # noqa: E402
+from hooks.mamba2 import HookedMamba2, Mamba2Config  # noqa: E402
 
 SHAPE = dict(batch=32, length=512, d_model=64, n_layers=2, d_state=16, headdim=16, vocab=16)
 
 
 def _models(chunk: int):
-    from transformers.utils import logging as hf_logging
-
-    from hooks.mamba2 import HookedMamba2, Mamba2Config
+    from transformers.utils import logging as hf_logging  # the peer: optional (the bench extra)
 
     hf_logging.set_verbosity_error()
     s = SHAPE
@@ -58,10 +60,7 @@ def _models(chunk: int):
 
 def _scan_alone(which: str, chunk: int):
     """fwd+bwd of the scan alone on random inputs of the benchmark's shape (8 heads of 16, 1 group)."""
-    import torch.nn.functional as F
-    from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan
-
-    from hooks import ssd
+    from transformers.models.mamba2.modeling_mamba2 import mamba2_chunk_scan  # the peer: optional (the bench extra)
 
     s = SHAPE
     B, L, N, P = s["batch"], s["length"], s["d_state"], s["headdim"]

@@ -49,6 +49,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from hooks import HookedMamba, MambaConfig, scan  # noqa: E402
+
 WHOLE = dict(batch=32, length=512, d_model=64, n_layers=2, d_state=16, vocab=16)
 REC = dict(batch=32, length=512, d_inner=128, d_state=16)
 
@@ -93,14 +95,10 @@ class _scan_threads_set:
         self.n = n
 
     def __enter__(self):
-        from hooks import scan
-
         self.old = scan.get_scan_threads()
         scan.set_scan_threads(self.n)
 
     def __exit__(self, *exc):
-        from hooks import scan
-
         scan.set_scan_threads(self.old)
 
 
@@ -110,8 +108,6 @@ class _scan_threads_set:
 
 
 def _whole_model_workload(name: str, batch: int, length: int):
-    from hooks import HookedMamba, MambaConfig, scan
-
     w = WHOLE
     g = torch.Generator().manual_seed(0)
     toks = torch.randint(0, w["vocab"], (batch, length), generator=g)
@@ -120,7 +116,7 @@ def _whole_model_workload(name: str, batch: int, length: int):
     cfg = MambaConfig(d_model=w["d_model"], n_layers=w["n_layers"], vocab_size=w["vocab"], d_state=w["d_state"], scan=kind)
     ours = HookedMamba(cfg, seed=0)
     if name.startswith("hf_"):
-        import transformers
+        import transformers  # the peer: optional (the bench extra)
 
         transformers.logging.set_verbosity_error()
         reference = ours.to_hf()
@@ -162,8 +158,6 @@ def _whole_model_workload(name: str, batch: int, length: int):
 
 
 def _recurrence_workload(name: str):
-    from hooks import scan
-
     r = REC
     g = torch.Generator().manual_seed(0)
     shape = (r["batch"], r["length"], r["d_inner"], r["d_state"])
@@ -191,7 +185,7 @@ def _recurrence_workload(name: str):
 
         return ffwd, (lambda: fbwd(ffwd()))
     if name.startswith("rec_pscan"):
-        from mambapy.pscan import pscan as fn
+        from mambapy.pscan import pscan as fn  # the peer: optional (the bench extra)
     elif name == "rec_reference":
         fn = scan.linear_recurrence_ref
     else:
@@ -333,8 +327,6 @@ def main(argv=None) -> None:
         return
 
     torch.set_num_threads(args.threads)
-    from hooks import scan
-
     load0 = os.getloadavg()
     print(f"# scan benchmark: torch {torch.__version__}, torch.set_num_threads({args.threads}), float32 CPU, "
           f"hooks.scan internal threads {scan.get_scan_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "

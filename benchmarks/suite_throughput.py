@@ -40,7 +40,7 @@ import torch  # noqa: E402
 
 from trained_models import executors, suite  # noqa: E402
 from trained_models.config import BUDGET_STOPS  # noqa: E402
-from trained_models.train import train  # noqa: E402
+from trained_models.training import train  # noqa: E402
 
 CONFIGS = ("today", "2 threads", "joblib 2 jobs", "ray 2 CPUs")
 

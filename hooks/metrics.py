@@ -2,7 +2,7 @@
 docs/interfaces.md).
 
 Torch and :mod:`languages.vocab` only, so the lowest torch layer (``hooks``: the constructions' CLI)
-and everything above it (``trained_models.evaluate``, ``probe.interventions``, the studies) count
+and everything above it (``trained_models.evaluate``, ``probe.interchange``, the studies) count
 the same way. A *batch* is anything with the fields of ``languages.datasets.Batch`` used below
 (numpy arrays or tensors): ``tokens`` ``[B, L]``, ``mask`` ``[B, L]`` (True at the ``len(s) + 1`` real
 positions of each row) and ``allowed`` ``[B, L, V]`` (the multi-hot of ``Language.allowed_next``, END

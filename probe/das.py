@@ -6,11 +6,11 @@ such that swapping only the span of ``Q`` from a *source* run into a *base* run,
 
     x_hybrid = x_base + Q Qᵀ (x_source - x_base),
 
-makes the model behave as the high-level causal model's counterfactual (:mod:`probe.interventions`:
+makes the model behave as the high-level causal model's counterfactual (:mod:`probe.causal_models`:
 the automaton with the source's value of one variable and the base's of the others). The basis is a
 parametrised orthogonal matrix (``torch.nn.utils.parametrizations.orthogonal``) trained by gradient
 descent on the counterfactual targets of training pairs; it is scored by interchange intervention
-accuracy (IIA, :func:`probe.interventions.interchange_accuracy`) on held-out pairs.
+accuracy (IIA, :func:`probe.interchange.interchange_accuracy`) on held-out pairs.
 
 Glossary (shapes): ``B`` pairs in a batch, ``F`` the representation's width, ``k`` the rank,
 ``H`` continuation positions used in training, ``C`` output columns (END + alphabet).
@@ -45,7 +45,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from probe.interventions import CausalModel, _logits, interchange_accuracy, swap_state
+from probe.causal_models import CausalModel
+from probe.interchange import _logits, interchange_accuracy, swap_state
 
 PARTS = ("ssm", "conv", "both")
 
@@ -185,7 +186,7 @@ def rotated_interchange(model: Any, base_tokens: Tensor, source_tokens: Tensor, 
                         cache: Optional[dict] = None) -> Tensor:
     """Logits of the base continuation (positions ``base_split..``) after swapping the span of
     ``basis [F, k]`` (None: the whole site) of ``site`` from the source. The contract of
-    :func:`probe.interventions.interchange`; gradients flow to ``basis``. ``cache`` (a dict) keeps
+    :func:`probe.interchange.interchange`; gradients flow to ``basis``. ``cache`` (a dict) keeps
     the prefix runs between calls on the same pairs (e.g. several bases scored on one test set)."""
     x_s, _ = _prefix_vectors(cache, model, source_tokens, source_split, site)
     if site.kind == "state":
@@ -207,7 +208,7 @@ def _prefix_vectors(cache: Optional[dict], model: Any, tokens: Tensor, split: in
 
 
 def intervention(site: Site, basis: Optional[Tensor], cache: Optional[dict] = None) -> Callable[..., Tensor]:
-    """An ``intervene`` for :func:`probe.interventions.interchange_accuracy` (``cache``: see
+    """An ``intervene`` for :func:`probe.interchange.interchange_accuracy` (``cache``: see
     :func:`rotated_interchange`)."""
     b = None if basis is None else basis.detach()
 
@@ -237,7 +238,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 def das_iia(model: Any, language: Any, pairs: Sequence[tuple[str, str, int, int]], variable: str, site: Site,
             basis: Optional[Tensor], *, score: str = "sets", decode: str = "sigmoid", seed: int = 0,
             causal: Optional[CausalModel] = None, horizon: Optional[int] = None, cache: Optional[dict] = None):
-    """IIA of the subspace swap (:func:`probe.interventions.interchange_accuracy` with this intervention);
+    """IIA of the subspace swap (:func:`probe.interchange.interchange_accuracy` with this intervention);
     ``cache``: see :func:`rotated_interchange`."""
     return interchange_accuracy(model, language, pairs, list(site.layers), variable, causal=causal, seed=seed,
                                 decode=decode, score=score, horizon=horizon,

@@ -20,9 +20,11 @@ from torch import Tensor, nn
 
 from languages.datasets import encode_batch
 from languages.vocab import FIRST_OUTPUT_ID, Vocab
+from probe.causal_models import CausalModel, causal_model_for
 from probe.das import Site, _fields, frozen, hybrid, site_vectors, subspace_swap
-from probe.interventions import CausalModel, _expected_sets, _logits, causal_model_for, random_subspace
+from probe.interchange import _expected_sets, _logits
 from probe.linear import LinearProbe
+from probe.subspace_edits import random_subspace
 
 SCORES = ("sets", "close")
 
@@ -367,7 +369,7 @@ def steering_direction(data: DASData, basis: Tensor, language: Any, variable: st
                        causal: Optional[CausalModel] = None) -> np.ndarray:
     """``w [F]`` along a rank-1 learned direction ``q``, scaled so that ``w . x`` moves by one unit of
     ``variable`` (least-squares slope of ``q . x`` on the variable over the training prefixes): for
-    :func:`probe.interventions.steer`, which adds ``amount * w / |w|^2``."""
+    :func:`probe.subspace_edits.steer`, which adds ``amount * w / |w|^2``."""
     if basis.shape[1] != 1:
         raise ValueError(f"steering needs a rank-1 direction, got rank {basis.shape[1]}")
     causal = causal or causal_model_for(language)

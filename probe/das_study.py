@@ -12,9 +12,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from probe.causal_models import CausalModel, causal_model_for
 from probe.das import Site, das_iia
 from probe.das_search import DASConfig, fit_das, prepare, probe_subspace
-from probe.interventions import CausalModel, causal_model_for, interchange_accuracy, random_subspace, sample_pairs
+from probe.interchange import interchange_accuracy, sample_pairs
+from probe.subspace_edits import random_subspace
 
 
 

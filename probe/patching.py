@@ -27,7 +27,8 @@ from torch import Tensor
 
 from languages.datasets import encode_batch
 from languages.vocab import Vocab
-from probe.interventions import _logits, patch_full
+from probe.interchange import _logits
+from probe.subspace_edits import patch_full
 
 
 @torch.no_grad()

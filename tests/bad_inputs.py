@@ -315,10 +315,11 @@ def run_api(timeout: float = 20.0) -> list[tuple[str, str]]:
 
 KILL_AFTER_MODEL_WRITE = r"""
 import json, os, sys
-import trained_models.train as tr
+import trained_models.run_folder as rf
+from trained_models.training import train
 from trained_models.config import TrainConfig
 
-real, calls = tr.atomic_save_safetensors, []
+real, calls = rf.atomic_save_safetensors, []
 def save(path, tensors, metadata=None):
     out = real(path, tensors, metadata)
     if os.path.basename(str(path)) == "model.safetensors":
@@ -326,8 +327,8 @@ def save(path, tensors, metadata=None):
         if len(calls) == int(sys.argv[2]):
             os._exit(9)  # killed right after the checkpoint's model tensors were written
     return out
-tr.atomic_save_safetensors = save
-tr.train(TrainConfig.from_dict(json.loads(os.environ["CFG"])), sys.argv[1], progress=False)
+rf.atomic_save_safetensors = save
+train(TrainConfig.from_dict(json.loads(os.environ["CFG"])), sys.argv[1], progress=False)
 """
 
 
@@ -352,7 +353,8 @@ def data_loss_scenarios(tmp: Path) -> list[tuple[str, bool]]:
 
     from trained_models import load
     from trained_models.config import TrainConfig
-    from trained_models.train import main as train_main, train
+    from trained_models.train import main as train_main
+    from trained_models.training import train
 
     results = []
     anbn = ["--language", "anbn", "--n-train", "20", "--n-dev", "8", "--n-test", "8", "--batch-size", "8",

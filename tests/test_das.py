@@ -17,7 +17,8 @@ from hooks import constructions
 from languages.datasets import Vocab, encode_batch
 from probe.das import Site, das_iia, frozen, hybrid, rotated_interchange, site_vectors, subspace_swap
 from probe.das_search import DASConfig, RotatedSubspace, counterfactual_loss, fit_das, prepare, probe_subspace
-from probe.interventions import patch_full, random_subspace, sample_pairs
+from probe.interchange import sample_pairs
+from probe.subspace_edits import patch_full, random_subspace
 
 DYCK = languages.get("dyck", K=8, h=10)
 DEPTH_CHANNEL = 3  # as_mamba.dyck_mamba: layer-0 channels CONST, OPEN, CLOSE, DEPTH (d_state 1)

@@ -11,9 +11,10 @@ import torch
 
 import languages
 from hooks import constructions
+from probe.causal_models import CounterCausalModel, causal_model_for
 from probe.das import Site, das_iia
 from probe.das_search import DASConfig, fit_das, prepare, probe_subspace
-from probe.interventions import CounterCausalModel, causal_model_for, sample_pairs
+from probe.interchange import sample_pairs
 
 
 def _prefixes(language, n, seed):

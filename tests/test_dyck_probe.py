@@ -106,9 +106,8 @@ def test_steering_the_construction_by_one_depth_matches_the_automaton():
     from unittest import mock
 
     import analyses.dyck_steering as ds
-    from probe import interventions
+    from probe.subspace_edits import steer as real
 
-    real = interventions.steer
     with mock.patch.object(ds, "steer", lambda m, site, w, alpha, **k: real(m, site, w, 0.0, **k)):
         r0 = ds.steering_accuracy(constructions.dyck(8, 10).model, "blocks.0.hook_ssm_state", lang, strings,
                                   fit_n=40, positions=1500)

@@ -1,4 +1,5 @@
-"""probe.interventions: interchange interventions, steering and subspace edits, read against the automaton.
+"""Interchange interventions, steering and subspace edits (probe.causal_models, probe.interchange,
+probe.subspace_edits), read against the automaton.
 
 The Dyck(8,10) construction is the exact high-level model, so its IIA must be 1.0 where the layer
 matches the variable; unrelated pairs must score far below; every intervention restores the model.
@@ -12,17 +13,9 @@ import torch
 import languages
 from hooks import constructions
 from languages.datasets import Vocab, encode_batch
-from probe.interventions import (
-    DyckCausalModel,
-    ablate_subspace,
-    interchange,
-    interchange_accuracy,
-    patch_full,
-    patch_subspace,
-    random_subspace,
-    sample_pairs,
-    steer,
-)
+from probe.causal_models import DyckCausalModel
+from probe.interchange import interchange, interchange_accuracy, sample_pairs
+from probe.subspace_edits import ablate_subspace, patch_full, patch_subspace, random_subspace, steer
 
 DYCK = languages.get("dyck", K=8, h=10)
 

@@ -212,7 +212,8 @@ def test_small_windows_keep_a_fifth_for_dev_and_bin0():
 def test_training_selects_on_the_dev_split_and_the_card_says_so(tmp_path):
     pytest.importorskip("torch")
     from trained_models.config import TrainConfig
-    from trained_models.train import make_data, train
+    from trained_models.config import make_data
+    from trained_models.training import train
 
     cfg = TrainConfig(language="dyck", language_params={"K": 2, "h": 3}, model="mamba", layers=1, d_model=8,
                       d_state=4, expand=2, n_train=64, n_dev=16, n_test=16, batch_size=16, epochs=1,

@@ -45,7 +45,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from trained_models.train import train
+    from trained_models.training import train
 
     run = tmp_path_factory.mktemp("runs") / "anbn"
     train(_tiny(language="anbn", language_params={}, train_window=None, test_windows=None, n_train=20,
@@ -83,7 +83,8 @@ def test_a_failing_command_writes_nothing(finished_run, tmp_path, capsys):
 
 
 def test_rerunning_a_killed_run_without_resume_is_refused_and_force_starts_over(tmp_path, capsys):
-    from trained_models.train import main, train
+    from trained_models.train import main
+    from trained_models.training import train
 
     run = tmp_path / "run"
     train(_tiny(max_minutes=1e-9), run, progress=False)  # "killed" after its first step
@@ -99,7 +100,8 @@ def test_rerunning_a_killed_run_without_resume_is_refused_and_force_starts_over(
 
 
 def test_empty_out_is_not_the_current_directory(tmp_path, monkeypatch, capsys):
-    from trained_models.train import main, train
+    from trained_models.train import main
+    from trained_models.training import train
 
     monkeypatch.chdir(tmp_path)
     assert main(TINY_ARGV + ["--out", ""]) == 2
@@ -114,7 +116,7 @@ def test_empty_out_is_not_the_current_directory(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("when", ["inside", "between_renames"])
 def test_a_process_killed_while_writing_the_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path, when):
-    from trained_models.train import train
+    from trained_models.training import train
 
     cfg = _tiny(epochs=3, evals_per_epoch=2)
     train(cfg, tmp_path / "full", progress=False)

@@ -142,7 +142,7 @@ def test_paper_numbers_outside_our_interval_are_marked():
 
 
 def test_an_interrupted_run_resumes_and_a_finished_one_is_collected(tmp_path):
-    from trained_models.train import train
+    from trained_models.training import train
 
     ref = suite.plan("quick", tmp_path / "ref", ["tomita2"], ["mamba-1l"], seeds=1)
     run = suite.plan("quick", tmp_path / "cut", ["tomita2"], ["mamba-1l"], seeds=1)[0]

@@ -18,7 +18,7 @@ from languages.datasets import Vocab, encode_batch
 from trained_models.checkpoint import CheckpointMismatch, load_weights, save_model
 from trained_models.config import TrainConfig
 from trained_models.evaluate import TorchBatch, evaluate_strings
-from trained_models.train import train
+from trained_models.training import train
 
 
 @pytest.mark.parametrize("name,params,decode", [("dyck", {"K": 2, "h": 3}, "softmax"), ("flipflop", {}, "sigmoid")])
@@ -26,8 +26,7 @@ def test_evaluate_strings_pools_batches_as_one_loop_over_the_strings(name, param
     """``evaluate_strings`` (sorted, padded, batched) scores a random model as the reference loop of
     ``tests/test_metrics.py`` does on each string's own logits."""
     from _metric_reference import reference_metrics
-    from trained_models.build import build_model
-    from trained_models.train import model_spec
+    from trained_models.build import build_model, model_spec
 
     language = languages.get(name, **params)
     torch.manual_seed(0)
@@ -130,8 +129,8 @@ def test_construction_evaluates_perfectly_through_the_same_code():
 
 
 def test_decay_matrices_exempts_a_log_d_biases_and_norms():
-    from trained_models.build import build_model
-    from trained_models.train import model_spec, param_groups
+    from trained_models.build import build_model, model_spec
+    from trained_models.objective import param_groups
 
     cfg = _tiny_cfg(decay="matrices", weight_decay=0.5, lr=0.1)
     language = languages.get("dyck", K=2, h=3)
@@ -167,7 +166,7 @@ def test_saved_configs_without_decay_resume_as_decay_all():
 
 
 def test_a_dev_tie_keeps_the_later_weights_without_resetting_patience(tmp_path, monkeypatch):
-    import trained_models.train as tr
+    import trained_models.training as tr
 
     monkeypatch.setattr(tr, "selection_metric", lambda language, res: 0.5)  # a saturated dev metric
     card = train(_tiny_cfg(epochs=5, patience=2), tmp_path / "run", progress=False)
@@ -179,7 +178,7 @@ def test_a_dev_tie_keeps_the_later_weights_without_resetting_patience(tmp_path, 
 
 
 def test_bce_plus_lm_loss_is_the_sum_and_decodes_as_sets():
-    from trained_models.train import loss_fn
+    from trained_models.objective import loss_fn
 
     language = languages.get("dyck", K=2, h=3)
     strings = language.sample(6, 4, 12, seed=2)
@@ -208,8 +207,7 @@ def test_every_shipped_model_was_trained_by_its_recipe():
 
 
 def test_dt_init_sets_the_initial_step_sizes():
-    from trained_models.build import build_model
-    from trained_models.train import model_spec
+    from trained_models.build import build_model, model_spec
 
     language = languages.get("dyck", K=2, h=3)
     cfg = _tiny_cfg(dt_init=(1e-4, 1e-3))
@@ -222,7 +220,7 @@ def test_dt_init_sets_the_initial_step_sizes():
 
 
 def test_a_run_killed_before_its_final_evaluation_is_evaluated_not_retrained(tmp_path, monkeypatch):
-    import trained_models.train as tr
+    import trained_models.training as tr
 
     cfg = _tiny_cfg(epochs=6, patience=1)
     monkeypatch.setattr(tr, "selection_metric", lambda language, res: 0.5)  # early stop after one tie

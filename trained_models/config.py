@@ -36,7 +36,7 @@ class TrainConfig:
     as the default so saved runs resume unchanged). ``decay="matrices"`` decays weight matrices only:
     Mamba's ``A_log`` and ``D``, every bias and every norm gain are left alone. Decaying
     ``dt_proj.bias`` pulls the step size towards softplus(0) = 0.69 and ``A_log`` towards 0, both of
-    which shorten the state's memory; see :func:`trained_models.train.param_groups`.
+    which shorten the state's memory; see :func:`trained_models.objective.param_groups`.
     """
 
     language: str

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import languages
 from languages.io import atomic_write_json
 from trained_models.suite_plan import BINS, Run, _train_size
-from trained_models.train import train
+from trained_models.training import train
 
 STATUSES = ("trained", "skipped", "deferred", "failed")
 

@@ -21,7 +21,8 @@ from typing import Optional
 from languages import cli
 from languages.io import atomic_write, atomic_write_json
 from trained_models.registry import SHIPPED
-from trained_models.train import build_parser, config_from_args, train
+from trained_models.train import build_parser, config_from_args
+from trained_models.training import train
 
 DYCK = ["--language", "dyck", "--K", "8", "--h", "10", "--min-len", "2", "--max-len", "300",
         "--test-window", "bin0=2:300", "--test-window", "bin1=701:1400", "--n-train", "6000", "--n-dev", "300",
