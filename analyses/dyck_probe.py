@@ -37,7 +37,9 @@ every file atomically. This module computes the records; the verdicts and ``repo
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +53,9 @@ from analyses.common import Subject, das_settings, probe_collections, random_lik
 from analyses.dyck_figures import report_figures
 from analyses.dyck_report import das_table, das_verdict, to_markdown, verdict
 from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
-from analyses.study import (base_parser, card_summary, finish, parse_window, progress_steps, run_cli,
-                            settings_from_args, start)
+from analyses.parallel import default_jobs, run_tasks
+from analyses.study import (base_parser, card_summary, finish, parse_window, run_cli, settings_from_args,
+                            start)
 from languages import cli
 from languages.io import atomic_write_text, check_writable
 from probe.alignment import alignment_scores
@@ -290,27 +293,15 @@ def alignment_records(subject: Subject, construction: Subject, language: Any, st
 PARTS = ("accuracy", "probes", "iia", "alignment", "das", "patching")
 
 
-def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True, parts: Sequence[str] = PARTS) -> dict:
-    """The study (``parts``: a subset of :data:`PARTS`, e.g. ``("accuracy", "das")`` for ``--das-only``)."""
-    t0 = start(out)  # --out checked before anything is computed
-    language = languages.get("dyck", K=st.K, h=st.h)
-    subjects, skipped = load_dyck_subjects(names, st.K, st.h, mamba_construction=True)
-    strings = {
-        "in": language.sample(st.n, *st.in_window, seed=st.seed + 11),
-        "out": language.sample(st.n, *st.out_window, seed=st.seed + 12),
-        "probe_train": language.sample(st.n, *st.probe_window, seed=st.seed + 13,
-                                       exclude=None),
-    }
-    strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
-                                            exclude=set(strings["probe_train"]))
-    report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in PARTS
-             if part in parts and (part != "das" or st.das_trained or s.card is None)]
-    construction = subjects[0]
+def subject_parts(subj: Subject, construction: Subject, language: Any, st: Settings, strings: dict[str, list[str]],
+                  parts: Sequence[str]) -> dict[str, Any]:
+    """One model's section of the report: each of ``parts`` in :data:`PARTS` order, with the seconds
+    each took (``das`` runs on the constructions, and on the trained models with ``st.das_trained``)."""
+    m: dict[str, Any] = {"family": subj.family, "n_layers": subj.n_layers}
     align_cache: dict = {}
-    for subj, part in progress_steps(steps, "dyck_probe", progress):
-        m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
+    for part in PARTS:
+        if part not in parts or (part == "das" and not (st.das_trained or subj.card is None)):
+            continue
         t_part = time.time()
         if part == "accuracy":
             acc = task_accuracy(subj, language, {"in": strings["in"], "out": strings["out"]})
@@ -333,14 +324,76 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         else:
             m["patching"] = patching_record(subj, language, st)
         m.setdefault("seconds", {})[part] = round(time.time() - t_part, 1)  # where the run time goes
+    return m
+
+
+def _trajectory_files(name: str, formats: Sequence[str], st: Settings) -> tuple[Optional[Path], list[Path], str]:
+    """The trajectory figures drawn into a fresh temporary folder: ``(folder, files, error)`` (a failed
+    figure is reported, never raised: it must not lose the report)."""
+    folder = Path(tempfile.mkdtemp(prefix="dyck_trajectory-"))
+    try:
+        return folder, trajectory_figures(name, folder, formats, K=st.K, h=st.h), ""
+    except Exception as e:
+        return folder, [], f"{type(e).__name__}: {e}"
+
+
+def _moved_in(made: tuple[Optional[Path], list[Path], str], folder: Path) -> list[Path]:
+    tmp, files, error = made
+    try:
+        if error:
+            raise RuntimeError(f"trajectory figures: {error}")
+        return [Path(shutil.move(str(f), str(folder / f.name))) for f in files]
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
+        progress: bool = True, figures: bool = True, parts: Sequence[str] = PARTS, jobs: int = 1) -> dict:
+    """The study (``parts``: a subset of :data:`PARTS`, e.g. ``("accuracy", "das")`` for ``--das-only``);
+    each model, and the trajectory figures, is one task of :func:`analyses.parallel.run_tasks` on
+    ``jobs`` worker processes (the report is the same for any ``jobs`` but for its timings)."""
+    t0 = start(out)  # --out checked before anything is computed
+    language = languages.get("dyck", K=st.K, h=st.h)
+    subjects, skipped = load_dyck_subjects(names, st.K, st.h, mamba_construction=True)
+    strings = {
+        "in": language.sample(st.n, *st.in_window, seed=st.seed + 11),
+        "out": language.sample(st.n, *st.out_window, seed=st.seed + 12),
+        "probe_train": language.sample(st.n, *st.probe_window, seed=st.seed + 13,
+                                       exclude=None),
+    }
+    strings["probe_test"] = language.sample(st.n // 2, *st.probe_window, seed=st.seed + 14,
+                                            exclude=set(strings["probe_train"]))
+    report: dict[str, Any] = {"settings": st.__dict__, "skipped": skipped, "models": {}}
+    construction = subjects[0]
+    tasks = [(s.name, functools.partial(subject_parts, s, construction, language, st, strings, parts))
+             for s in subjects]
+    best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2 and s.card), None)
+    trajectory = figures and best is not None
+    if trajectory:
+        name = next(n for n in names if Path(str(n)).name == best)
+        tasks.append(("trajectory figures", functools.partial(_trajectory_files, name, formats, st)))
+    # Longest first: trained models by depth, then the figures, the constructions last.
+    order = sorted(range(len(tasks)), key=lambda i: -_cost(subjects[i] if i < len(subjects) else None, st))
+    done = run_tasks([tasks[i] for i in order], jobs=jobs, desc="dyck_probe", progress=progress)
+    results = dict(zip(order, done))
+    for i, s in enumerate(subjects):
+        report["models"][s.name] = results[i]
     makers = []
     if figures:
         makers.append(lambda folder: report_figures(report, folder, formats))
-        best = next((s.name for s in reversed(subjects) if s.family == "mamba" and s.n_layers >= 2 and s.card), None)
-        if best is not None:
-            name = next(n for n in names if Path(str(n)).name == best)
-            makers.append(lambda folder: trajectory_figures(name, folder, formats, K=st.K, h=st.h))
+    if trajectory:
+        makers.append(lambda folder: _moved_in(results[len(subjects)], folder))
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
+
+
+def _cost(subj: Optional[Subject], st: Settings) -> float:
+    """A rough relative cost, to start the longest tasks first (None: the trajectory figures)."""
+    if subj is None:
+        return 2.5
+    if subj.card is None:  # the constructions: cheap but for their DAS
+        return 1.0 + 1.5 * (subj.family == "mamba")
+    return subj.n_layers * 2.0 + (4.0 if st.das_trained else 0.0)
 
 
 @cli.cli("python -m analyses.dyck_probe")
@@ -362,6 +415,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--das-only", action="store_true", help="task accuracy and DAS only (no probes, whole-layer "
                     "swaps, alignment or patching), e.g. with --das-table")
     ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
+    ap.add_argument("--jobs", type=cli.positive_int, default=default_jobs(),
+                    help="worker processes, one model (or figure) each, one torch thread each (default %(default)s "
+                         "here; 1: everything in this process); the report is the same for any value")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"K": args.K, "h": args.h}
     if args.lengths:
@@ -386,7 +442,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             atomic_write_text(args.das_table, das_table(report, command))
             print(f"Wrote {args.das_table}")
 
-    return run_cli(args, settings_from_args(Settings, args, **kw), functools.partial(run, parts=parts),
+    return run_cli(args, settings_from_args(Settings, args, **kw), functools.partial(run, parts=parts, jobs=args.jobs),
                    DEFAULT_MODELS, to_markdown, after=write_das_table)
 
 if __name__ == "__main__":

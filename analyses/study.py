@@ -174,9 +174,14 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int =
 
 
 def finish_report(report: dict, t0: float) -> dict:
-    """Add the run time (s) and the process's peak resident memory (MB)."""
+    """Add the run time (s), this process's peak resident memory (MB) and, where worker processes ran
+    (:mod:`analyses.parallel`), the largest worker's (each worker's resident memory counts the pages it
+    shares with this process again)."""
     report["seconds"] = round(time.time() - t0, 1)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if workers:
+        report["peak_rss_worker_mb"] = round(workers / 1024, 1)
     return report
 
 

@@ -19,8 +19,32 @@ def report(tmp_path_factory):
                   test_positions=600, ood_positions=600, iia_pairs=32, iia_window=(20, 80), das_pairs=96,
                   das_steps=10, das_ranks=(1, 48), das_ood_window=(100, 160), das_trained=True,
                   das_joint_layers=True)
-    rep = run(["dyck8-10-mamba-1l", "no-such-model"], st, out, formats=["png"], progress=False)
+    rep = run(["dyck8-10-mamba-1l", "no-such-model"], st, out, formats=["png"], progress=False, jobs=2)
     return rep, out
+
+
+def _without_timings(x):
+    if isinstance(x, dict):
+        return {k: _without_timings(v) for k, v in x.items() if k not in ("seconds", "peak_rss_mb", "peak_rss_worker_mb",
+                                                                            "figures")}
+    if isinstance(x, list):
+        return [_without_timings(v) for v in x]
+    return "nan" if isinstance(x, float) and x != x else x
+
+
+def test_worker_processes_give_the_in_process_report(tmp_path, monkeypatch):
+    """Every model (and the trajectory figures) in a worker process: the same report as one process
+    (one torch thread in both), and the figures drawn in a worker land in --out."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    st = Settings(n=12, in_window=(20, 80), out_window=(200, 240), probe_window=(20, 80), probe_positions=500,
+                  test_positions=200, ood_positions=200, iia_pairs=16, iia_window=(20, 60))
+    reps = {j: run(["dyck8-10-mamba-2l"], st, tmp_path / f"jobs{j}", progress=False, jobs=j,
+                   parts=("accuracy", "probes", "iia")) for j in (1, 2)}
+    assert list(reps[2]["models"]) == ["construction", "dyck_mamba", "dyck8-10-mamba-2l"]
+    assert _without_timings(reps[1]) == _without_timings(reps[2])
+    for j in (1, 2):
+        names = {p.name for p in (tmp_path / f"jobs{j}").iterdir()}
+        assert {"trajectory.png", "projection.png", "report.json"} <= names and "figure_error" not in reps[j]
 
 
 def test_report_files_and_schema(report):
