@@ -311,11 +311,12 @@ def das_markdown(models: Mapping[str, dict]) -> list[str]:
     rows = []
     for name, m in models.items():
         for r in m.get("das_sweep", []):
-            rows.append([name, r["variable"], "+".join(map(str, r["layers"])), f"{r['rank']} / {r['dim']}", r["iia"],
-                         r["iia_ood"], r["iia_random_subspace"], f"{fmt(r['iia_probe_subspace'])} ({r['probe_rank']})",
-                         r["iia_whole_swap"], r["iia_random_init"], r["baseline"], r["n_pairs"]])
-    return lines + md_table(["model", "variable", "layers", "rank / width", "IIA", "longer", "random subspace",
-                             "probe subspace (rank)", "whole swap", "random init", "random pair", "pairs"], rows)
+            site = r.get("site") or "L" + "+".join(map(str, r["layers"]))
+            rows.append([name, r["variable"], site, f"{r['rank']} / {r['dim']}", r["iia"], r["iia_ood"],
+                         r["iia_random_subspace"], f"{fmt(r['iia_probe_subspace'])} ({r['probe_rank']})", r["iia_whole_swap"], r["iia_random_init"], r["baseline"], r["n_pairs"]])
+    return lines + md_table(["model", "variable", "site (layers, part)", "rank / width", "IIA", "longer",
+                             "random subspace", "probe subspace (rank)", "whole swap", "random init", "random pair",
+                             "pairs"], rows)
 
 
 #: A learned subspace "carries" a variable when its IIA reaches DAS_OK and closes at least DAS_MARGIN of
