@@ -313,7 +313,8 @@ def das_markdown(models: Mapping[str, dict]) -> list[str]:
         for r in m.get("das_sweep", []):
             site = r.get("site") or "L" + "+".join(map(str, r["layers"]))
             rows.append([name, r["variable"], site, f"{r['rank']} / {r['dim']}", r["iia"], r["iia_ood"],
-                         r["iia_random_subspace"], f"{fmt(r['iia_probe_subspace'])} ({r['probe_rank']})", r["iia_whole_swap"], r["iia_random_init"], r["baseline"], r["n_pairs"]])
+                         r["iia_random_subspace"], f"{fmt(r['iia_probe_subspace'])} ({r['probe_rank']})",
+                         r["iia_whole_swap"], r["iia_random_init"], r["baseline"], r["n_pairs"]])
     return lines + md_table(["model", "variable", "site (layers, part)", "rank / width", "IIA", "longer",
                              "random subspace", "probe subspace (rank)", "whole swap", "random init", "random pair",
                              "pairs"], rows)
