@@ -9,6 +9,7 @@ dependencies (transformer-lens, transformers) load only when used.
 * :class:`DiagonalSSMConfig`, :class:`HookedDiagonalSSM` -- the theory's diagonal SSM (``hooks.diagonal``).
 * :mod:`hooks.constructions` -- the paper's hand-built SSMs.
 * :class:`TransformerConfig`, :func:`build_transformer` -- tiny TransformerLens 4 models (``hooks.transformer``).
+* :mod:`hooks.kv_cache` -- their key/value cache: continue from a prefix, swap a layer's keys and values.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """hooks.transformer: tiny TransformerLens 4 models (config, determinism, checkpoints, hooks,
-positional variants, KV-cache continuation and swap, gradients)."""
+positional variants, gradients), and their KV cache (hooks.kv_cache: continuation and swap)."""
 from __future__ import annotations
 
 import os
@@ -13,16 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from hooks.kv_cache import KVCache, capture_kv, run_with_kv
 from hooks.transformer import (
     EXTRA_HOOK_ALIASES,
     POS_ENCODINGS,
     HookedTransformerLM,
-    KVCache,
     TransformerConfig,
     build_transformer,
-    capture_kv,
     hook_names,
-    run_with_kv,
     sinusoidal_table,
 )
 
