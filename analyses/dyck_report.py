@@ -11,7 +11,10 @@ import math
 from analyses.common import Subject, das_carrier, das_markdown, das_sentence
 from analyses.study import fmt as _fmt, md_table
 
-PROBE_OK = 0.95  # a probe "finds" a variable at or above this held-out accuracy
+# A probe "finds" a variable at or above this held-out accuracy. Calibrated on the exact construction:
+# at the default probe budget its last layer's top bracket (one probe per depth, deep stacks rare) reads
+# 0.94-0.96 over seeds 0-2 (results/dyck_probe_seeds.md), so 0.95 failed the reference itself on one seed.
+PROBE_OK = 0.9
 IIA_OK = 0.9  # a layer "implements" a variable at or above this IIA
 
 
