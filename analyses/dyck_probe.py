@@ -37,9 +37,7 @@ every file atomically. This module computes the records; the verdicts and ``repo
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +50,7 @@ import languages
 from analyses.common import Subject, das_settings, probe_collections, random_like
 from analyses.dyck_figures import report_figures
 from analyses.dyck_report import das_table, das_verdict, to_markdown, verdict
-from analyses.dyck_trajectory import load_dyck_subjects, trajectory_figures
+from analyses.dyck_trajectory import load_dyck_subjects, move_figures, trajectory_files_apart
 from analyses.parallel import default_jobs, run_tasks
 from analyses.study import (base_parser, card_summary, finish, parse_window, run_cli, settings_from_args,
                             start)
@@ -330,27 +328,6 @@ def subject_parts(subj: Subject, construction: Subject, language: Any, st: Setti
     return m
 
 
-def _trajectory_files(name: str, formats: Sequence[str], st: Settings) -> tuple[Optional[Path], list[Path], str]:
-    """The trajectory figures drawn into a fresh temporary folder: ``(folder, files, error)`` (a failed
-    figure is reported, never raised: it must not lose the report)."""
-    folder = Path(tempfile.mkdtemp(prefix="dyck_trajectory-"))
-    try:
-        return folder, trajectory_figures(name, folder, formats, K=st.K, h=st.h), ""
-    except Exception as e:
-        return folder, [], f"{type(e).__name__}: {e}"
-
-
-def _moved_in(made: tuple[Optional[Path], list[Path], str], folder: Path) -> list[Path]:
-    tmp, files, error = made
-    try:
-        if error:
-            raise RuntimeError(f"trajectory figures: {error}")
-        return [Path(shutil.move(str(f), str(folder / f.name))) for f in files]
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
         progress: bool = True, figures: bool = True, parts: Sequence[str] = PARTS, jobs: int = 1) -> dict:
     """The study (``parts``: a subset of :data:`PARTS`, e.g. ``("accuracy", "das")`` for ``--das-only``);
@@ -375,7 +352,8 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     trajectory = figures and best is not None
     if trajectory:
         name = next(n for n in names if Path(str(n)).name == best)
-        tasks.append(("trajectory figures", functools.partial(_trajectory_files, name, formats, st)))
+        draw = functools.partial(trajectory_files_apart, name, formats, K=st.K, h=st.h)
+        tasks.append(("trajectory figures", draw))
     # Longest first: trained models by depth, then the figures, the constructions last.
     order = sorted(range(len(tasks)), key=lambda i: -_cost(subjects[i] if i < len(subjects) else None, st))
     done = run_tasks([tasks[i] for i in order], jobs=jobs, desc="dyck_probe", progress=progress)
@@ -386,7 +364,7 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     if figures:
         makers.append(lambda folder: report_figures(report, folder, formats))
     if trajectory:
-        makers.append(lambda folder: _moved_in(results[len(subjects)], folder))
+        makers.append(lambda folder: move_figures(results[len(subjects)], folder))
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 
 

@@ -11,8 +11,10 @@ their first two principal components (:func:`analyses.figures.state_projection`)
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import languages
 from analyses.common import Subject, construction_subject, language_is, load_subjects
@@ -74,6 +76,30 @@ def trajectory_figures(model_name: str, out: Path, formats: Sequence[str] = ("pn
     f2 = state_projection(panels, title="States projected on their first two principal components")
     paths = save_figure(f1, out / "trajectory", formats) + save_figure(f2, out / "projection", formats)
     return paths
+
+
+def trajectory_files_apart(model_name: str, formats: Sequence[str] = ("png",), **kw: Any
+                           ) -> tuple[Path, list[Path], str]:
+    """:func:`trajectory_figures` drawn into a fresh temporary folder (e.g. in a worker process while the
+    study's output folder does not exist yet): ``(folder, files, error)``; a failure is returned as
+    ``error``, never raised (a figure must not lose a report). :func:`move_figures` moves them in."""
+    folder = Path(tempfile.mkdtemp(prefix="dyck_trajectory-"))
+    try:
+        return folder, trajectory_figures(model_name, folder, formats, **kw), ""
+    except Exception as e:
+        return folder, [], f"{type(e).__name__}: {e}"
+
+
+def move_figures(made: tuple[Path, list[Path], str], folder: Path) -> list[Path]:
+    """Move :func:`trajectory_files_apart`'s files into ``folder`` (its error raised here) and remove
+    the temporary folder; returns the new paths."""
+    tmp, files, error = made
+    try:
+        if error:
+            raise RuntimeError(f"trajectory figures: {error}")
+        return [Path(shutil.move(str(f), str(folder / f.name))) for f in files]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @cli.cli("python -m analyses.dyck_trajectory")
