@@ -42,7 +42,7 @@ from analyses.common import (Subject, best_row, bin_name, construction_subject, 
                              das_section, das_sentence, edges_to_bins, first_below, language_is, load_subjects,
                              probe_collections, probe_rows, sample_upto, split_strings, strict_by_bin, train_window)
 from analyses.figures import length_curves, probe_heatmap, state_trajectory
-from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, model_sections, run_cli,
                             save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import counter
 from languages import cli
@@ -260,7 +260,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True) -> dict:
+        progress: bool = True, figures: bool = True, jobs: int = 1) -> dict:
     t0 = start(out)  # --out checked before anything is computed
     subjects, skipped = load_all(names, st.languages)
     report: dict[str, Any] = {"study": "counter_probe", "settings": asdict(st), "skipped": skipped,
@@ -284,28 +284,26 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
         report["languages"][lang_name] = {"variable": VARIABLE[lang_name], "train_window": list(window),
                                           "in_bins": in_bins, "out_bins": out_bins,
                                           "trajectory": {"string": long, "value": value}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "probes", "das")
-             if part != "das" or st.das_trained or s.card is None]
-    for subj, part in progress_steps(steps, "counter_probe", progress):
+    def section(subj: Subject) -> dict:
         d = data[subj.language.name]
-        m = report["models"].setdefault(subj.name, {"language": subj.language.name, "family": subj.family,
-                                                    "n_layers": subj.n_layers})
-        if part == "accuracy":
-            m.update(accuracy_by_bin(subj, d["language"], {b: d["strings"][b] for b in d["in_bins"] + d["out_bins"]}))
-            if subj.card:
-                m["card"] = card_summary(subj.card)
-        elif part == "das":
+        m: dict[str, Any] = {"language": subj.language.name, "family": subj.family, "n_layers": subj.n_layers}
+        m.update(accuracy_by_bin(subj, d["language"], {b: d["strings"][b] for b in d["in_bins"] + d["out_bins"]}))
+        if subj.card:
+            m["card"] = card_summary(subj.card)
+        m["probes"], m["trajectory"] = probe_records(subj, d["language"], st, d["strings"], d["in_bins"],
+                                                     d["out_bins"], d["trajectory"])
+        var = VARIABLE[subj.language.name]
+        m["breaks"] = breaks(m, var, d["in_bins"] + d["out_bins"])
+        m["verdict"] = verdict(subj, m, var, d["in_bins"], d["out_bins"])
+        if st.das_trained or subj.card is None:
             var = DAS_VARIABLE[subj.language.name]
             window = report["languages"][subj.language.name]["train_window"]
             m["das_sweep"], m["das"] = das_section(subj, d["language"], {var: [(l,) for l in range(subj.n_layers)]},
                                                    st, window, (window[1] + 1, 2 * window[1]))
             m["verdict"] += f" DAS: {das_sentence(m['das'], var)}."
-        else:
-            m["probes"], m["trajectory"] = probe_records(subj, d["language"], st, d["strings"], d["in_bins"],
-                                                         d["out_bins"], d["trajectory"])
-            var = VARIABLE[subj.language.name]
-            m["breaks"] = breaks(m, var, d["in_bins"] + d["out_bins"])
-            m["verdict"] = verdict(subj, m, var, d["in_bins"], d["out_bins"])
+        return m
+
+    report["models"] = model_sections(subjects, section, jobs, "counter_probe", progress)
     makers = [lambda folder: report_figures(report, folder, formats)] if figures else []
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 

@@ -51,7 +51,7 @@ from analyses.common import Subject, das_settings, probe_collections, random_lik
 from analyses.dyck_figures import report_figures
 from analyses.dyck_report import das_table, das_verdict, to_markdown, verdict
 from analyses.dyck_trajectory import load_dyck_subjects, move_figures, trajectory_files_apart
-from analyses.parallel import default_jobs, run_tasks
+from analyses.parallel import run_tasks
 from analyses.study import (base_parser, card_summary, finish, parse_window, run_cli, settings_from_args,
                             start)
 from languages import cli
@@ -396,9 +396,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--das-only", action="store_true", help="task accuracy and DAS only (no probes, whole-layer "
                     "swaps, alignment or patching), e.g. with --das-table")
     ap.add_argument("--das-table", type=Path, help="also write the DAS verdicts and IIA-vs-rank table to this file")
-    ap.add_argument("--jobs", type=cli.positive_int, default=default_jobs(),
-                    help="worker processes, one model (or figure) each, one torch thread each (default %(default)s "
-                         "here; 1: everything in this process); the report is the same for any value")
     args = ap.parse_args(argv)
     kw: dict[str, Any] = {"K": args.K, "h": args.h}
     if args.lengths:
@@ -423,7 +420,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             atomic_write_text(args.das_table, das_table(report, command))
             print(f"Wrote {args.das_table}")
 
-    return run_cli(args, settings_from_args(Settings, args, **kw), functools.partial(run, parts=parts, jobs=args.jobs),
+    return run_cli(args, settings_from_args(Settings, args, **kw), functools.partial(run, parts=parts),
                    DEFAULT_MODELS, to_markdown, after=write_das_table)
 
 if __name__ == "__main__":

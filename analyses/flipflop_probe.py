@@ -40,7 +40,7 @@ from analyses.common import (DASBudget, Subject, best_row, construction_subject,
                              das_sentence, language_is, load_subjects, probe_collections, probe_rows, sample_upto,
                              split_strings, train_window)
 from analyses.figures import iia_heatmap, length_curves, probe_heatmap
-from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, model_sections, run_cli,
                             save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import flipflop
 from hooks.metrics import MetricAccumulator, read_outcomes
@@ -307,7 +307,7 @@ def report_figures(report: dict, out: Path, formats: Sequence[str]) -> list[Path
 
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True) -> dict:
+        progress: bool = True, figures: bool = True, jobs: int = 1) -> dict:
     t0 = start(out)  # --out checked before anything is computed
     subjects, skipped = load_all(names)
     langs = {"dense": languages.get("flipflop", p=st.p_dense), "sparse": languages.get("flipflop", p=st.p_sparse)}
@@ -322,23 +322,20 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
                                                                   window, st.seed + 14)
     report: dict[str, Any] = {"study": "flipflop_probe", "settings": asdict(st), "train_window": list(window),
                               "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("reads", "probes", "iia", "das")]
-    for subj, part in progress_steps(steps, "flipflop_probe", progress):
-        m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers})
-        if part == "reads":
-            m["reads"] = {k: read_analysis(subj, langs["sparse" if k == "sparse" else "dense"], strings[k])
-                          for k in SETS}
-            if subj.card:
-                m["card"] = card_summary(subj.card)
-        elif part == "probes":
-            m["probes"] = probe_records(subj, st, langs, strings)
-        elif part == "iia":
-            m["iia"] = iia_records(subj, langs["dense"], st)
-            m["verdict"] = verdict(subj, m)
-        else:
-            m["das_sweep"], m["das"] = das_section(subj, langs["dense"], {"stored": [(l,) for l in range(subj.n_layers)]},
-                                                   st, st.iia_window, (200, 400))
-            m["verdict"] += f" DAS: {das_sentence(m['das'], 'stored')}."
+    def section(subj: Subject) -> dict:
+        m: dict[str, Any] = {"family": subj.family, "n_layers": subj.n_layers}
+        m["reads"] = {k: read_analysis(subj, langs["sparse" if k == "sparse" else "dense"], strings[k]) for k in SETS}
+        if subj.card:
+            m["card"] = card_summary(subj.card)
+        m["probes"] = probe_records(subj, st, langs, strings)
+        m["iia"] = iia_records(subj, langs["dense"], st)
+        m["verdict"] = verdict(subj, m)
+        m["das_sweep"], m["das"] = das_section(subj, langs["dense"], {"stored": [(l,) for l in range(subj.n_layers)]},
+                                               st, st.iia_window, (200, 400))
+        m["verdict"] += f" DAS: {das_sentence(m['das'], 'stored')}."
+        return m
+
+    report["models"] = model_sections(subjects, section, jobs, "flipflop_probe", progress)
     report["comparison"] = comparison(report)
     makers = [lambda folder: report_figures(report, folder, formats)] if figures else []
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together

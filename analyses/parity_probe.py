@@ -35,7 +35,7 @@ from analyses.common import (DASBudget, Subject, best_row, construction_subject,
                              das_sentence, edges_to_bins, language_is, load_subjects, probe_collections, probe_rows,
                              sample_upto, split_strings, strict_by_bin)
 from analyses.figures import length_curves, probe_heatmap, OKABE_ITO
-from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, progress_steps, run_cli,
+from analyses.study import (base_parser, card_summary, end_markdown, finish, fmt, md_table, model_sections, run_cli,
                             save_and_close, settings_from_args, short_site, start)
 from hooks.constructions import parity_signed, parity_nonnegative_witness
 from languages import cli
@@ -228,7 +228,7 @@ def _longest_bin(bins: dict) -> tuple[int, int]:
 
 
 def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = ("png",),
-        progress: bool = True, figures: bool = True) -> dict:
+        progress: bool = True, figures: bool = True, jobs: int = 1) -> dict:
     t0 = start(out)  # --out checked before anything is computed
     language = languages.get("parity")
     subjects, skipped = load_all(names)
@@ -237,23 +237,21 @@ def run(names: Sequence[str], st: Settings, out: Path, formats: Sequence[str] = 
     strings["probe_train"], strings["probe_test"] = split_strings(language, st.probe_train, st.probe_test,
                                                                   st.bins["bin0"], st.seed + 13)
     report: dict[str, Any] = {"study": "parity_probe", "settings": asdict(st), "skipped": skipped, "models": {}}
-    steps = [(s, part) for s in subjects for part in ("accuracy", "witness", "probes", "das")]
-    for subj, part in progress_steps(steps, "parity_probe", progress):
-        m = report["models"].setdefault(subj.name, {"family": subj.family, "n_layers": subj.n_layers,
-                                                    "gate": "signed" if subj.family == "construction" else subj.gate})
-        if part == "accuracy":
-            m.update(accuracy_by_bin(subj, language, {b: strings[b] for b in st.bins}, st))
-            if subj.card:
-                m["card"] = card_summary(subj.card)
-        elif part == "witness":
-            m["witness"] = witness(subj, language, st.T)
-        elif part == "probes":
-            m["probes"] = probe_records(subj, language, st, strings)
-            m["verdict"] = verdict(subj, m)
-        else:
-            m["das_sweep"], m["das"] = das_section(subj, language, {"parity": [(l,) for l in range(subj.n_layers)]},
-                                                   st, st.bins["bin0"], _longest_bin(st.bins))
-            m["verdict"] += f" DAS: {das_sentence(m['das'], 'parity')}."
+    def section(subj: Subject) -> dict:
+        m: dict[str, Any] = {"family": subj.family, "n_layers": subj.n_layers,
+                             "gate": "signed" if subj.family == "construction" else subj.gate}
+        m.update(accuracy_by_bin(subj, language, {b: strings[b] for b in st.bins}, st))
+        if subj.card:
+            m["card"] = card_summary(subj.card)
+        m["witness"] = witness(subj, language, st.T)
+        m["probes"] = probe_records(subj, language, st, strings)
+        m["verdict"] = verdict(subj, m)
+        m["das_sweep"], m["das"] = das_section(subj, language, {"parity": [(l,) for l in range(subj.n_layers)]},
+                                               st, st.bins["bin0"], _longest_bin(st.bins))
+        m["verdict"] += f" DAS: {das_sentence(m['das'], 'parity')}."
+        return m
+
+    report["models"] = model_sections(subjects, section, jobs, "parity_probe", progress)
     makers = [lambda folder: report_figures(report, subjects, language, st, folder, formats)] if figures else []
     return finish(out, report, t0, to_markdown, makers)  # report and figures replace --out together
 

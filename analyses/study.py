@@ -5,12 +5,12 @@ dataclass, a ``run(names, st, out, formats, progress, figures)`` and a ``to_mark
 module holds what they share, so each study holds only its own measurements:
 
 * CLI: :func:`base_parser` (``--model`` repeatable, ``--n``, ``--seed``, ``--out``, ``--format``,
-  ``--quick``, ``--no-progress``, ``--no-figures``), :func:`settings_from_args` (the settings, the
+  ``--quick``, ``--no-progress``, ``--no-figures``, ``--jobs``), :func:`settings_from_args` (the settings, the
   named models checked first), :func:`run_cli` (run, print the report, name the files written),
   :func:`parse_window`, :func:`configure_threads`.
 * The run: :func:`start` (``--out`` checked before anything is computed, threads set),
-  :func:`progress_steps` (the (model, part) loop with a progress bar), :func:`card_summary`,
-  :func:`finish` (figures and report written together).
+  :func:`model_sections` (each model's section of the report, in worker processes with ``--jobs``),
+  :func:`card_summary`, :func:`finish` (figures and report written together).
 * Reports: :func:`fmt`, :func:`md_table`, :func:`short_site`, :func:`finish_report` (run time, peak
   memory), :func:`write_report` (``report.json`` and ``report.md``, each atomically),
   :func:`safe_figures` (a failing figure never loses the report), :func:`save_and_close`;
@@ -20,20 +20,21 @@ module holds what they share, so each study holds only its own measurements:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from analyses.figures import FORMATS, save_figure, short_site  # noqa: F401 (short_site: for the studies)
+from analyses.parallel import default_jobs, run_tasks
 from languages import cli
 from languages.io import StagedDir, atomic_write_json, atomic_write_text, check_writable
 from trained_models.registry import resolve
@@ -73,6 +74,9 @@ def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParse
     ap.add_argument("--quick", action="store_true", help="a smaller, faster pass")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--jobs", type=cli.positive_int, default=default_jobs(),
+                    help="worker processes, one model each, one torch thread each (default %(default)s here; 1: "
+                         "everything in this process); the report is the same for any value")
     return ap
 
 
@@ -101,7 +105,7 @@ def run_cli(args: argparse.Namespace, st: Any, run: Callable[..., dict], default
     ``after(report)``: what the study's own flags add (e.g. an extra table)."""
     out = Path(args.out)
     report = run(args.model or list(default_models), st, out, formats=args.format or ["png"],
-                 progress=not args.no_progress, figures=not args.no_figures)
+                 progress=not args.no_progress, figures=not args.no_figures, jobs=args.jobs)
     print(to_markdown(report))
     print(f"Wrote {out / 'report.json'}, {out / 'report.md'} and {len(report.get('figures', []))} figure files.")
     if after is not None:
@@ -121,13 +125,12 @@ def start(out: str | Path) -> float:
     return t0
 
 
-def progress_steps(steps: Sequence[tuple[Any, str]], desc: str, progress: bool = True) -> Iterator[tuple[Any, str]]:
-    """Yield each ``(subject, part)`` of ``steps`` with a progress bar naming the model and the part."""
-    bar = tqdm(steps, disable=not progress, desc=desc, dynamic_ncols=True)
-    for subject, part in bar:
-        bar.set_postfix_str(f"{subject.name}: {part}")
-        yield subject, part
-    bar.close()
+def model_sections(subjects: Sequence[Any], section: Callable[[Any], dict], jobs: int = 1, desc: str = "",
+                   progress: bool = True) -> dict[str, dict]:
+    """``{subject.name: section(subject)}`` in subject order, each section one task of
+    :func:`analyses.parallel.run_tasks` on ``jobs`` worker processes (``jobs=1``: in this process)."""
+    tasks = [(s.name, functools.partial(section, s)) for s in subjects]
+    return dict(zip([s.name for s in subjects], run_tasks(tasks, jobs=jobs, desc=desc, progress=progress)))
 
 
 def card_summary(card: dict, keys: Sequence[str] = ("train_command", "metrics")) -> dict:

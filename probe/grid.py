@@ -131,6 +131,15 @@ def _labels_like(coll: Collection, var: str, train: Collection) -> np.ndarray:
     return coll.labels[var]
 
 
+def _control_score(kind, Xtr, ctr_tr, Xte, ctr_te, groups, params, seed, probe) -> float:
+    """The control task's held-out score. With few token types the control mapping can give every
+    token the same label; no classifier can be fit then, and the task is solved by that constant:
+    its accuracy is the share of test labels equal to it."""
+    if kind == "classification" and len(np.unique(ctr_tr)) < 2:
+        return float(np.mean(ctr_te == ctr_tr[0]))
+    return float(_fit_score(kind, Xtr, ctr_tr, Xte, ctr_te, groups, params, seed, fixed_from=probe)[1])
+
+
 def _fit_score(kind, Xtr, ytr, Xte, yte, groups, params, seed, fixed_from=None):
     probe = (with_hyperparameters(fixed_from) if fixed_from is not None
              else LinearProbe(kind=kind, random_state=seed, **params))
@@ -201,8 +210,7 @@ def probe_grid(
                 hyper=getattr(probe.probe_, "C_", None) if kind == "classification" else probe.probe_.alpha_,
                 n_train=len(tr), n_test=len(te), **common)
             if "control" in baselines:
-                rec.control = float(_fit_score(kind, Xtr, ctr_tr, Xte, ctr_te, tr.seq_id, params, seed,
-                                               fixed_from=probe)[1])
+                rec.control = _control_score(kind, Xtr, ctr_tr, Xte, ctr_te, tr.seq_id, params, seed, probe)
                 rec.selectivity = float(score - rec.control)
             if random_init is not None and "random_init" in baselines:
                 rtr, rte = random_init

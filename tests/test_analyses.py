@@ -41,10 +41,12 @@ def _check_skipped(report: dict, defaults) -> None:
 
 
 def _run(study, tmp_path_factory, **settings) -> tuple[dict, dict]:
-    """``study.run`` in quick mode on its default models: ``(the report it returned, the one it wrote)``."""
+    """``study.run`` in quick mode on its default models, each model in a worker process (``jobs=2``; the
+    Dyck study's test checks that workers give the in-process report): ``(the report it returned, the one
+    it wrote)``."""
     out = tmp_path_factory.mktemp(study.__name__.rpartition(".")[2])
     returned = study.run(list(study.DEFAULT_MODELS), study.Settings.quick(**settings), out, formats=("png",),
-                         progress=False)
+                         progress=False, jobs=2)
     return returned, _read(out)
 
 
@@ -296,6 +298,11 @@ def test_base_parser_flags():
     assert a.model == ["a", "b"] and a.n == 5 and a.format == ["svg", "pdf"] and a.quick and a.out == "outputs/x"
     with pytest.raises(SystemExit):
         ap.parse_args(["--format", "jpg"])
+    from analyses.parallel import default_jobs
+
+    assert a.jobs == default_jobs() and ap.parse_args(["--jobs", "1"]).jobs == 1
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--jobs", "0"])
     # The description is the docstring's first paragraph, not its first line cut mid-sentence.
     assert base_parser("x", "Where the bit lives, and how\n  reads fail.\n\nMore.", "o").description == \
         "Where the bit lives, and how reads fail."

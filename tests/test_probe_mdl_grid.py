@@ -118,3 +118,19 @@ def test_probe_given_both_kinds(toy_collections):
     clf = probe_given(train, test, "last", "blocks.0.hook_token", given="state")
     assert clf["metric"] == "accuracy" and clf["score"] == 1.0
     assert sum(n for _, n in clf["per_value"].values()) == len(test)
+
+
+def test_a_control_task_with_one_label_scores_as_that_constant(toy_collections):
+    """With few token types the control mapping can give every token the same label (e.g. PARITY's three
+    tokens, a 1-in-4 chance): no classifier can be fit, the control is solved by the constant, and its
+    score is the share of test labels equal to it (the grid used to stop with a one-class error)."""
+    from probe.controls import apply_control, control_mapping
+
+    train, test, _, _ = toy_collections
+    y = train.codes_for("last", train.classes["last"])
+    seed = next(s for s in range(200) if len(set(control_mapping(train.token, y, s).values())) == 1)
+    mapping = control_mapping(train.token, y, seed)
+    want = np.mean(apply_control(test.token, mapping, seed, marginal=y) == next(iter(mapping.values())))
+    (rec,) = probe_grid(train, test, variables=["last"], sites=["blocks.0.hook_counts"], baselines=("control",),
+                        seed=seed, depth_var=None)
+    assert rec.control == pytest.approx(want) and rec.selectivity == pytest.approx(rec.score - want)
