@@ -15,12 +15,12 @@ with the conv windows (2432). Minimum over ``--reps`` timings, one thread; the m
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import torch
 
+from languages import cli
 from probe.das_search import RotatedSubspace
 
 SIZES = ((1024, 1), (1216, 8), (1216, 64), (2432, 8), (2432, 64))
@@ -38,9 +38,10 @@ def step_seconds(dim: int, rank: int, rotation: str, reps: int) -> float:
     return best
 
 
+@cli.cli("python -m benchmarks.das_rotation")
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.das_rotation", description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
+    ap = cli.ArgumentParser(prog="python -m benchmarks.das_rotation", description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=cli.positive_int, default=3, help="timings per size (the minimum is shown)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.2f}; one torch thread; minimum of {args.reps} runs")

@@ -110,7 +110,14 @@ CASES: list[Case] = [
     # the studies
     *[_c(f"analyses.{study}", STUDY, [flag, value], flag) for study in
       ("dyck_probe", "parity_probe", "counter_probe", "flipflop_probe")
-      for flag, value in [("--n", "0"), ("--n", "-4"), ("--model", "nope"), ("--seed", "-1")]],
+      for flag, value in [("--n", "0"), ("--n", "-4"), ("--model", "nope"), ("--seed", "-1"), ("--jobs", "0"),
+                          ("--jobs", "two")]],
+    # analyses.seed_spread
+    _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json", "{tmp}/other.json"], "no-such-report.json"),
+    _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json"], "at least two"),
+    # benchmarks.das_rotation
+    _c("benchmarks.das_rotation", [], ["--reps", "0"], "--reps"),
+    _c("benchmarks.das_rotation", [], ["--reps", "x"], "--reps"),
     _c("analyses.dyck_probe", STUDY, ["--K", "0"], "--K"),
     _c("analyses.dyck_probe", STUDY, ["--h", "-1"], "--h"),
     _c("analyses.dyck_probe", STUDY, ["--lengths", "5:2", "9:20"], "--lengths"),
