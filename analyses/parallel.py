@@ -17,7 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -53,18 +53,19 @@ def run_tasks(tasks: Sequence[tuple[str, Callable[[], Any]]], jobs: int = 1, des
     global _TASKS
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    parallel = jobs > 1 and len(tasks) > 1
+    if parallel and _TASKS:  # checked before the finally below could clear the running pool's tasks
+        raise RuntimeError("run_tasks is not re-entrant: a pool is already running in this process")
     names = [name for name, _ in tasks]
-    bar: Optional[tqdm] = tqdm(total=len(tasks), disable=not progress, desc=desc, dynamic_ncols=True)
+    bar = tqdm(total=len(tasks), disable=not progress, desc=desc, dynamic_ncols=True)
     try:
-        if jobs == 1 or len(tasks) <= 1:
+        if not parallel:
             out = []
             for name, fn in tasks:
                 bar.set_postfix_str(name)
                 out.append(_named(name, fn))
                 bar.update()
             return out
-        if _TASKS:
-            raise RuntimeError("run_tasks is not re-entrant: a pool is already running in this process")
         _TASKS = [fn for _, fn in tasks]
         results: dict[int, Any] = {}
         ctx = multiprocessing.get_context("fork")
@@ -83,7 +84,8 @@ def run_tasks(tasks: Sequence[tuple[str, Callable[[], Any]]], jobs: int = 1, des
                 raise
         return [results[i] for i in range(len(tasks))]
     finally:
-        _TASKS = []
+        if parallel:
+            _TASKS = []
         bar.close()
 
 
