@@ -21,7 +21,7 @@ Public API
   and a ``dev`` split drawn last from the training window, disjoint from all of them).
 * :mod:`languages.paper` -- the paper's windows (every suite language's ``default_bins``) and sizes.
 * Options: ``get("tomita3", targets="paper")``, ``get("zot", targets="paper")`` (the original
-  repository's targets, see :mod:`languages.regular`); ``get("shuffle4", sampler="interleave")``
+  repository's targets, see :mod:`languages.regular`; :data:`TARGETS`, :data:`WITH_PAPER_TARGETS`); ``get("shuffle4", sampler="interleave")``
   (general interleavings; the default ``"nested"`` draws the paper's properly nested strings).
 
 The paper's suite (README, "The languages"; definitions and judgment calls in the docstrings of :mod:`languages.regular`,
@@ -54,9 +54,10 @@ from .counter import COUNTER_FACTORIES
 from .dfa import DFA, explore
 from .dyck import Dyck
 from .flipflop import FlipFlop
-from .regular import REGULAR_FACTORIES
+from .regular import REGULAR_FACTORIES, TARGETS, WITH_PAPER_TARGETS
 
-__all__ = ["END", "Language", "DFA", "names", "get", "explore", "datasets", "REGULAR", "COUNTER"]
+__all__ = ["END", "Language", "DFA", "names", "get", "explore", "datasets", "REGULAR", "COUNTER", "TARGETS",
+           "WITH_PAPER_TARGETS"]
 
 _ORDER = [
     "tomita1", "tomita2", "tomita3", "tomita4", "tomita5", "tomita6", "tomita7",

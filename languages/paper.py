@@ -29,10 +29,17 @@ length 512 (train and both test distributions); Dyck(8, 10) trains on lengths up
 
 ``PAPER_SIZES[name] = (training_size, test_size)`` from the configs: the sizes the suite uses at its
 largest budget (a smaller budget takes the smaller of the two).
+
+The stored data themselves: :func:`read_stored` reads a file of a clone (or bare mirror) of the paper's
+repository, :func:`stored_split` one split of one language (:data:`STORED_DIRS`, :data:`STORED_SPLITS`).
 """
 from __future__ import annotations
 
-__all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes"]
+import subprocess
+from pathlib import Path
+
+__all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes",
+           "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split"]
 
 
 def _windows(rule: str, lo: int, hi: int, inc: int, n_bins: int, scale: int = 1) -> dict[str, tuple[int, int]]:
@@ -115,3 +122,42 @@ def paper_sizes(name: str, n_train: int, n_test: int) -> tuple[int, int]:
     requests unchanged for a language without a paper config)."""
     tr, te = PAPER_SIZES.get(name, (n_train, n_test))
     return min(int(n_train), tr), min(int(n_test), te)
+
+
+# --------------------------------------------------------------------------- the stored data sets
+
+# our name -> the folder under generated_ds/
+STORED_DIRS = {
+    "tomita1": "Tomita-1", "tomita2": "Tomita-2", "tomita3": "Tomita-3", "tomita4": "Tomita-4", "tomita5": "Tomita-5",
+    "tomita6": "Tomita-6", "tomita7": "Tomita-7", "d2": "D-2", "d3": "D-3", "d4": "D-4", "d12": "D-12",
+    "abcde": "AAStarBBStarCCStarDDStarEEStar", "ab_d_bc": "ABStar_D_BCStar", "zot": "012Star_0_2Star",
+    "parity": "Parity", "aa_star": "AAStar", "aaaa_star": "AAAAStar", "abab_star": "ABABStar", "dyck1": "Dyck1",
+    "shuffle2": "Shuffle2", "shuffle4": "Shuffle4", "shuffle6": "Shuffle6", "boolean3": "Boolean3",
+    "boolean5": "Boolean5", "anbn": "anbn", "anbncn": "anbncn", "anbncndn": "anbncndn"}
+# split -> (strings file, targets file)
+STORED_SPLITS = {"train": ("train_src", "train_tgt"), "bin0": ("val_src_bin0", "val_tgt_bin0"),
+                 "bin1": ("val_src_bin1", "val_tgt_bin1"), "bin2": ("val_src_bin2", "val_tgt_bin2")}
+
+
+def read_stored(repo: str | Path, path: str, *, missing_ok: bool = False) -> list[str]:
+    """The lines of ``path`` in the paper's repository at ``repo`` (a clone or a bare mirror; read at its
+    ``HEAD`` with ``git show``). A missing repository is an error that names it; so is a missing file,
+    unless ``missing_ok`` (then: no lines)."""
+    proc = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True)
+    if proc.returncode and missing_ok and "does not exist in 'HEAD'" in proc.stderr:
+        return []
+    if proc.returncode:
+        raise FileNotFoundError(f"cannot read {path} from the paper's repository at {repo}: "
+                                f"{proc.stderr.strip() or 'git failed'}")
+    rows = proc.stdout.split("\n")
+    return rows[:-1] if rows and rows[-1] == "" else rows
+
+
+def stored_split(repo: str | Path, name: str, split: str, what: str = "src") -> list[str]:
+    """One stored split of language ``name`` (``split`` in :data:`STORED_SPLITS`): its strings
+    (``what="src"``) or its target lines (``"tgt"``)."""
+    if name not in STORED_DIRS:
+        raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
+    if split not in STORED_SPLITS or what not in ("src", "tgt"):
+        raise ValueError(f"split must be one of {tuple(STORED_SPLITS)} and what 'src' or 'tgt', got {split!r}, {what!r}")
+    return read_stored(repo, f"generated_ds/{STORED_DIRS[name]}/{STORED_SPLITS[split][what == 'tgt']}.txt")

@@ -63,9 +63,10 @@ import numpy as np
 from .dfa import DFA, explore, explore_spec
 from .paper import PAPER_WINDOWS
 
-__all__ = ["REGULAR_FACTORIES", "DnLanguage", "PaperTargetsDFA", "tomita3_anywhere", "TARGETS"]
+__all__ = ["REGULAR_FACTORIES", "DnLanguage", "PaperTargetsDFA", "tomita3_anywhere", "TARGETS", "WITH_PAPER_TARGETS"]
 
 TARGETS = ("correct", "paper")
+WITH_PAPER_TARGETS = ("tomita3", "zot")  # the languages that take ``targets=`` (the original's differ)
 
 
 def _check_targets(targets: str) -> str:

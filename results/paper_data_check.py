@@ -13,30 +13,13 @@ two target checks: ``languages.get(name, targets="paper")`` against the stored T
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import languages  # noqa: E402
-
-DIRS = {"tomita1": "Tomita-1", "tomita2": "Tomita-2", "tomita3": "Tomita-3", "tomita4": "Tomita-4",
-        "tomita5": "Tomita-5", "tomita6": "Tomita-6", "tomita7": "Tomita-7", "d2": "D-2", "d3": "D-3", "d4": "D-4",
-        "d12": "D-12", "abcde": "AAStarBBStarCCStarDDStarEEStar", "ab_d_bc": "ABStar_D_BCStar",
-        "zot": "012Star_0_2Star", "parity": "Parity", "aa_star": "AAStar", "aaaa_star": "AAAAStar",
-        "abab_star": "ABABStar", "dyck1": "Dyck1", "shuffle2": "Shuffle2", "shuffle4": "Shuffle4",
-        "shuffle6": "Shuffle6", "boolean3": "Boolean3", "boolean5": "Boolean5", "anbn": "anbn", "anbncn": "anbncn",
-        "anbncndn": "anbncndn"}
-SPLITS = {"train": ("train_src", "train_tgt"), "bin0": ("val_src_bin0", "val_tgt_bin0"),
-          "bin1": ("val_src_bin1", "val_tgt_bin1"), "bin2": ("val_src_bin2", "val_tgt_bin2")}
-
-
-def read(repo: str, path: str) -> list[str]:
-    out = subprocess.run(["git", "-C", repo, "show", f"HEAD:{path}"], capture_output=True, text=True).stdout
-    rows = out.split("\n")
-    return rows[:-1] if rows and rows[-1] == "" else rows
-
+from languages.paper import STORED_DIRS as DIRS, STORED_SPLITS as SPLITS, read_stored as read, stored_split  # noqa: E402
 
 def nested(s: str, pairs) -> bool:
     stack, opener = [], {c: o for o, c in pairs}
@@ -55,7 +38,7 @@ def main(repo: str) -> None:
         train = set(read(repo, f"generated_ds/{d}/train_src.txt"))
         cells = []
         for split, (src, _) in SPLITS.items():
-            ss = read(repo, f"generated_ds/{d}/{src}.txt")
+            ss = read(repo, f"generated_ds/{d}/{src}.txt", missing_ok=True)
             if not ss:
                 continue
             cell = (f"{split} n={len(ss)} distinct={len(set(ss))} non-members={sum(not lang.accepts(x) for x in ss)} "
@@ -69,13 +52,14 @@ def main(repo: str) -> None:
     from languages.regular import tomita3_anywhere
 
     aw = tomita3_anywhere()
-    t3 = [x for split in ("train", "bin0", "bin1") for x in read(repo, f"generated_ds/Tomita-3/{SPLITS[split][0]}.txt")]
+    t3 = [x for split in ("train", "bin0", "bin1") for x in stored_split(repo, "tomita3", split)]
     print(f"tomita3: {len(t3)} stored strings; rejected by the 'anywhere' reading: {sum(not aw.accepts(x) for x in t3)}")
     for name, d in (("tomita3", "Tomita-3"), ("zot", "012Star_0_2Star")):
         paper = languages.get(name, targets="paper")
         total = affected = mismatched = 0
         for split, (src, tgt) in SPLITS.items():
-            for s, t in zip(read(repo, f"generated_ds/{d}/{src}.txt"), read(repo, f"generated_ds/{d}/{tgt}.txt")):
+            for s, t in zip(read(repo, f"generated_ds/{d}/{src}.txt", missing_ok=True),
+                            read(repo, f"generated_ds/{d}/{tgt}.txt", missing_ok=True)):
                 total += 1
                 rows = paper.allowed_matrix(s)[1:]  # the original has a target after each symbol only
                 if name == "tomita3":  # two bits a position: may 0 follow, may 1 follow

@@ -81,6 +81,8 @@ CASES: list[Case] = [
     _c(T, TRAIN_NO_WINDOW, ["--min-len", "5"], "--min-len"),
     _c(T, TRAIN[:-2], ["--out", ""], "--out"),
     _c(T, TRAIN, ["--finish"], "--finish"),
+    _c(T, TRAIN, ["--targets", "paper"], "--targets"),  # dyck has no other targets
+    _c(T, TRAIN, ["--targets", "mine"], "--targets"),
     _c(T, TRAIN, ["--dt-init", "0.1", "0"], "--dt-init"),
     _c(T, TRAIN[:-2], ["--out", "{run}"], "--out"),  # a folder holding a run, without --resume/--force
     _c(T, TRAIN[:-2], ["--resume", "--force", "--out", "{run}"], "--resume"),
@@ -112,6 +114,8 @@ CASES: list[Case] = [
       ("dyck_probe", "parity_probe", "counter_probe", "flipflop_probe")
       for flag, value in [("--n", "0"), ("--n", "-4"), ("--model", "nope"), ("--seed", "-1"), ("--jobs", "0"),
                           ("--jobs", "two")]],
+    # analyses.tomita3_targets
+    _c("analyses.tomita3_targets", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/t3.md"], "no trained runs"),
     # analyses.seed_spread
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json", "{tmp}/other.json"], "no-such-report.json"),
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json"], "at least two"),

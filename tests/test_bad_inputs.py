@@ -29,7 +29,8 @@ def test_every_cli_is_in_the_table():
     assert modules >= {"trained_models.train", "trained_models.evaluate", "trained_models.suite",
                        "trained_models.recipes", "analyses.dyck_probe", "analyses.parity_probe",
                        "analyses.counter_probe", "analyses.flipflop_probe", "analyses.dyck_steering",
-                       "hooks.constructions", "languages", "analyses.seed_spread", "benchmarks.das_rotation"}
+                       "hooks.constructions", "languages", "analyses.seed_spread", "benchmarks.das_rotation",
+                       "analyses.tomita3_targets"}
 
 
 @pytest.mark.parametrize("label,call", bad_inputs._api_cases(), ids=[c[0] for c in bad_inputs._api_cases()])

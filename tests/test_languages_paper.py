@@ -146,6 +146,18 @@ def test_targets_option_is_checked():
         languages.get("parity", targets="paper")
 
 
+def test_with_paper_targets_lists_exactly_the_languages_that_take_the_option():
+    takes = []
+    for name in languages.names():
+        try:
+            lang = languages.get(name, targets="paper")
+        except ValueError:
+            continue
+        assert lang.params == {"targets": "paper"}
+        takes.append(name)
+    assert tuple(takes) == languages.WITH_PAPER_TARGETS
+
+
 # --------------------------------------------------------------------------- Shuffle-k samplers
 
 

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--p", type=cli.probability, nargs="+",
                     help="flip-flop: probability of the ignore instruction (several: a mixture, one p drawn per "
                          "string); boolean3/5: the sampler's operator probability")
+    ap.add_argument("--targets", choices=languages.TARGETS,
+                    help="tomita3, zot: 'paper' trains on the original repository's per-position targets, which "
+                         "differ from the exact allowed-next sets (default 'correct'; see languages.regular)")
     ap.add_argument("--model", choices=("mamba", "mamba2", "transformer"), default="mamba")
     ap.add_argument("--layers", type=cli.positive_int, default=2)
     ap.add_argument("--d-model", type=cli.positive_int, default=32)
@@ -114,6 +117,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     params = {k: getattr(args, k) for k in ("K", "h") if getattr(args, k) is not None}
     if args.p is not None:
         params["p"] = args.p[0] if len(args.p) == 1 else list(args.p)
+    if args.targets is not None:
+        if args.language not in languages.WITH_PAPER_TARGETS:
+            raise cli.UsageError(f"--targets applies to {', '.join(languages.WITH_PAPER_TARGETS)} only (the languages "
+                                 f"whose original targets differ from ours), not --language {args.language}")
+        params["targets"] = args.targets
     window = None
     if args.min_len is not None or args.max_len is not None:
         if args.min_len is None or args.max_len is None:
