@@ -33,13 +33,11 @@ import torch
 
 import languages
 from analyses.study import md_table
-from hooks.metrics import strict_correct
 from languages import cli
-from languages.datasets import encode_batch
 from languages.io import atomic_write_text
 from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
-from trained_models.evaluate import TorchBatch
+from trained_models.evaluate import strict_per_string
 from trained_models.registry import load
 
 LANGUAGE = "tomita3"
@@ -61,19 +59,6 @@ def parity_span(s: str, targets: str = "correct") -> int:
         if zeros or targets == "paper":
             span = max(span, len(ones), len(zeros) if len(ones) % 2 else 0)
     return span
-
-
-@torch.no_grad()
-def string_correct(model: torch.nn.Module, language: Any, strings: Sequence[str], *, decode: str = "sigmoid",
-                   batch_size: int = 64) -> np.ndarray:
-    """Per string, in the given order: is the allowed-next set right at every position (strict)?"""
-    out = np.zeros(len(strings), dtype=bool)
-    for k in range(0, len(strings), batch_size):
-        tb = TorchBatch.from_batch(encode_batch(language, list(strings[k:k + batch_size])))
-        logits = model(tb.tokens)
-        logits = logits[0] if isinstance(logits, tuple) else logits
-        out[k:k + batch_size] = strict_correct(logits, tb, decode).numpy()
-    return out
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -98,14 +83,14 @@ def measure_run(run_dir: Path, stored: Optional[dict[str, list[str]]] = None) ->
     for b in ("bin0", "bin1"):
         strings = splits[b]
         for t, lang in langs.items():
-            ok = string_correct(model, lang, strings, decode=cfg.decode)
+            ok = strict_per_string(model, lang, strings, decode=cfg.decode)
             res["strict"][(t, b)] = float(ok.mean())
             if t == trained_on:
                 res["ok"][b] = ok
         res["spans"][b] = np.array([parity_span(s, trained_on) for s in strings])
         for t, lang in langs.items():
             if stored:
-                res["stored"][(t, b)] = float(string_correct(model, lang, stored[b], decode=cfg.decode).mean())
+                res["stored"][(t, b)] = float(strict_per_string(model, lang, stored[b], decode=cfg.decode).mean())
     return res
 
 

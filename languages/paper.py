@@ -153,11 +153,12 @@ def read_stored(repo: str | Path, path: str, *, missing_ok: bool = False) -> lis
     return rows[:-1] if rows and rows[-1] == "" else rows
 
 
-def stored_split(repo: str | Path, name: str, split: str, what: str = "src") -> list[str]:
+def stored_split(repo: str | Path, name: str, split: str, what: str = "src", *, missing_ok: bool = False) -> list[str]:
     """One stored split of language ``name`` (``split`` in :data:`STORED_SPLITS`): its strings
-    (``what="src"``) or its target lines (``"tgt"``)."""
+    (``what="src"``) or its target lines (``"tgt"``); ``missing_ok``: no lines where the split is not stored."""
     if name not in STORED_DIRS:
         raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
     if split not in STORED_SPLITS or what not in ("src", "tgt"):
         raise ValueError(f"split must be one of {tuple(STORED_SPLITS)} and what 'src' or 'tgt', got {split!r}, {what!r}")
-    return read_stored(repo, f"generated_ds/{STORED_DIRS[name]}/{STORED_SPLITS[split][what == 'tgt']}.txt")
+    return read_stored(repo, f"generated_ds/{STORED_DIRS[name]}/{STORED_SPLITS[split][what == 'tgt']}.txt",
+                       missing_ok=missing_ok)

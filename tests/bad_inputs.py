@@ -83,6 +83,9 @@ CASES: list[Case] = [
     _c(T, TRAIN, ["--finish"], "--finish"),
     _c(T, TRAIN, ["--targets", "paper"], "--targets"),  # dyck has no other targets
     _c(T, TRAIN, ["--targets", "mine"], "--targets"),
+    _c(T, TRAIN, ["--paper-data", "{tmp}/no-repo"], "stores no data for 'dyck'"),
+    _c(T, ["--language", "d2", "--n-train", "8", "--out", "{tmp}/train_out"], ["--paper-data", "{tmp}/no-repo"],
+       "no-repo"),
     _c(T, TRAIN, ["--dt-init", "0.1", "0"], "--dt-init"),
     _c(T, TRAIN[:-2], ["--out", "{run}"], "--out"),  # a folder holding a run, without --resume/--force
     _c(T, TRAIN[:-2], ["--resume", "--force", "--out", "{run}"], "--resume"),
@@ -94,6 +97,7 @@ CASES: list[Case] = [
     _c(E, EVAL, ["--min-len", "10", "--max-len", "5"], "--min-len"),
     _c(E, EVAL, ["--min-len", "5"], "--min-len"),
     _c(E, ["--model", "nope"], [], "--model"),
+    _c(E, EVAL, ["--paper-data", "{tmp}/no-repo"], "no-repo"),
     _c(E, ["--model", SHIPPED_DYCK1, "--n", "1000000000"], [], "--n"),
     *[_c(E, ["--model", "{damaged:%s}" % kind, "--n", "4"], [], what) for kind, what in [
         ("flipped_bytes", "model.safetensors"), ("nan_weights", "model.safetensors"),

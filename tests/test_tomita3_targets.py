@@ -3,13 +3,13 @@ target sets agrees with what training measured on its own targets."""
 from __future__ import annotations
 
 import itertools
-import subprocess
 
 import numpy as np
 import pytest
 
 import languages
 from analyses import tomita3_targets as t3
+from _paper_repo import fake_paper_repo
 from trained_models.train import main as train_main
 
 
@@ -83,28 +83,16 @@ def test_cli_writes_the_report(two_runs, capsys):
     assert "no trained runs" in capsys.readouterr().err
 
 
-def test_string_correct_is_in_the_given_order(two_runs):
+def test_strict_per_string_is_in_the_given_order_and_averages_to_strict_accuracy(two_runs):
+    from trained_models.evaluate import evaluate_strings, strict_per_string
     from trained_models.registry import load
     model, _ = load(two_runs / "runs" / "correct")
     lang = languages.get("tomita3")
     strings = lang.sample(40, 1, 30, seed=3)
-    ok = t3.string_correct(model, lang, strings, batch_size=7)
-    rev = t3.string_correct(model, lang, strings[::-1], batch_size=5)
-    assert np.array_equal(ok, rev[::-1])
-
-
-def _fake_paper_repo(root, splits):
-    """A git repository laid out like the paper's, holding the given Tomita-3 splits."""
-    folder = root / "generated_ds" / "Tomita-3"
-    folder.mkdir(parents=True)
-    names = {"train": "train_src", "bin0": "val_src_bin0", "bin1": "val_src_bin1"}
-    for split, strings in splits.items():
-        (folder / f"{names[split]}.txt").write_text("".join(s + "\n" for s in strings))
-    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(git + ["add", "-A"], check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "data"], check=True)
-    return root
+    ok = strict_per_string(model, lang, strings, batch_size=7)
+    rev = strict_per_string(model, lang, strings[::-1], batch_size=5)
+    assert np.array_equal(ok, rev[::-1]) and 0 < ok.mean() < 1
+    assert ok.mean() == pytest.approx(evaluate_strings(model, lang, strings)["strict_accuracy"])
 
 
 def test_paper_data_scores_the_stored_strings(two_runs):
@@ -112,7 +100,7 @@ def test_paper_data_scores_the_stored_strings(two_runs):
     counts every stored string once per target set."""
     r = t3.measure_run(two_runs / "runs" / "correct")
     stored = {"train": r["data"]["train"][:30], "bin0": r["data"]["bin0"], "bin1": r["data"]["bin1"]}
-    repo = _fake_paper_repo(two_runs / "paper_repo", stored)
+    repo = fake_paper_repo(two_runs / "paper_repo", "tomita3", stored)
     out = two_runs / "with_paper.md"
     assert t3.main(["--runs", str(two_runs / "runs"), "--paper-data", str(repo), "--out", str(out)]) == 0
     again = t3.measure_run(two_runs / "runs" / "correct", stored)

@@ -12,7 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
+
 from languages.datasets import make_splits
+from languages.paper import stored_split
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
@@ -78,6 +81,7 @@ class TrainConfig:
     test_windows: Optional[dict[str, tuple[int, int]]] = None
     threads: int = 2
     init_from: Optional[str] = None  # initial weights: a run directory or a shipped name (fine-tuning)
+    paper_data: Optional[str] = None  # a clone of the paper's repository: its stored strings (stored_splits)
 
     def __post_init__(self) -> None:
         if self.model not in FAMILIES:
@@ -154,10 +158,43 @@ def resolve_windows(cfg: TrainConfig, language: Any) -> tuple[tuple[int, int], d
 
 
 def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
-    """The run's splits (train, the test bins, dev), deterministic for its seed."""
+    """The run's splits (train, the test bins, dev), deterministic for its seed (``cfg.paper_data``: the
+    paper's stored strings, :func:`stored_splits`)."""
+    if cfg.paper_data:
+        return stored_splits(cfg, language)
     train, tests = resolve_windows(cfg, language)
     bins = {"train": train, **tests}
     # dev (early stopping) is drawn last from the training window, disjoint from train and every test
     # bin. Small windows (a^n b^n, Tomita 1) hold fewer strings than asked: take what there is.
     return make_splits(language, cfg.n_train, cfg.n_test, cfg.seed, bins=bins, n_dev=cfg.n_dev,
                        allow_fewer=True)
+
+
+def stored_splits(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
+    """The run's splits from the paper's stored data sets (``cfg.paper_data``: a clone or mirror of its
+    repository; :func:`languages.paper.stored_split`) instead of our sampler, to tell what a result owes to
+    the strings the paper's generators draw.
+
+    Test bins: up to ``n_test`` of each stored bin (a seeded subset, in stored order). Dev: ``n_dev``
+    distinct stored training strings that are in no stored test bin. Train: up to ``n_train`` of the other
+    stored training strings (a seeded subset; the stored duplicates kept) that are in no test bin either, so
+    bin0 stays held out (the paper's Tomita files share some bin0 strings with train). Every string must be
+    a member of ``language``."""
+    rng = np.random.default_rng(cfg.seed)
+
+    def subset(xs: list[str], n: int) -> list[str]:
+        return [xs[i] for i in sorted(rng.permutation(len(xs))[:n])]
+
+    stored = {split: stored_split(cfg.paper_data, language.name, split, missing_ok=split == "bin2")
+              for split in ("train", "bin0", "bin1", "bin2")}
+    for split, strings in stored.items():
+        bad = next((i for i, x in enumerate(strings) if not language.accepts(x)), None)
+        if bad is not None:
+            raise ValueError(f"paper_data: stored {split} string {bad} ({strings[bad][:40]!r}) is not a member of "
+                             f"{language.name}")
+    held = {x for split in ("bin0", "bin1", "bin2") for x in stored[split]}
+    tests = {split: subset(stored[split], cfg.n_test) for split in ("bin0", "bin1", "bin2") if stored[split]}
+    dev = subset(sorted(set(stored["train"]) - held), cfg.n_dev)
+    out = set(dev) | held
+    train = subset([x for x in stored["train"] if x not in out], cfg.n_train)
+    return {"train": train, **tests, "dev": dev}

@@ -11,6 +11,11 @@ CLI::
     python -m trained_models.evaluate --model dyck8-10-mamba-2l --min-len 701 --max-len 1400 --n 500
     python -m trained_models.evaluate --model construction:dyck --language dyck --K 8 --h 10 --json
     python -m trained_models.evaluate --model parity-mamba-signed --held-out-bin0
+    python -m trained_models.evaluate --model runs/suite/medium/d12/mamba-2l --paper-data PATH_TO_ssm_expressivity
+
+``--paper-data`` scores the model on the paper's *stored* test strings of its language (every stored bin;
+:func:`languages.paper.stored_split`) instead of freshly sampled ones: the paper's generators draw strings
+unlike our sampler does (``results/paper_data.md``), so the two show how much a number owes to the data.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ import numpy as np
 import torch
 
 from hooks.metrics import CLOSE_THRESHOLD, SOFTMAX_THRESHOLD, MetricAccumulator, describe, output_probs  # noqa: F401 (re-exported)
+from hooks.metrics import strict_correct
 import languages
 from languages import cli
 from languages.base import check_fits
 from languages.datasets import Vocab, encode_batch, make_splits
+from languages.paper import STORED_DIRS, stored_split
 from trained_models.config import TrainConfig, make_data
 from trained_models.registry import load, load_any
 
@@ -85,6 +92,24 @@ def evaluate_strings(
     finally:
         model.train(was_training)
     return acc.result()
+
+
+@torch.no_grad()
+def strict_per_string(model: torch.nn.Module, language: Any, strings: Sequence[str], *, decode: str = "sigmoid",
+                      batch_size: int = 64, vocab: Any = None) -> np.ndarray:
+    """Per string, in the given order: is the allowed-next set right at every position? (Its mean is
+    :func:`evaluate_strings`' strict accuracy; this keeps which strings failed, to break a score down.)"""
+    vocab = vocab or Vocab(language.alphabet)
+    out = np.zeros(len(strings), dtype=bool)
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(0, len(strings), batch_size):
+            tb = TorchBatch.from_batch(encode_batch(language, list(strings[k:k + batch_size]), vocab))
+            out[k:k + batch_size] = strict_correct(_logits(model(tb.tokens)), tb, decode).numpy()
+    finally:
+        model.train(was_training)
+    return out
 
 
 def _logits(out: Any) -> torch.Tensor:
@@ -237,6 +262,23 @@ def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
     return language
 
 
+def stored_bins(repo: str, language: Any) -> dict[str, list[str]]:
+    """The paper's stored test bins of ``language`` (bin0, bin1 and bin2 where stored). A stored string that is
+    not a member of ours is an error that names it (the paper's data are all members: ``results/paper_data.md``)."""
+    if language.name not in STORED_DIRS:
+        raise cli.UsageError(f"--paper-data: the paper stores no data for {language.name}")
+    bins = {}
+    for split in ("bin0", "bin1", "bin2"):
+        strings = stored_split(repo, language.name, split, missing_ok=split == "bin2")
+        bad = next(((i, s) for i, s in enumerate(strings) if not language.accepts(s)), None)
+        if bad is not None:
+            raise ValueError(f"--paper-data: stored {split} string {bad[0]} ({bad[1][:40]!r}) is not a member of "
+                             f"{language.name}")
+        if strings:
+            bins[split] = strings
+    return bins
+
+
 def _windows(args: argparse.Namespace, language: Any) -> dict[str, tuple[int, int]]:
     if args.min_len is not None or args.max_len is not None:
         if args.min_len is None or args.max_len is None:
@@ -268,6 +310,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-verify", action="store_true",
                     help="load weights whose sha256 differs from the card's, or that hold NaN/inf (edited on purpose)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--paper-data", metavar="REPO",
+                    help="score on the paper's stored test bins of the language (REPO: a clone or mirror of "
+                         "lacoco-lab/ssm_expressivity) instead of sampled strings")
     ap.add_argument("--held-out-bin0", action="store_true",
                     help="re-measure a trained model's bin0 on strings outside its train and dev sets "
                          "(rebuilt from its card), with a 95%% interval, beside the card's figure")
@@ -289,13 +334,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise cli.UsageError(f"--model {args.model}: {cli.one_line(e)}") from e
     language = _language_from_args(args, card)
     decode = (card or {}).get("decode", "sigmoid")
-    windows = _windows(args, language)
-    for lo, hi in windows.values():
-        check_fits(args.n, lo, hi, what="--n")
     results: dict[str, Any] = {}
-    for name, (lo, hi) in windows.items():
-        strings = language.sample(args.n, lo, hi, seed=args.seed)
-        results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
+    if args.paper_data:
+        for name, strings in stored_bins(args.paper_data, language).items():
+            results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
+    else:
+        windows = _windows(args, language)
+        for lo, hi in windows.values():
+            check_fits(args.n, lo, hi, what="--n")
+        for name, (lo, hi) in windows.items():
+            strings = language.sample(args.n, lo, hi, seed=args.seed)
+            results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
     if language.name == "flipflop" and args.min_len is None:
         for p in (0.8, 0.98):
             lang = languages.get("flipflop", p=p)

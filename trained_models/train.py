@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=cli.positive_int, default=2)
     ap.add_argument("--out", required=True, type=cli.out_dir,
                     help="run folder; refused if it holds a run, unless --resume or --force")
+    ap.add_argument("--paper-data", metavar="REPO",
+                    help="train, stop early and test on the paper's stored strings of the language (REPO: a clone "
+                         "or mirror of lacoco-lab/ssm_expressivity) instead of sampled ones; sizes capped by "
+                         "--n-train/--n-dev/--n-test")
     ap.add_argument("--init-from", metavar="RUN_OR_NAME",
                     help="start from these weights (a run directory or a shipped name; same architecture), "
                          "with a fresh optimiser and schedule: e.g. fine-tune on longer strings")
@@ -144,7 +148,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         language=args.language, language_params=params, model=args.model, layers=args.layers,
         d_model=args.d_model, d_state=args.d_state, expand=args.expand, gate=args.gate, headdim=args.headdim,
-        dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from,
+        dt_init=tuple(args.dt_init) if args.dt_init else None, init_from=args.init_from, paper_data=args.paper_data,
         n_heads=args.n_heads, pos_encoding=args.pos_encoding, seed=args.seed, loss=args.loss, lr=args.lr,
         weight_decay=args.weight_decay, decay=args.decay, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, max_minutes=args.max_minutes, max_cpu_minutes=args.max_cpu_minutes, warmup_steps=args.warmup_steps,

@@ -1,0 +1,92 @@
+"""Training and evaluating on the paper's stored strings (``--paper-data``): the splits
+(:func:`trained_models.config.stored_splits`), a run trained on them, and evaluation on the stored bins."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import languages
+from _paper_repo import fake_paper_repo
+from trained_models.config import TrainConfig, make_data
+from trained_models.evaluate import evaluate_strings, main as evaluate_main
+from trained_models.registry import load
+from trained_models.train import main as train_main
+
+LANG = "d2"
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """Stored D_2 splits with the paper's quirks: duplicates in train, train strings also in bin0."""
+    lang = languages.get(LANG)
+    bin0 = lang.sample(30, 2, 20, seed=1)
+    bin1 = lang.sample(20, 22, 30, seed=2)
+    pool = lang.sample(60, 2, 20, seed=3)
+    train = pool + pool[:10] + bin0[:5]  # 10 duplicates, 5 strings leaked from bin0
+    splits = {"train": train, "bin0": bin0, "bin1": bin1}
+    return fake_paper_repo(tmp_path_factory.mktemp("paper"), LANG, splits), splits
+
+
+def _cfg(repo, **kw):
+    base = dict(language=LANG, n_train=40, n_dev=8, n_test=12, seed=0, paper_data=str(repo))
+    return TrainConfig(**{**base, **kw})
+
+
+def test_stored_splits_are_disjoint_capped_and_seeded(stored):
+    repo, splits = stored
+    sp = make_data(_cfg(repo), languages.get(LANG))
+    assert set(sp) == {"train", "dev", "bin0", "bin1"}
+    assert len(sp["train"]) == 40 and len(sp["dev"]) == 8 and len(sp["bin0"]) == len(sp["bin1"]) == 12
+    held = set(splits["bin0"]) | set(splits["bin1"])
+    assert not set(sp["train"]) & held and not set(sp["dev"]) & held  # bin0 stays held out
+    assert not set(sp["train"]) & set(sp["dev"]) and len(set(sp["dev"])) == 8
+    assert set(sp["train"]) <= set(splits["train"]) and set(sp["bin0"]) <= set(splits["bin0"])
+    order = {s: i for i, s in enumerate(splits["bin1"])}
+    assert [order[s] for s in sp["bin1"]] == sorted(order[s] for s in sp["bin1"])  # stored order kept
+    assert make_data(_cfg(repo), languages.get(LANG)) == sp
+    other = make_data(_cfg(repo, seed=1), languages.get(LANG))
+    assert other["dev"] != sp["dev"]
+    everything = make_data(_cfg(repo, n_train=10**6, n_test=10**6), languages.get(LANG))
+    assert everything["bin0"] == splits["bin0"]
+    # every other stored training string stays, in stored order, the duplicates too
+    kept = [x for x in splits["train"] if x not in held and x not in everything["dev"]]
+    assert everything["train"] == kept and len(kept) > len(set(kept))
+
+
+def test_a_stored_string_outside_the_language_is_named(tmp_path):
+    repo = fake_paper_repo(tmp_path / "bad", LANG, {"train": ["ab", "ba"], "bin0": ["ab"], "bin1": ["aabb"]})
+    with pytest.raises(ValueError, match=r"train string 1 \('ba'\) is not a member of d2"):
+        make_data(_cfg(repo), languages.get(LANG))
+
+
+def test_train_and_evaluate_on_the_stored_strings(stored, tmp_path):
+    repo, splits = stored
+    out = tmp_path / "run"
+    argv = ["--language", LANG, "--layers", "1", "--d-model", "8", "--d-state", "4", "--n-train", "40", "--n-dev",
+            "8", "--n-test", "12", "--batch-size", "8", "--epochs", "2", "--warmup-steps", "1", "--threads", "1",
+            "--no-progress", "--paper-data", str(repo), "--out", str(out)]
+    assert train_main(argv) == 0
+    saved = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+    assert saved.paper_data == str(repo)
+    card = json.loads((out / "card.json").read_text())
+    assert card["metrics"]["bin0"]["n"] == 12 and card["metrics"]["bin1"]["n"] == 12
+    assert train_main(argv[:-2] + ["--resume", "--out", str(out)]) == 0  # the saved config matches
+
+
+def test_evaluate_paper_data_scores_every_stored_string(stored, tmp_path, capsys):
+    repo, splits = stored
+    out = tmp_path / "run"
+    assert train_main(["--language", LANG, "--layers", "1", "--d-model", "8", "--d-state", "4", "--n-train", "32",
+                       "--n-dev", "8", "--n-test", "8", "--batch-size", "8", "--epochs", "1", "--min-len", "2",
+                       "--max-len", "20", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(out), "--paper-data", str(repo), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    model, _ = load(out)
+    lang = languages.get(LANG)
+    for b in ("bin0", "bin1"):
+        assert got["bins"][b]["n"] == len(splits[b])
+        assert got["bins"][b]["strict_accuracy"] == pytest.approx(
+            evaluate_strings(model, lang, splits[b])["strict_accuracy"])
+    assert evaluate_main(["--model", str(out), "--paper-data", str(tmp_path / "nowhere")]) == 2
