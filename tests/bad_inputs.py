@@ -120,6 +120,8 @@ CASES: list[Case] = [
                           ("--jobs", "two")]],
     # analyses.tomita3_targets
     _c("analyses.tomita3_targets", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/t3.md"], "no trained runs"),
+    # analyses.dn_depth
+    _c("analyses.dn_depth", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/dn.md"], "no trained runs"),
     # analyses.seed_spread
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json", "{tmp}/other.json"], "no-such-report.json"),
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json"], "at least two"),

@@ -30,7 +30,7 @@ def test_every_cli_is_in_the_table():
                        "trained_models.recipes", "analyses.dyck_probe", "analyses.parity_probe",
                        "analyses.counter_probe", "analyses.flipflop_probe", "analyses.dyck_steering",
                        "hooks.constructions", "languages", "analyses.seed_spread", "benchmarks.das_rotation",
-                       "analyses.tomita3_targets"}
+                       "analyses.tomita3_targets", "analyses.dn_depth"}
 
 
 @pytest.mark.parametrize("label,call", bad_inputs._api_cases(), ids=[c[0] for c in bad_inputs._api_cases()])

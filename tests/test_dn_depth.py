@@ -1,0 +1,62 @@
+"""``analyses.dn_depth``: maximal depth by hand, the per-depth breakdown adds up to the strict accuracy,
+and the report on a tiny D_2 run with a stand-in for the paper's data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import languages
+from _paper_repo import fake_paper_repo
+from analyses import dn_depth
+from trained_models.evaluate import evaluate_strings
+from trained_models.registry import load
+from trained_models.train import main as train_main
+
+
+@pytest.mark.parametrize("s,depth", [("", 0), ("ab", 1), ("abab", 1), ("aabb", 2), ("aabab", 2), ("aababb", 2),
+                                     ("aaabbbab", 3), ("abaabbaaabbb", 3)])
+def test_max_depth_by_hand(s, depth):
+    assert dn_depth.max_depth(s) == depth
+
+
+def test_by_depth_counts_every_string_once():
+    strings = ["ab", "aabb", "abab", "aabb"]
+    parts = dn_depth.by_depth(np.array([True, False, False, True]), strings)
+    assert parts == {1: (0.5, 2), 2: (0.5, 2)}
+
+
+@pytest.fixture(scope="module")
+def d2_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dn")
+    assert train_main(["--language", "d2", "--layers", "1", "--d-model", "16", "--d-state", "4", "--n-train", "200",
+                       "--n-dev", "16", "--n-test", "40", "--batch-size", "16", "--epochs", "4", "--lr", "0.01",
+                       "--min-len", "2", "--max-len", "16", "--test-window", "bin0=2:16", "--test-window",
+                       "bin1=18:30", "--threads", "1", "--no-progress", "--out", str(root / "runs" / "d2")]) == 0
+    lang = languages.get("d2")
+    stored = {"train": lang.sample(50, 2, 16, seed=7), "bin0": lang.sample(30, 2, 16, seed=8),
+              "bin1": lang.sample(20, 18, 30, seed=9)}
+    return root, fake_paper_repo(root / "paper", "d2", stored), stored
+
+
+def test_breakdown_adds_up_to_the_strict_accuracy(d2_run):
+    root, repo, stored = d2_run
+    r = dn_depth.measure_run(root / "runs" / "d2", stored)
+    model, card = load(root / "runs" / "d2")
+    for b in ("bin0", "bin1"):
+        acc, parts = r["bins"][("own", b)]
+        assert acc == pytest.approx(card["metrics"][b]["strict_accuracy"])
+        assert sum(n for _, n in parts.values()) == card["metrics"][b]["n"]
+        assert sum(a * n for a, n in parts.values()) / card["metrics"][b]["n"] == pytest.approx(acc)
+        acc, parts = r["bins"][("paper's", b)]
+        assert acc == pytest.approx(evaluate_strings(model, languages.get("d2"), stored[b])["strict_accuracy"])
+    assert any(0 < r["bins"][("own", b)][0] < 1 for b in ("bin0", "bin1"))  # a score that could disagree
+
+
+def test_cli_writes_the_report(d2_run, capsys):
+    root, repo, stored = d2_run
+    out = root / "dn.md"
+    assert dn_depth.main(["--runs", str(root / "runs"), "--paper-data", str(repo), "--out", str(out)]) == 0
+    md = out.read_text()
+    assert "## d2" in md and "| paper's stored train |" in md and "| ours train, seed 0 |" in md
+    assert dn_depth.main(["--runs", str(root / "nowhere"), "--out", str(out)]) == 2
+    assert "no trained runs" in capsys.readouterr().err
