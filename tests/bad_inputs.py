@@ -98,6 +98,8 @@ CASES: list[Case] = [
     _c(E, EVAL, ["--min-len", "5"], "--min-len"),
     _c(E, ["--model", "nope"], [], "--model"),
     _c(E, EVAL, ["--paper-data", "{tmp}/no-repo"], "no-repo"),
+    _c(E, ["--model", SHIPPED_DYCK1, "--own-split", "bin7"], [], "--own-split bin7"),
+    _c(E, ["--model", SHIPPED_DYCK1, "--own-split", "bin0", "--min-len", "2", "--max-len", "4"], [], "--own-split"),
     _c(E, ["--model", SHIPPED_DYCK1, "--n", "1000000000"], [], "--n"),
     *[_c(E, ["--model", "{damaged:%s}" % kind, "--n", "4"], [], what) for kind, what in [
         ("flipped_bytes", "model.safetensors"), ("nan_weights", "model.safetensors"),

@@ -90,3 +90,24 @@ def test_evaluate_paper_data_scores_every_stored_string(stored, tmp_path, capsys
         assert got["bins"][b]["strict_accuracy"] == pytest.approx(
             evaluate_strings(model, lang, splits[b])["strict_accuracy"])
     assert evaluate_main(["--model", str(out), "--paper-data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_own_split_rebuilds_what_training_scored(stored, tmp_path, capsys):
+    """--own-split bin0 re-scores exactly the card's bin0; a run on the paper's data rebuilds its stored splits."""
+    repo, _ = stored
+    for extra in ([], ["--paper-data", str(repo)]):
+        out = tmp_path / f"run{len(extra)}"
+        assert train_main(["--language", LANG, "--layers", "1", "--d-model", "8", "--d-state", "4", "--n-train", "40",
+                           "--n-dev", "8", "--n-test", "12", "--batch-size", "8", "--epochs", "3", "--lr", "0.01",
+                           "--min-len", "2", "--max-len", "20", "--threads", "1", "--no-progress", "--out", str(out),
+                           *extra]) == 0
+        card = json.loads((out / "card.json").read_text())
+        capsys.readouterr()
+        assert evaluate_main(["--model", str(out), "--own-split", "train", "bin0", "bin1", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)["bins"]
+        assert got["train"]["n"] == 40
+        for b in ("bin0", "bin1"):
+            assert got[b]["n"] == card["metrics"][b]["n"]
+            assert got[b]["strict_accuracy"] == pytest.approx(card["metrics"][b]["strict_accuracy"])
+    assert evaluate_main(["--model", str(out), "--own-split", "bin7"]) == 2
+    assert "the run has the splits" in capsys.readouterr().err

@@ -262,6 +262,17 @@ def _language_from_args(args: argparse.Namespace, card: Optional[dict]) -> Any:
     return language
 
 
+def own_splits(card: Optional[dict[str, Any]], language: Any) -> dict[str, list[str]]:
+    """A trained model's splits (train, dev, test bins), rebuilt from the training config its card saved
+    (training draws them deterministically from it; a run on the paper's data reads them again). The test
+    bins are cut to ``n_test`` strings, as training scored them."""
+    if not card or not isinstance(card.get("train_config"), dict):
+        raise cli.UsageError("--own-split needs a trained model whose card holds its train_config")
+    cfg = TrainConfig.from_dict(card["train_config"])
+    sp = make_data(cfg, language)
+    return {k: (v if k in ("train", "dev") else v[:cfg.n_test]) for k, v in sp.items()}
+
+
 def stored_bins(repo: str, language: Any) -> dict[str, list[str]]:
     """The paper's stored test bins of ``language`` (bin0, bin1 and bin2 where stored). A stored string that is
     not a member of ours is an error that names it (the paper's data are all members: ``results/paper_data.md``)."""
@@ -313,6 +324,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--paper-data", metavar="REPO",
                     help="score on the paper's stored test bins of the language (REPO: a clone or mirror of "
                          "lacoco-lab/ssm_expressivity) instead of sampled strings")
+    ap.add_argument("--own-split", nargs="+", metavar="SPLIT",
+                    help="score a trained run on its own splits, rebuilt from its saved config (train, dev, bin0, "
+                         "...): e.g. whether it fits its training strings at all")
     ap.add_argument("--held-out-bin0", action="store_true",
                     help="re-measure a trained model's bin0 on strings outside its train and dev sets "
                          "(rebuilt from its card), with a 95%% interval, beside the card's figure")
@@ -335,7 +349,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     language = _language_from_args(args, card)
     decode = (card or {}).get("decode", "sigmoid")
     results: dict[str, Any] = {}
-    if args.paper_data:
+    if args.own_split:
+        if args.paper_data or args.min_len is not None or args.max_len is not None:
+            raise cli.UsageError("--own-split takes the run's own strings: not with --paper-data or --min-len/--max-len")
+        splits = own_splits(card, language)
+        for name in args.own_split:
+            if name not in splits:
+                raise cli.UsageError(f"--own-split {name}: the run has the splits {', '.join(splits)}")
+            results[name] = evaluate_strings(model, language, splits[name], decode=decode, batch_size=args.batch_size)
+    elif args.paper_data:
         for name, strings in stored_bins(args.paper_data, language).items():
             results[name] = evaluate_strings(model, language, strings, decode=decode, batch_size=args.batch_size)
     else:
