@@ -159,7 +159,8 @@ def report(runs: list[dict[str, Any]], command: str, stored: Optional[dict[str, 
 def build_parser() -> argparse.ArgumentParser:
     ap = cli.ArgumentParser(prog="python -m analyses.tomita3_targets", description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, nargs="+",
-                    default=[Path("runs/suite/medium/tomita3"), Path("runs/paper-targets/medium/tomita3")],
+                    default=[Path("runs/suite/medium/tomita3"), Path("runs/paper-targets/medium/tomita3"),
+                             Path("runs/paper-data/medium/tomita3")],
                     help="folders holding Tomita 3 run folders (each with card.json and train_config.json)")
     ap.add_argument("--paper-data", metavar="REPO",
                     help="a clone or mirror of the paper's repository (lacoco-lab/ssm_expressivity): also score "

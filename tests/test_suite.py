@@ -402,3 +402,31 @@ def test_figure_bars_are_our_means_with_intervals_beside_the_papers_numbers(tmp_
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths["svg"].read_bytes()[:400]
     with pytest.raises(ValueError, match="paper column"):
         suite_figure.draw(cells, "quick", "mamba-signed-2l")
+
+
+def test_pattern_departures_follow_the_class_rules_by_hand():
+    from trained_models import suite_patterns
+    from trained_models.suite_report import Cell
+
+    cells = {(x, v): Cell(x, v) for x in suite_report.SUITE for v in suite_report.VARIANTS}
+
+    def put(lang, variant, *seeds):
+        for i, (b0, b1, stop) in enumerate(seeds):
+            cells[(lang, variant)].runs[i] = {"strict": {"bin0": b0, "bin1": b1}, "stop_reason": stop}
+
+    put("d2", "mamba-2l", (100, 100, "reached target 1.0"))  # star-free, holds
+    put("d12", "mamba-2l", (94, 20, "step budget reached"), (94, 30, "no improvement in 8 evaluations"))  # departs
+    put("d12", "mamba-3l", (95, 89.9, "step budget reached"))  # departs: bin1 just below 90
+    put("parity", "mamba-1l", (91, 16, "step budget reached"))  # non-star-free, holds (the paper's own kind)
+    put("tomita3", "mamba-2l", (93, 83, "no improvement in 8 evaluations"))  # departs: bin1 >= 50
+    put("dyck1", "mamba-2l", (100, 60, "reached target 1.0"))  # counter, holds
+    put("anbn", "mamba-2l", (55, 0, "reached target 1.0"))  # departs: bin0 < 90
+    put("anbn", "transformer", (0, 0, "CPU budget 8.0 min"))  # not a Mamba cell: never listed
+    got = [(lang, v) for lang, _, v, _, _ in suite_patterns.departures(cells)]
+    assert sorted(got) == sorted([("tomita3", "mamba-2l"), ("d12", "mamba-2l"), ("d12", "mamba-3l"), ("anbn", "mamba-2l")])
+    assert got == sorted(got, key=lambda c: SUITE.index(c[0]))  # in the table's order
+    lines = suite_patterns.departure_lines(cells)
+    assert "4 of 7 finished cells depart" in lines[2]
+    row = next(x for x in lines if x.startswith("| `d12` | star-free | Mamba 2L"))
+    assert "94.0 / 25.0 (n=2)" in row and "1× step budget, 1× patience" in row
+    assert any(x.startswith("* `tomita3`:") for x in lines)

@@ -22,6 +22,7 @@ import languages
 from languages.io import atomic_write_text
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
 from trained_models.suite_figure import write_figure
+from trained_models.suite_patterns import departure_lines
 from trained_models.suite_plan import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, plan
 from trained_models.tables import markdown_table
 
@@ -224,6 +225,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
                                        + [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
                                        for lang in langs))
         lines += ["", *pattern_lines(cls, langs, cells)]
+    lines += ["", *departure_lines(cells, _fmt)]
     lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
               + ", ".join(f"`{x}`" for x in SUITE if PAPER[x]["transformer_pos"] == "pos enc")
               + " (`learned`), following the variant the paper's Transformer numbers come from.", ""]
