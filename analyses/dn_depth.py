@@ -22,13 +22,13 @@ import torch
 
 import languages
 from analyses.study import md_table
-from analyses.tomita3_targets import find_runs
 from languages import cli
 from languages.io import atomic_write_text
 from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
 from trained_models.evaluate import strict_per_string
 from trained_models.registry import load
+from trained_models.run_folder import trained_runs
 
 DN = ("d2", "d3", "d4", "d12")
 
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.cli("python -m analyses.dn_depth")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    dirs = [d for folder in args.runs for d in find_runs(folder)]
+    dirs = [d for folder in args.runs for d in trained_runs(folder)]
     if not dirs:
         raise cli.UsageError(f"no trained runs under {', '.join(map(str, args.runs))}: train them with "
                              "`python -m trained_models.suite --languages d2 d3 d4 d12`")

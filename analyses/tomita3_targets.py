@@ -39,6 +39,7 @@ from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
 from trained_models.evaluate import strict_per_string
 from trained_models.registry import load
+from trained_models.run_folder import trained_runs
 
 LANGUAGE = "tomita3"
 SPAN_BUCKETS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 16), (17, 10**9))
@@ -59,11 +60,6 @@ def parity_span(s: str, targets: str = "correct") -> int:
         if zeros or targets == "paper":
             span = max(span, len(ones), len(zeros) if len(ones) % 2 else 0)
     return span
-
-
-def find_runs(folder: Path) -> list[Path]:
-    """Trained run folders (holding ``card.json``) directly under ``folder``, sorted."""
-    return sorted(p for p in folder.iterdir() if (p / "card.json").exists()) if folder.is_dir() else []
 
 
 def measure_run(run_dir: Path, stored: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
@@ -172,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.cli("python -m analyses.tomita3_targets")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    dirs = [d for folder in args.runs for d in find_runs(folder)]
+    dirs = [d for folder in args.runs for d in trained_runs(folder)]
     if not dirs:
         raise cli.UsageError(f"no trained runs under {', '.join(map(str, args.runs))}: train them with "
                              "`python -m trained_models.suite --languages tomita3` and runs/paper-targets/run.sh")

@@ -49,6 +49,15 @@ def existing_run(out: Path) -> Optional[str]:
     return f"{what} ({', '.join(present)})"
 
 
+def trained_runs(folder: str | Path) -> list[Path]:
+    """The finished runs directly under ``folder`` (sub-folders holding a card and a saved config), sorted;
+    none if ``folder`` is not a directory."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if (p / CARD).is_file() and (p / CONFIG).is_file())
+
+
 def check_out(out_dir: str | Path, *, resume: bool, force: bool) -> Path:
     """``--out`` checked before anything is computed or written: a folder name, writable, and not
     holding a run unless ``resume`` or ``force``."""
