@@ -39,7 +39,7 @@ NOTES: dict[str, tuple[str, str]] = {
                 "(`--paper-data`, `--targets paper`), our Mamba lands near the paper's number. On our strings its "
                 "accuracy falls with the longest block whose parity it must track (`analyses.tomita3_targets`)."),
     "d12": ("depth 12 rarely sampled",
-            "Every stored string of the paper's reaches depth 12, 5% of ours do; our runs fail exactly at depth 12, "
+            "97% of the paper's stored training strings reach depth 12, 5% of ours do; our runs fail exactly at depth 12, "
             "and trained on the paper's stored strings the same budget scores far higher on them "
             "(`analyses.dn_depth`, `--paper-data`)."),
     "d4": ("under-trained", "The runs do not fit their own training strings (`evaluate --own-split train`)."),
