@@ -21,14 +21,12 @@ import numpy as np
 import torch
 
 import languages
-from analyses.study import md_table
+from analyses.study import md_table, trained_run_dirs, write_generated
 from languages import cli
-from languages.io import atomic_write_text
 from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
 from trained_models.evaluate import strict_per_string
 from trained_models.registry import load
-from trained_models.run_folder import trained_runs
 
 DN = ("d2", "d3", "d4", "d12")
 
@@ -106,10 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.cli("python -m analyses.dn_depth")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    dirs = [d for folder in args.runs for d in trained_runs(folder)]
-    if not dirs:
-        raise cli.UsageError(f"no trained runs under {', '.join(map(str, args.runs))}: train them with "
-                             "`python -m trained_models.suite --languages d2 d3 d4 d12`")
+    dirs = trained_run_dirs(args.runs, "train them with `python -m trained_models.suite --languages d2 d3 d4 d12`")
     torch.set_num_threads(1)
     langs = {json.loads((d / "train_config.json").read_text())["language"] for d in dirs}
     if not langs <= set(DN):
@@ -122,9 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[dn_depth] {d}: " + ", ".join(f"{w} {b} {100 * a:.1f}" for (w, b), (a, _) in r["bins"].items()),
               flush=True)
         runs.append(r)
-    command = "python -m analyses.dn_depth" + (" " + " ".join(argv) if argv else "")
-    atomic_write_text(args.out, report(runs, command, stored))
-    print(f"wrote {args.out}")
+    write_generated(args.out, "python -m analyses.dn_depth", argv, lambda command: report(runs, command, stored))
     return 0
 
 

@@ -38,6 +38,7 @@ from analyses.parallel import default_jobs, run_tasks
 from languages import cli
 from languages.io import StagedDir, atomic_write_json, atomic_write_text, check_writable
 from trained_models.registry import resolve
+from trained_models.run_folder import trained_runs
 from trained_models.tables import markdown_table
 
 # --------------------------------------------------------------------------- CLI
@@ -78,6 +79,24 @@ def base_parser(prog: str, doc: str, default_out: str) -> argparse.ArgumentParse
                     help="worker processes, one model each, one torch thread each (default %(default)s here; 1: "
                          "everything in this process); the report is the same for any value")
     return ap
+
+
+def trained_run_dirs(folders: Sequence[str | Path], hint: str) -> list[Path]:
+    """The finished training runs directly under ``folders`` (:func:`trained_models.run_folder.trained_runs`);
+    finding none is a usage error that says how to train them (``hint``)."""
+    dirs = [d for folder in folders for d in trained_runs(folder)]
+    if not dirs:
+        raise cli.UsageError(f"no trained runs under {', '.join(map(str, folders))}: {hint}")
+    return dirs
+
+
+def write_generated(out: str | Path, prog: str, argv: Optional[Sequence[str]], render: Callable[[str], str]) -> Path:
+    """Write ``render(command)`` to ``out`` atomically, ``command`` being the command line that made it
+    (``prog`` and ``argv``), and say so."""
+    command = prog + (" " + " ".join(argv) if argv else "")
+    path = atomic_write_text(out, render(command))
+    print(f"wrote {path}")
+    return path
 
 
 def check_models(names: Optional[Sequence[str]]) -> None:

@@ -32,14 +32,12 @@ import numpy as np
 import torch
 
 import languages
-from analyses.study import md_table
+from analyses.study import md_table, trained_run_dirs, write_generated
 from languages import cli
-from languages.io import atomic_write_text
 from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
 from trained_models.evaluate import strict_per_string
 from trained_models.registry import load
-from trained_models.run_folder import trained_runs
 
 LANGUAGE = "tomita3"
 SPAN_BUCKETS = ((0, 0), (1, 2), (3, 4), (5, 8), (9, 16), (17, 10**9))
@@ -168,10 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli.cli("python -m analyses.tomita3_targets")
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    dirs = [d for folder in args.runs for d in trained_runs(folder)]
-    if not dirs:
-        raise cli.UsageError(f"no trained runs under {', '.join(map(str, args.runs))}: train them with "
-                             "`python -m trained_models.suite --languages tomita3` and runs/paper-targets/run.sh")
+    dirs = trained_run_dirs(args.runs, "train them with `python -m trained_models.suite --languages tomita3`, "
+                                       "runs/paper-targets/run.sh and runs/paper-data/run.sh")
     stored = None
     if args.paper_data:
         stored = {split: stored_split(args.paper_data, LANGUAGE, split) for split in ("train", "bin0", "bin1")}
@@ -183,9 +179,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"{t} {b} {100 * v:.1f}" for (t, b), v in r["strict"].items()) + "".join(
             f", paper's strings {t} {b} {100 * v:.1f}" for (t, b), v in r["stored"].items()), flush=True)
         runs.append(r)
-    command = "python -m analyses.tomita3_targets" + (" " + " ".join(argv) if argv else "")
-    atomic_write_text(args.out, report(runs, command, stored))
-    print(f"wrote {args.out}")
+    write_generated(args.out, "python -m analyses.tomita3_targets", argv,
+                    lambda command: report(runs, command, stored))
     return 0
 
 
