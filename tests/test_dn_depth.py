@@ -60,3 +60,18 @@ def test_cli_writes_the_report(d2_run, capsys):
     assert "## d2" in md and "| paper's stored train |" in md and "| ours train, seed 0 |" in md
     assert dn_depth.main(["--runs", str(root / "nowhere"), "--out", str(out)]) == 2
     assert "no trained runs" in capsys.readouterr().err
+
+
+def test_trained_runs_skips_a_run_still_training(d2_run, tmp_path):
+    import json
+    import shutil
+
+    from trained_models.run_folder import trained_runs
+    root, _, _ = d2_run
+    shutil.copytree(root / "runs" / "d2", tmp_path / "done")
+    shutil.copytree(root / "runs" / "d2", tmp_path / "training")
+    card = json.loads((tmp_path / "training" / "card.json").read_text())
+    card.pop("metrics")
+    (tmp_path / "training" / "card.json").write_text(json.dumps(card))
+    (tmp_path / "not-a-run").mkdir()
+    assert trained_runs(tmp_path) == [tmp_path / "done"] and trained_runs(tmp_path / "nowhere") == []

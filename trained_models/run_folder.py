@@ -50,12 +50,21 @@ def existing_run(out: Path) -> Optional[str]:
 
 
 def trained_runs(folder: str | Path) -> list[Path]:
-    """The finished runs directly under ``folder`` (sub-folders holding a card and a saved config), sorted;
-    none if ``folder`` is not a directory."""
+    """The finished runs directly under ``folder``, sorted: sub-folders holding a saved config and a card
+    with test metrics (a run still training has a card without them); none if ``folder`` is not a directory."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if (p / CARD).is_file() and (p / CONFIG).is_file())
+    runs = []
+    for p in sorted(folder.iterdir()):
+        if (p / CARD).is_file() and (p / CONFIG).is_file():
+            try:
+                finished = bool(json.loads((p / CARD).read_text()).get("metrics"))
+            except (OSError, ValueError):
+                finished = False
+            if finished:
+                runs.append(p)
+    return runs
 
 
 def check_out(out_dir: str | Path, *, resume: bool, force: bool) -> Path:
