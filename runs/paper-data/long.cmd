@@ -1,0 +1,2 @@
+# The longer D_12 run of results/medium/deviations.md (REPO: a clone of lacoco-lab/ssm_expressivity):
+python -m trained_models.train --language d12 --model mamba --layers 3 --gate nonnegative --min-len 2 --max-len 100 --test-window bin0=2:100 --test-window bin1=101:200 --d-model 32 --lr 0.003 --batch-size 32 --epochs 40 --max-steps 6000 --patience 12 --evals-per-epoch 2 --warmup-steps 100 --n-train 5000 --n-dev 300 --n-test 1000 --seed 0 --threads 1 --max-cpu-minutes 30 --target 1 --out runs/paper-data/medium/d12/mamba-3l-long.seed0 --resume --no-progress --paper-data REPO
