@@ -208,6 +208,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         + (f", {stale} with a result saved by other training arguments or data (stale: not counted, retrained "
            "on the next call)" if stale else "") + ".**"
         + (f" (Plus {extra} runs of further seeds, included in the means.)" if extra else "")
+        + _active_text(cells, seeds)
         + (f" Train time {sum(trains) / 60:.1f} min, wall time {sum(walls) / 60:.1f} min over the done runs "
            f"(per run: median {sorted(walls)[len(walls) // 2]:.0f} s, max {max(walls):.0f} s)." if walls else ""),
     ]
@@ -230,6 +231,17 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
               + ", ".join(f"`{x}`" for x in SUITE if PAPER[x]["transformer_pos"] == "pos enc")
               + " (`learned`), following the variant the paper's Transformer numbers come from.", ""]
     return "\n".join(lines)
+
+
+def _active_text(cells: dict[tuple[str, str], Cell], seeds: int) -> str:
+    """Progress over the variants that have any run (a column nobody has started is not "missing" work of
+    the variants being run); empty when every variant has one."""
+    active = [v for v in VARIANTS if any(cells[(x, v)].n or cells[(x, v)].failed for x in SUITE)]
+    if not active or len(active) == len(VARIANTS):
+        return ""
+    done = sum(min(cells[(x, v)].n, seeds) for x in SUITE for v in active)
+    return (f" Counting only the {len(active)} variants with runs ({', '.join(VARIANT_LABELS[v] for v in active)}): "
+            f"{done} of {len(SUITE) * len(active) * seeds} done.")
 
 
 def _mean(xs: list[float]) -> Optional[float]:
