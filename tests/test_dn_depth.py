@@ -75,3 +75,16 @@ def test_trained_runs_skips_a_run_still_training(d2_run, tmp_path):
     (tmp_path / "training" / "card.json").write_text(json.dumps(card))
     (tmp_path / "not-a-run").mkdir()
     assert trained_runs(tmp_path) == [tmp_path / "done"] and trained_runs(tmp_path / "nowhere") == []
+
+
+@pytest.mark.parametrize("s,n,count", [("", 2, 0), ("ab", 1, 1), ("abab", 1, 2), ("aabab", 2, 2), ("aabb", 1, 2),
+                                       ("aaaabababa", 4, 4), ("aabb", 3, 0)])
+def test_top_positions_by_hand(s, n, count):
+    assert dn_depth.top_positions(s, n) == count
+
+
+def test_by_top_buckets_add_up():
+    strings = ["ab", "abab", "ababababab", "aabb"]
+    parts = dn_depth.by_top(np.array([True, True, False, True]), strings, 1)
+    assert [k for _, k in parts] == [0, 3, 1, 0, 0, 0]  # 1, 2 and 2 positions at depth 1; then 5
+    assert parts[1] == (1.0, 3) and parts[2] == (0.0, 1) and np.isnan(parts[0][0])
