@@ -46,8 +46,10 @@ NOTES: dict[str, tuple[str, str]] = {
     "shuffle4": ("under-trained", "The runs do not fit their own training strings and were cut by the step "
                  "budget (`evaluate --own-split train`); on the paper's stored strings they score the same."),
     "shuffle6": ("under-trained", "As Shuffle-4."),
+    "boolean5": ("under-trained", "The run does not fit its own training strings and was cut by the step budget "
+                 "(`evaluate --own-split train`)."),
     "anbn": ("under-trained; bin0 held out",
-             "The run fits 58% of its 81 training strings; the paper's bin0 strings are all training strings "
+             "The runs fit 58–88% of their 81 training strings; the paper's bin0 strings are all training strings "
              "(41 of 41 stored), ours are held out (9 strings)."),
     "anbncn": ("under-trained; bin0 held out", "No training string is fitted (the Transformer fails too); "
                "the paper's bin0 strings are all training strings (43 of 43 stored)."),
