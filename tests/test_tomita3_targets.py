@@ -76,8 +76,8 @@ def test_cli_writes_the_report(two_runs, capsys):
     out = two_runs / "tomita3.md"
     assert t3.main(["--runs", str(two_runs / "runs"), "--out", str(out)]) == 0
     md = out.read_text()
-    assert md.count("| correct | Mamba 1L nonnegative | 0 | correct |") == 1
-    assert md.count("| paper | Mamba 1L nonnegative | 0 | paper |") == 1
+    assert md.count("| correct | Mamba 1L nonnegative | 0 | ours | correct |") == 1
+    assert md.count("| paper | Mamba 1L nonnegative | 0 | ours | paper |") == 1
     assert "span 9–16" in md and "parity span" in md
     assert t3.main(["--runs", str(two_runs / "nowhere"), "--out", str(out)]) == 2
     assert "no trained runs" in capsys.readouterr().err
