@@ -31,7 +31,8 @@ length 512 (train and both test distributions); Dyck(8, 10) trains on lengths up
 largest budget (a smaller budget takes the smaller of the two).
 
 The stored data themselves: :func:`read_stored` reads a file of a clone (or bare mirror) of the paper's
-repository, :func:`stored_split` one split of one language (:data:`STORED_DIRS`, :data:`STORED_SPLITS`).
+repository, :func:`stored_split` one split of one language (:data:`STORED_DIRS`, :data:`STORED_SPLITS`),
+:func:`stored_members` the same strings checked against the language.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ import subprocess
 from pathlib import Path
 
 __all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes",
-           "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split"]
+           "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split", "stored_members"]
 
 
 def _windows(rule: str, lo: int, hi: int, inc: int, n_bins: int, scale: int = 1) -> dict[str, tuple[int, int]]:
@@ -162,3 +163,14 @@ def stored_split(repo: str | Path, name: str, split: str, what: str = "src", *, 
         raise ValueError(f"split must be one of {tuple(STORED_SPLITS)} and what 'src' or 'tgt', got {split!r}, {what!r}")
     return read_stored(repo, f"generated_ds/{STORED_DIRS[name]}/{STORED_SPLITS[split][what == 'tgt']}.txt",
                        missing_ok=missing_ok)
+
+
+def stored_members(repo: str | Path, language, split: str, *, missing_ok: bool = False) -> list[str]:
+    """:func:`stored_split`'s strings of ``language`` (a :class:`~languages.base.Language`), each checked to be
+    a member: a stored string outside the language is an error that names the split, its index and the string
+    (the paper's stored data are all members of ours: ``results/paper_data.md``)."""
+    strings = stored_split(repo, language.name, split, missing_ok=missing_ok)
+    for i, x in enumerate(strings):
+        if not language.accepts(x):
+            raise ValueError(f"paper data: stored {split} string {i} ({x[:40]!r}) is not a member of {language.name}")
+    return strings

@@ -35,7 +35,7 @@ import languages
 from languages import cli
 from languages.base import check_fits
 from languages.datasets import Vocab, encode_batch, make_splits
-from languages.paper import STORED_DIRS, stored_split
+from languages.paper import STORED_DIRS, stored_members
 from trained_models.config import TrainConfig, make_data
 from trained_models.registry import load, load_any
 
@@ -278,16 +278,9 @@ def stored_bins(repo: str, language: Any) -> dict[str, list[str]]:
     not a member of ours is an error that names it (the paper's data are all members: ``results/paper_data.md``)."""
     if language.name not in STORED_DIRS:
         raise cli.UsageError(f"--paper-data: the paper stores no data for {language.name}")
-    bins = {}
-    for split in ("bin0", "bin1", "bin2"):
-        strings = stored_split(repo, language.name, split, missing_ok=split == "bin2")
-        bad = next(((i, s) for i, s in enumerate(strings) if not language.accepts(s)), None)
-        if bad is not None:
-            raise ValueError(f"--paper-data: stored {split} string {bad[0]} ({bad[1][:40]!r}) is not a member of "
-                             f"{language.name}")
-        if strings:
-            bins[split] = strings
-    return bins
+    bins = {split: stored_members(repo, language, split, missing_ok=split == "bin2")
+            for split in ("bin0", "bin1", "bin2")}
+    return {split: strings for split, strings in bins.items() if strings}
 
 
 def _windows(args: argparse.Namespace, language: Any) -> dict[str, tuple[int, int]]:
