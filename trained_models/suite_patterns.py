@@ -95,7 +95,8 @@ def departure_lines(cells: dict[tuple[str, str], Any], fmt: Optional[Callable[[f
              + "; ".join(f"{cls}: {rule}" for cls, (rule, _) in RULES.items())
              + f". {len(rows_in)} of {checked} finished cells depart. `stops`: how the cell's seeds ended "
                "(step budget or CPU cap: cut while learning; patience: plateaued; target: dev strict accuracy "
-               "reached 100%).", ""]
+               "reached 100%). The cells are judged on our sampler's strings; which results change on the paper's "
+               f"stored strings (D_n, Tomita 3) is measured in `{EVIDENCE}`.", ""]
     if not rows_in:
         return lines + ["None."]
     rows = [[f"`{lang}`", cls, VARIANT_LABELS[v], f"{fmt(b0)} / {fmt(b1)} (n={cells[(lang, v)].n})",
