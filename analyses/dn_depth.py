@@ -82,7 +82,7 @@ def measure_run(run_dir: Path, stored: Optional[dict[str, list[str]]] = None) ->
                            "data": "paper's" if cfg.paper_data else "ours", "card": card["metrics"],
                            "train_depth": by_depth(np.ones(len(splits["train"]), bool), splits["train"]),
                            "train_top": by_top(np.ones(len(splits["train"]), bool), splits["train"], lang.n),
-                           "bins": {}, "top": {}}
+                           "bins": {}, "top": {}, "tested": {}}
     sampled = make_data(replace(cfg, paper_data=None), lang) if cfg.paper_data else splits
     sets = {"sampled": sampled, **({"paper's": stored} if stored else {})}
     for who, data in sets.items():
@@ -90,6 +90,7 @@ def measure_run(run_dir: Path, stored: Optional[dict[str, list[str]]] = None) ->
             ok = strict_per_string(model, lang, data[b], decode=cfg.decode)
             res["bins"][(who, b)] = (float(ok.mean()), by_depth(ok, data[b]))
             res["top"][(who, b)] = by_top(ok, data[b], lang.n)
+            res["tested"][(who, b)] = list(data[b])
     return res
 
 
@@ -140,7 +141,8 @@ def report(runs: list[dict[str, Any]], command: str, stored: dict[str, dict[str,
 def build_parser() -> argparse.ArgumentParser:
     ap = cli.ArgumentParser(prog="python -m analyses.dn_depth", description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=Path, nargs="+",
-                    default=[Path(f"runs/suite/medium/{x}") for x in DN] + [Path("runs/paper-data/medium/d12")],
+                    default=[Path(f"runs/suite/medium/{x}") for x in DN]
+                    + [Path(f"runs/paper-data/medium/{x}") for x in ("d4", "d12")],
                     help="folders holding D_n run folders (each with card.json and train_config.json)")
     ap.add_argument("--paper-data", metavar="REPO",
                     help="a clone or mirror of the paper's repository: also score every run on its stored strings")

@@ -36,6 +36,7 @@ repository, :func:`stored_split` one split of one language (:data:`STORED_DIRS`,
 """
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -144,7 +145,10 @@ def read_stored(repo: str | Path, path: str, *, missing_ok: bool = False) -> lis
     """The lines of ``path`` in the paper's repository at ``repo`` (a clone or a bare mirror; read at its
     ``HEAD`` with ``git show``). A missing repository is an error that names it; so is a missing file,
     unless ``missing_ok`` (then: no lines)."""
-    proc = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True)
+    # git's messages in English whatever the user's locale: a missing file is recognised by its text
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_MESSAGES")}
+    env["LC_ALL"] = "C"
+    proc = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True, env=env)
     if proc.returncode and missing_ok and "does not exist in 'HEAD'" in proc.stderr:
         return []
     if proc.returncode:

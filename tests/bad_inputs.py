@@ -99,6 +99,7 @@ CASES: list[Case] = [
     _c(E, ["--model", "nope"], [], "--model"),
     _c(E, EVAL, ["--paper-data", "{tmp}/no-repo"], "no-repo"),
     _c(E, ["--model", SHIPPED_DYCK1, "--own-split", "bin7"], [], "--own-split bin7"),
+    _c(E, ["--model", SHIPPED_DYCK1, "--held-out-bin0", "--own-split", "bin0"], [], "--held-out-bin0"),
     _c(E, ["--model", SHIPPED_DYCK1, "--own-split", "bin0", "--min-len", "2", "--max-len", "4"], [], "--own-split"),
     _c(E, ["--model", SHIPPED_DYCK1, "--n", "1000000000"], [], "--n"),
     *[_c(E, ["--model", "{damaged:%s}" % kind, "--n", "4"], [], what) for kind, what in [

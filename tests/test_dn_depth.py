@@ -100,8 +100,17 @@ def test_a_run_on_the_papers_strings_is_also_scored_on_sampled_ones(d2_run, tmp_
     r = dn_depth.measure_run(out, stored)
     assert r["data"] == "paper's"
     model, _ = load(out)
-    sampled = languages.get("d2").sample(10, 2, 16, seed=0)  # not the run's strings: those are stored ones
-    assert set(stored["bin0"]) != set(sampled)
+    import dataclasses
+    import json as _json
+
+    from trained_models.config import TrainConfig, make_data
+    cfg = TrainConfig.from_dict(_json.loads((out / "train_config.json").read_text()))
+    sampled = make_data(dataclasses.replace(cfg, paper_data=None), languages.get("d2"))
+    own = make_data(cfg, languages.get("d2"))
     for b in ("bin0", "bin1"):
-        assert sum(n for _, n in r["bins"][("sampled", b)][1].values()) == 10
+        assert set(sampled[b]) != set(own[b])  # the sampler's bins, not the stored ones the run was tested on
+        assert r["tested"][("sampled", b)] == sampled[b] and r["tested"][("paper's", b)] == stored[b]
+        acc, parts = r["bins"][("sampled", b)]
+        assert sum(n for _, n in parts.values()) == len(sampled[b])
+        assert acc == pytest.approx(evaluate_strings(model, languages.get("d2"), sampled[b])["strict_accuracy"])
         assert sum(n for _, n in r["bins"][("paper's", b)][1].values()) == len(stored[b])

@@ -111,3 +111,15 @@ def test_own_split_rebuilds_what_training_scored(stored, tmp_path, capsys):
             assert got[b]["strict_accuracy"] == pytest.approx(card["metrics"][b]["strict_accuracy"])
     assert evaluate_main(["--model", str(out), "--own-split", "bin7"]) == 2
     assert "the run has the splits" in capsys.readouterr().err
+
+
+def test_a_missing_split_is_recognised_under_any_locale(stored, monkeypatch):
+    """git's messages are read in English whatever the user's locale (a translated git would hide the
+    'does not exist' that marks a missing split)."""
+    from languages.paper import stored_split
+    repo, _ = stored
+    monkeypatch.setenv("LANGUAGE", "de")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")  # with LANGUAGE=de, gettext translates git (where installed)
+    assert stored_split(repo, LANG, "bin2", missing_ok=True) == []
+    with pytest.raises(FileNotFoundError, match="val_src_bin2"):
+        stored_split(repo, LANG, "bin2")
