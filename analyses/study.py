@@ -99,6 +99,20 @@ def write_generated(out: str | Path, prog: str, argv: Optional[Sequence[str]], r
     return path
 
 
+def bucket_label(lo: int, hi: int) -> str:
+    """A bucket's name in a report: ``"0"``, ``"3–8"``, ``"≥17"`` (an upper bound of 10**9 or more is open)."""
+    return str(lo) if lo == hi else (f"≥{lo}" if hi >= 10**9 else f"{lo}–{hi}")
+
+
+def by_bucket(ok: np.ndarray, values: np.ndarray, buckets: Sequence[tuple[int, int]]) -> list[tuple[float, int]]:
+    """Per ``(lo, hi)`` bucket of ``values`` (inclusive): (mean of ``ok`` there, how many); NaN where empty."""
+    out = []
+    for lo, hi in buckets:
+        sel = (values >= lo) & (values <= hi)
+        out.append((float(ok[sel].mean()) if sel.any() else float("nan"), int(sel.sum())))
+    return out
+
+
 def check_models(names: Optional[Sequence[str]]) -> None:
     """Models named with ``--model`` must exist (only the study's default models may be missing and
     skipped): a ``FileNotFoundError`` naming the first missing one otherwise, before any computing."""

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import languages
-from analyses.study import md_table, trained_run_dirs, write_generated
+from analyses.study import bucket_label, by_bucket, md_table, trained_run_dirs, write_generated
 from languages import cli
 from languages.paper import stored_split
 from trained_models.config import TrainConfig, make_data
@@ -89,14 +89,10 @@ def measure_run(run_dir: Path, stored: Optional[dict[str, list[str]]] = None) ->
     return res
 
 
-def _bucket_name(lo: int, hi: int) -> str:
-    return str(lo) if lo == hi else (f"≥{lo}" if hi >= 10**9 else f"{lo}–{hi}")
-
-
 def span_counts(strings: Sequence[str], targets: str) -> list[int]:
     """How many of ``strings`` fall in each :data:`SPAN_BUCKETS` bucket of :func:`parity_span`."""
     span = np.array([parity_span(s, targets) for s in strings])
-    return [int(((span >= lo) & (span <= hi)).sum()) for lo, hi in SPAN_BUCKETS]
+    return [n for _, n in by_bucket(np.ones(len(span), bool), span, SPAN_BUCKETS)]
 
 
 def report(runs: list[dict[str, Any]], command: str, stored: Optional[dict[str, list[str]]] = None) -> str:
@@ -124,12 +120,9 @@ def report(runs: list[dict[str, Any]], command: str, stored: Optional[dict[str, 
     for r in runs:
         ok = np.concatenate([r["ok"]["bin0"], r["ok"]["bin1"]])
         span = np.concatenate([r["spans"]["bin0"], r["spans"]["bin1"]])
-        cells = []
-        for lo, hi in SPAN_BUCKETS:
-            sel = (span >= lo) & (span <= hi)
-            cells.append(f"{pct(ok[sel].mean())} ({int(sel.sum())})" if sel.any() else "–")
+        cells = [f"{pct(acc)} ({n})" if n else "–" for acc, n in by_bucket(ok, span, SPAN_BUCKETS)]
         rows.append([f"{r['run']} ({r['strings']} strings, {r['trained_on']} targets)", *cells])
-    buckets = [f"span {_bucket_name(lo, hi)}" for lo, hi in SPAN_BUCKETS]
+    buckets = [f"span {bucket_label(lo, hi)}" for lo, hi in SPAN_BUCKETS]
     lines += md_table(["run", *buckets], rows)
     if stored:
         lines += ["", "## On the paper's stored test strings", "",
