@@ -146,14 +146,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     dirs = trained_run_dirs(args.runs, "train them with `python -m trained_models.suite --languages d2 d3 d4 d12`")
     torch.set_num_threads(1)
-    langs = {json.loads((d / "train_config.json").read_text())["language"] for d in dirs}
+    language_of = {d: json.loads((d / "train_config.json").read_text())["language"] for d in dirs}
+    langs = set(language_of.values())
     if not langs <= set(DN):
         raise cli.UsageError(f"--runs: not D_n runs: {sorted(langs - set(DN))}")
     stored = {x: {s: stored_split(args.paper_data, x, s) for s in ("train", "bin0", "bin1")}
               for x in langs} if args.paper_data else {}
     runs = []
     for d in dirs:
-        r = measure_run(d, stored.get(json.loads((d / "train_config.json").read_text())["language"]))
+        r = measure_run(d, stored.get(language_of[d]))
         print(f"[dn_depth] {d}: " + ", ".join(f"{w} {b} {100 * a:.1f}" for (w, b), (a, _) in r["bins"].items()),
               flush=True)
         runs.append(r)
