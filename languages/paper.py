@@ -32,16 +32,20 @@ largest budget (a smaller budget takes the smaller of the two).
 
 The stored data themselves: :func:`read_stored` reads a file of a clone (or bare mirror) of the paper's
 repository, :func:`stored_split` one split of one language (:data:`STORED_DIRS`, :data:`STORED_SPLITS`),
-:func:`stored_members` the same strings checked against the language.
+:func:`stored_members` the same strings checked against the language, :func:`stored_fingerprint` a digest of
+a language's stored strings (what a run trained on them is keyed by, rather than the clone's path).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import subprocess
 from pathlib import Path
 
 __all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes",
-           "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split", "stored_members"]
+           "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split", "stored_members", "stored_fingerprint",
+           "stored_commit"]
 
 
 def _windows(rule: str, lo: int, hi: int, inc: int, n_bins: int, scale: int = 1) -> dict[str, tuple[int, int]]:
@@ -141,14 +145,26 @@ STORED_SPLITS = {"train": ("train_src", "train_tgt"), "bin0": ("val_src_bin0", "
                  "bin1": ("val_src_bin1", "val_tgt_bin1"), "bin2": ("val_src_bin2", "val_tgt_bin2")}
 
 
+def _git(repo: str | Path, *args: str) -> subprocess.CompletedProcess:
+    # git's messages in English whatever the user's locale: a missing file is recognised by its text
+    env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_MESSAGES")}
+    env["LC_ALL"] = "C"
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+
+
+def stored_commit(repo: str | Path) -> str:
+    """The commit (40 hex digits) of the paper's repository at ``repo`` whose stored data are read."""
+    proc = _git(repo, "rev-parse", "HEAD")
+    if proc.returncode:
+        raise FileNotFoundError(f"cannot read the paper's repository at {repo}: {proc.stderr.strip() or 'git failed'}")
+    return proc.stdout.strip()
+
+
 def read_stored(repo: str | Path, path: str, *, missing_ok: bool = False) -> list[str]:
     """The lines of ``path`` in the paper's repository at ``repo`` (a clone or a bare mirror; read at its
     ``HEAD`` with ``git show``). A missing repository is an error that names it; so is a missing file,
     unless ``missing_ok`` (then: no lines)."""
-    # git's messages in English whatever the user's locale: a missing file is recognised by its text
-    env = {k: v for k, v in os.environ.items() if k not in ("LANGUAGE", "LC_MESSAGES")}
-    env["LC_ALL"] = "C"
-    proc = subprocess.run(["git", "-C", str(repo), "show", f"HEAD:{path}"], capture_output=True, text=True, env=env)
+    proc = _git(repo, "show", f"HEAD:{path}")
     if proc.returncode and missing_ok and "does not exist in 'HEAD'" in proc.stderr:
         return []
     if proc.returncode:
@@ -178,3 +194,22 @@ def stored_members(repo: str | Path, language, split: str, *, missing_ok: bool =
         if not language.accepts(x):
             raise ValueError(f"paper data: stored {split} string {i} ({x[:40]!r}) is not a member of {language.name}")
     return strings
+
+
+@functools.lru_cache(maxsize=None)
+def _fingerprint(repo: str, commit: str, name: str) -> str:  # keyed by the commit: the files read are HEAD's
+    h = hashlib.sha256(name.encode())
+    for split in STORED_SPLITS:
+        h.update(f"\x00{split}\x00".encode())
+        for x in stored_split(repo, name, split, missing_ok=split != "train"):
+            h.update(x.encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def stored_fingerprint(repo: str | Path, name: str) -> str:
+    """sha256 (16 hex digits) of language ``name``'s stored strings, split by split (``train`` must be
+    stored; a missing test bin counts as empty): equal for any clone or mirror holding the same data, and
+    different as soon as one stored string changes. Read once per (repository, commit, language)."""
+    if name not in STORED_DIRS:
+        raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
+    return _fingerprint(str(Path(repo).resolve()), stored_commit(repo), name)

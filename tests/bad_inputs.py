@@ -112,6 +112,7 @@ CASES: list[Case] = [
     *[_c(S, SUITE, [flag, value], flag) for flag, value in [
         ("--max-total-minutes", "-1"), ("--jobs", "0"), ("--budget", "nope"), ("--out", "")]],
     _c(S, SUITE, ["--languages", "nope"], "nope"),
+    _c(S, SUITE, ["--paper-data", "{tmp}/not-a-clone"], "--paper-data"),
     # trained_models.recipes
     _c("trained_models.recipes", ["--root", "{tmp}/recipes"], ["nope"], "nope"),
     *[_c("trained_models.recipes", ["--root", "{tmp}/recipes", "dyck1-mamba"], [flag, value], flag)

@@ -69,7 +69,7 @@ def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
     if run.failure_path.exists():
         run.failure_path.unlink()
     s = result["strict"]
-    print(f"[suite] {run.budget} {run.language:9s} {run.variant:15s} seed {run.seed} "
+    print(f"[suite] {run.group} {run.language:9s} {run.variant:15s} seed {run.seed} "
           + " ".join(f"{b} {s[b]:6.2f}" for b in BINS if b in s)
           + f"  ({result['steps']} steps, train {result['train_seconds']:.0f}s, wall {result['wall_seconds']:.0f}s)",
           flush=True)
@@ -86,13 +86,14 @@ def _train_run(run: Run) -> dict[str, Any]:
         stop_reason = f"{stop_reason} at step {card['steps']} (best weights evaluated)"
     wall = time.time() - t0
     language = languages.get(run.language)
-    n_train = _train_size(run.language, cfg.n_train, cfg.n_test, cfg.n_dev)
+    n_train = _train_size(run.language, cfg.n_train, cfg.n_test, cfg.n_dev, run.paper_data)
     metrics = card["metrics"]
     return {
         "language": run.language,
         "class": language.kind,
         "variant": run.variant,
         "budget": run.budget,
+        "data": "paper" if run.paper_data else "sampled",
         "seed": run.seed,
         "strict": {b: 100.0 * metrics[b]["strict_accuracy"] for b in BINS if b in metrics},
         "n_test": {b: metrics[b]["n"] for b in BINS if b in metrics},

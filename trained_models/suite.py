@@ -8,6 +8,7 @@
     python -m trained_models.suite --budget medium --backend ray --address auto   # an existing Ray cluster
     python -m trained_models.suite --budget full --print-runs > runs.txt    # one train command per line
     python -m trained_models.suite --budget small --report-only             # re-render results/small/ only
+    python -m trained_models.suite --budget medium --languages d4 tomita3 --paper-data PATH_TO_ssm_expressivity
 
 A *cell* is one language x variant; it is ``--seeds N`` (default 3) independent *runs* (seeds
 0..N-1: the seed draws the training strings, the initial weights and the batch order). Every run is
@@ -31,6 +32,12 @@ retries it). Pending runs go through an executor (:mod:`trained_models.executors
 machine, ``--jobs`` processes, or Ray with ``--backend ray``), one torch thread each; the run
 directories are the only state the executors share.
 
+``--paper-data REPO`` (a clone or mirror of the paper's repository ``lacoco-lab/ssm_expressivity``) runs the
+same plan on the paper's *stored* strings instead of our sampler's (``train --paper-data``): its runs live in
+``<runs-dir>/<budget>-paper-data/`` and its report in ``<out>/<budget>-paper-data/``, each cell set beside the
+same cell on our strings. Such a run is keyed by a digest of the stored strings, not by the clone's path, so it
+resumes from any clone of the same data and a result made on other stored data is never collected.
+
 The report (:mod:`trained_models.suite_report`) covers the whole grid of the budget (27 languages x
 5 variants x seeds), whatever subset was trained, in a folder per budget: ``<out>/<budget>/suite.csv``
 (one row per run: per-seed numbers) and ``<out>/<budget>/suite.md`` (per language class, mean and 95%
@@ -46,6 +53,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from languages import cli
+from languages.paper import stored_commit
 from trained_models.executors import run_suite
 from trained_models.paper_numbers import SUITE
 from trained_models.suite_plan import BUDGETS, VARIANTS, plan
@@ -91,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--print-runs", action="store_true",
                     help="print one `python -m trained_models.train ...` command per selected run and exit")
     ap.add_argument("--report-only", action="store_true", help="train nothing; re-render the report")
+    ap.add_argument("--paper-data", metavar="REPO",
+                    help="train, stop early and test on the paper's stored strings (REPO: a clone or mirror of "
+                         "lacoco-lab/ssm_expressivity); runs and report go to <budget>-paper-data/")
     return ap
 
 
@@ -108,9 +119,14 @@ def _main(argv: Optional[list[str]] = None) -> int:
                  "which trains on the CPU only")
     if args.address:  # a cluster's workers need not share this directory: absolute run paths
         args.runs_dir = str(Path(args.runs_dir).resolve())
+    if args.paper_data is not None:
+        try:
+            stored_commit(args.paper_data)
+        except FileNotFoundError as e:
+            ap.error(f"argument --paper-data: {e}")
     try:
         runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds,
-                    args.device)
+                    args.device, args.paper_data)
     except ValueError as e:
         ap.error(str(e))
     if args.print_runs:
@@ -122,7 +138,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
             sys.stdout = None
         return 0
     try:  # before any training: a report folder of another budget is never overwritten
-        check_report_target(args.out, args.budget)
+        check_report_target(args.out, args.budget, args.paper_data is not None)
     except ReportConflict as e:
         ap.error(str(e))
     summary = None
@@ -132,7 +148,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
                                 backend=args.backend, address=args.address, device=args.device)
         except RuntimeError as e:  # Ray missing or unreachable
             ap.error(f"argument --backend: {e}")
-    paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds)
+    paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds, paper_data=args.paper_data)
     if summary is not None:
         walls = summary.pop("run_wall_seconds")
         failures = summary.pop("failures")

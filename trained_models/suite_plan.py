@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import languages as _languages
-from languages.paper import paper_sizes
+from languages.paper import STORED_DIRS, paper_sizes, stored_fingerprint
 from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 from trained_models.train import build_parser, config_from_args
@@ -130,6 +130,15 @@ class Run:
     runs_dir: str
     seed: int = 0
     device: str = "cpu"  # not part of the run's identity: a run resumes on any device
+    # A clone or mirror of the paper's repository: train, stop early and test on its stored strings
+    # (``train --paper-data``) instead of our sampler's. Its path is not part of the run's identity (the stored
+    # data's fingerprint is); such runs live in their own group folder, ``<budget>-paper-data``.
+    paper_data: Optional[str] = None
+
+    @property
+    def group(self) -> str:
+        """The folder under ``runs_dir`` (and the report's under ``--out``): the budget, plus the data source."""
+        return group_name(self.budget, self.paper_data is not None)
 
     @property
     def stem(self) -> str:
@@ -137,16 +146,16 @@ class Run:
 
     @property
     def result_path(self) -> Path:
-        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.json"
+        return Path(self.runs_dir) / self.group / self.language / f"{self.stem}.json"
 
     @property
     def failure_path(self) -> Path:
         """Written when the run raised (its error), removed once it succeeds."""
-        return Path(self.runs_dir) / self.budget / self.language / f"{self.stem}.failed.json"
+        return Path(self.runs_dir) / self.group / self.language / f"{self.stem}.failed.json"
 
     @property
     def train_dir(self) -> Path:
-        return Path(self.runs_dir) / self.budget / self.language / self.stem
+        return Path(self.runs_dir) / self.group / self.language / self.stem
 
     @property
     def name(self) -> str:
@@ -166,7 +175,7 @@ class Run:
         argv += ["--min-len", str(windows["train"][0]), "--max-len", str(windows["train"][1])]
         argv += [x for k, (lo, hi) in windows.items() if k != "train" for x in ("--test-window", f"{k}={lo}:{hi}")]
         n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
-        n_train = _train_size(self.language, n_train_req, n_test_req, b.n_dev)
+        n_train = _train_size(self.language, n_train_req, n_test_req, b.n_dev, self.paper_data)
         steps_per_epoch = -(-n_train // b.batch_size)
         steps = max(b.epochs * steps_per_epoch, b.min_steps)
         # ``train`` evaluates every steps_per_epoch // evals_per_epoch steps; patience counts evaluations,
@@ -183,6 +192,8 @@ class Run:
             argv += ["--max-cpu-minutes", f"{b.max_minutes:g}"]
         if b.target is not None:
             argv += ["--target", f"{b.target:g}"]
+        if self.paper_data is not None:
+            argv += ["--paper-data", self.paper_data]
         if self.device != "cpu":
             argv += ["--device", self.device]
         return argv
@@ -190,12 +201,18 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What makes a saved result this run's: its training arguments (the device aside: a run resumes on
         any device) and a fingerprint of the language's data (:func:`data_fingerprint`), so a result made
-        before a sampler, a target or a window changed is never collected as this run's."""
+        before a sampler, a target or a window changed is never collected as this run's. On the paper's stored
+        strings: the arguments with the repository's path replaced by :data:`PAPER_REPO` and the stored strings'
+        fingerprint (:func:`languages.paper.stored_fingerprint`), so a run resumes from any clone of the same
+        data and a result made on other stored data is never collected."""
         argv = self.argv()
         if "--device" in argv:
             i = argv.index("--device")
             del argv[i:i + 2]
-        return {"argv": argv, "data": data_fingerprint(self.language)}
+        if self.paper_data is None:
+            return {"argv": argv, "data": data_fingerprint(self.language)}
+        argv[argv.index("--paper-data") + 1] = PAPER_REPO
+        return {"argv": argv, "data": "paper:" + stored_fingerprint(self.paper_data, self.language)}
 
     def saved(self) -> Optional[dict[str, Any]]:
         """The saved result if there is one (whatever made it)."""
@@ -238,6 +255,13 @@ class Run:
 
 
 TIME_CAPS = ("--max-minutes", "--max-cpu-minutes")
+PAPER_REPO = "<paper repository>"  # stands for the --paper-data path in a run's identity
+PAPER_DATA_SUFFIX = "-paper-data"
+
+
+def group_name(budget: str, paper_data: bool) -> str:
+    """The runs' (and the report's) folder name: ``medium``, or ``medium-paper-data`` on the paper's stored strings."""
+    return budget + (PAPER_DATA_SUFFIX if paper_data else "")
 
 
 def _without_caps(argv: Sequence[str]) -> list[str]:
@@ -269,16 +293,19 @@ def data_fingerprint(language: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _train_size(language: str, n_train: int, n_test: int, n_dev: int) -> int:
-    """How many training strings ``train`` will get for these requests (the window may hold fewer)."""
-    cfg = TrainConfig(language=language, n_train=n_train, n_test=n_test, n_dev=n_dev)
+def _train_size(language: str, n_train: int, n_test: int, n_dev: int, paper_data: Optional[str] = None) -> int:
+    """How many training strings ``train`` will get for these requests (the window, or the paper's stored
+    training file, may hold fewer)."""
+    cfg = TrainConfig(language=language, n_train=n_train, n_test=n_test, n_dev=n_dev, paper_data=paper_data)
     return len(make_data(cfg, _languages.get(language))["train"])
 
 
 def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] = None,
-         variants: Optional[Sequence[str]] = None, seeds: int = 1, device: str = "cpu") -> list[Run]:
+         variants: Optional[Sequence[str]] = None, seeds: int = 1, device: str = "cpu",
+         paper_data: Optional[str | Path] = None) -> list[Run]:
     """The selected runs in training order: seed by seed (every cell gets its seed 0 before any cell
-    its seed 1), and within a seed :data:`FIRST_VARIANTS` for every language, then the rest."""
+    its seed 1), and within a seed :data:`FIRST_VARIANTS` for every language, then the rest.
+    ``paper_data``: the runs train and test on the paper's stored strings (:attr:`Run.paper_data`)."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; known: {', '.join(BUDGETS)}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -293,5 +320,10 @@ def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] =
         raise ValueError(f"unknown variants: {bad}; known: {', '.join(VARIANTS)}")
     groups = [[v for v in VARIANTS if v in vars_ and v in FIRST_VARIANTS],
               [v for v in VARIANTS if v in vars_ and v not in FIRST_VARIANTS]]
-    return [Run(lang, v, budget, str(runs_dir), seed, device)
+    repo = None if paper_data is None else str(Path(paper_data).resolve())
+    if repo is not None:
+        missing = [x for x in langs if x not in STORED_DIRS]
+        if missing:
+            raise ValueError(f"the paper stores no data for {missing}")
+    return [Run(lang, v, budget, str(runs_dir), seed, device, repo)
             for seed in range(seeds) for group in groups for lang in langs for v in group]
