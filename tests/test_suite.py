@@ -402,6 +402,10 @@ def test_figure_bars_are_our_means_with_intervals_beside_the_papers_numbers(tmp_
     assert [seg1[0][1], seg1[1][1]] == pytest.approx([52 - 2 * half, 52 + 2 * half])
     paths = suite_figure.write_figure(cells, "quick", tmp_path, "transformer")
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and b"<svg" in paths["svg"].read_bytes()[:400]
+    # the same numbers re-rendered give the same bytes (no date, fixed ids): a re-rendered report changes in git
+    # only where a number moved
+    again = suite_figure.write_figure(cells, "quick", tmp_path / "again", "transformer")
+    assert again["svg"].read_bytes() == paths["svg"].read_bytes()
     with pytest.raises(ValueError, match="paper column"):
         suite_figure.draw(cells, "quick", "mamba-signed-2l")
 

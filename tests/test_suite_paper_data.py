@@ -82,6 +82,11 @@ def test_the_report_sets_each_cell_beside_the_same_cell_on_our_strings(both):
         return " / ".join(suite_report._fmt(r["strict"][b]) for b in ("bin0", "bin1")) + " (n=1)"
 
     assert cells[2:] == [text(ours), text(res), "100 / 100"]  # ours on ours, ours on the paper's, the paper's
+    # each report links the other (the sampled one was written first, so it links once re-rendered)
+    assert "The same plan on our sampler's strings: [`quick/suite.md`](../quick/suite.md)." in md
+    suite_report.write_report(root / "results", root / "runs", "quick", seeds=1, figures=False)
+    assert ("The same plan on the paper's stored strings: [`quick-paper-data/suite.md`](../quick-paper-data/suite.md)."
+            in (root / "results" / "quick" / "suite.md").read_text())
     with open(folder / "suite.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["data"] for r in rows} == {"paper"}

@@ -81,10 +81,14 @@ def write_figure(cells: dict, budget: str, folder: str | Path, variant: str = "m
     fig = draw(cells, budget, variant)
     try:
         paths = {}
-        with plt.rc_context({"svg.fonttype": "none"}):  # SVG text as text: smaller, searchable
+        # SVG text as text (smaller, searchable); a fixed id salt and no date, so that re-rendering the same
+        # numbers writes the same bytes (a re-rendered report shows in git only where a number moved)
+        with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "automata-lens"}):
             for fmt in ("png", "svg"):
                 path = Path(folder) / f"figure5_{variant}.{fmt}"
-                paths[fmt] = atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=100))
+                meta = {"Date": None} if fmt == "svg" else None
+                paths[fmt] = atomic_write(path, lambda tmp, fmt=fmt, meta=meta: fig.savefig(tmp, format=fmt, dpi=100,
+                                                                                        metadata=meta))
         return paths
     finally:
         plt.close(fig)

@@ -384,9 +384,14 @@ def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int 
     paths = {}
     if figures:
         for v in FIGURE_VARIANTS:
-            paths.update({f"{v}.{k}": p for k, p in write_figure(cells, budget, folder, v).items()})
+            label = budget if paper_data is None else f"{budget}, the paper's stored strings"
+            paths.update({f"{v}.{k}": p for k, p in write_figure(cells, label, folder, v).items()})
         md += ("\nFigures (the paper's Figure 5 view, bin0 / bin1 ours beside the paper's, 95% intervals): "
                + ", ".join(f"[{VARIANT_LABELS[v]}](figure5_{v}.svg)" for v in FIGURE_VARIANTS) + ".\n")
+    other = report_dir(out, budget, paper_data is None) / "suite.md"
+    if other.exists():  # the same budget on the other strings: link it
+        md += ("\nThe same plan on " + ("the paper's stored strings" if paper_data is None else "our sampler's strings")
+               + f": [`{other.parent.name}/suite.md`](../{other.parent.name}/suite.md).\n")
     paths["csv"] = atomic_write_text(folder / "suite.csv", buf.getvalue())
     paths["md"] = atomic_write_text(folder / "suite.md", md)
     return paths
