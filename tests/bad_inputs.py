@@ -113,6 +113,7 @@ CASES: list[Case] = [
         ("--max-total-minutes", "-1"), ("--jobs", "0"), ("--budget", "nope"), ("--out", "")]],
     _c(S, SUITE, ["--languages", "nope"], "nope"),
     _c(S, SUITE, ["--paper-data", "{tmp}/not-a-clone"], "--paper-data"),
+    _c(S, SUITE, ["--paper-data", "."], "--paper-data"),  # a git repository, but not the paper's
     # trained_models.recipes
     _c("trained_models.recipes", ["--root", "{tmp}/recipes"], ["nope"], "nope"),
     *[_c("trained_models.recipes", ["--root", "{tmp}/recipes", "dyck1-mamba"], [flag, value], flag)

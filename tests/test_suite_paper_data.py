@@ -31,6 +31,15 @@ def stored(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def bigger(tmp_path_factory):
+    """Stored D_2 splits with 200 training strings: several optimiser steps a run at the quick budget."""
+    lang = languages.get(LANG)
+    splits = {"train": lang.sample(200, 2, 20, seed=5), "bin0": lang.sample(20, 2, 20, seed=6),
+              "bin1": lang.sample(10, 22, 30, seed=7)}
+    return fake_paper_repo(tmp_path_factory.mktemp("bigger"), LANG, splits)
+
+
+@pytest.fixture(scope="module")
 def both(stored, tmp_path_factory):
     """One cell trained on our strings and on the paper's (quick budget, seed 0), one report each."""
     repo, splits = stored
@@ -55,7 +64,8 @@ def test_paper_data_runs_live_in_their_own_folder_and_use_the_stored_strings(bot
     assert res["n_train"] == len([x for x in splits["train"] if x not in held]) - 16
     # the run is keyed by the stored strings' digest; the clone's path is nowhere in its identity
     ident = res["identity"]
-    assert ident["data"] == "paper:" + stored_fingerprint(repo, LANG)
+    assert ident["data"] == "paper:" + suite_plan.paper_data_fingerprint(repo, LANG)
+    assert stored_fingerprint(repo, LANG) != suite_plan.paper_data_fingerprint(repo, LANG)  # strings and targets
     assert str(repo) not in json.dumps(ident) and suite_plan.PAPER_REPO in ident["argv"]
     # the same plan but for --paper-data and the step count, which follows the (stored) training set's size
     paper_argv, our_argv = ident["argv"], ours["identity"]["argv"]
@@ -74,7 +84,7 @@ def test_the_report_sets_each_cell_beside_the_same_cell_on_our_strings(both):
     ours = json.loads((root / "runs" / "quick" / LANG / f"{VARIANT}.json").read_text())
     assert md.startswith("# The Bhattamishra suite on the paper's stored strings")
     assert f"commit `{stored_commit(repo)[:12]}`" in md and "--paper-data REPO" in md
-    assert "Counting only the 1 variants with runs (Mamba 1L) on the 1 languages with runs (`d2`): 1 of 1 done." in md
+    assert "Counting only the 1 variant with runs (Mamba 1L) on the 1 language with runs (`d2`): 1 of 1 done." in md
     row = next(line for line in md.splitlines() if line.startswith(f"| `{LANG}` | Mamba 1L |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
 
@@ -145,3 +155,99 @@ def test_the_committed_runs_on_our_strings_keep_their_identity():
                              saved["seed"])
         assert run.result_path == p and run.status() == "done", p
         assert "--paper-data" not in run.argv()
+
+
+def test_the_comparison_puts_each_side_in_its_column():
+    def cell(lang, variant, *pairs):
+        c = suite_report.Cell(lang, variant)
+        c.runs = {seed: {"strict": {"bin0": b0, "bin1": b1}, "stop_reason": "reached target"}
+                  for seed, (b0, b1) in enumerate(pairs)}
+        return c
+
+    empty = suite_report.collect("/nonexistent", "quick", 1)
+    paper_cells, sampled = dict(empty), dict(suite_report.collect("/nonexistent", "quick", 1))
+    paper_cells[("d4", "mamba-2l")] = cell("d4", "mamba-2l", (100.0, 100.0), (100.0, 98.0))
+    sampled[("d4", "mamba-2l")] = cell("d4", "mamba-2l", (96.0, 80.0))
+    paper_cells[("d4", "transformer")] = cell("d4", "transformer", (100.0, 100.0))
+    lines = suite_report.data_comparison_lines(paper_cells, sampled, "quick")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| `")]
+    assert rows[0] == ["`d4`", "Mamba 2L", "96.0 / 80.0 (n=1)", "100 [100–100] / 99.0 [86.3–100] (n=2)", "100 / 100"]
+    assert rows[1] == ["`d4`", "Transformer 2L", "–", "100 / 100 (n=1)", "90.2 / 3.3"]  # not run on our strings
+    assert len(rows) == 2  # only the cells run on the paper's strings
+
+
+def _commit(repo, message):
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["commit", "-qam", message], check=True)
+
+
+def _interrupt(run, steps=2):
+    """A run the suite began and a session stopped after ``steps`` optimiser steps."""
+    from trained_models.training import train
+
+    run.begin()
+    cfg = run.config()
+    cfg.max_steps = steps
+    train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
+    assert not run.result_path.exists() and run.status() == "pending"
+
+
+def test_an_interrupted_run_resumes_from_another_clone_of_the_same_data(bigger, tmp_path):
+    repo = bigger
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    (ref,) = suite.plan("quick", tmp_path / "ref", [LANG], [VARIANT], paper_data=repo)
+    assert executors.run_suite([ref])["trained"] == 1
+    (begun,) = suite.plan("quick", tmp_path / "cut", [LANG], [VARIANT], paper_data=repo)
+    _interrupt(begun)
+    (resumed,) = suite.plan("quick", tmp_path / "cut", [LANG], [VARIANT], paper_data=clone)
+    assert resumed.identity() == begun.identity() and resumed.status() == "pending"
+    out = executors.run_suite([resumed])
+    assert (out["trained"], out["failed"]) == (1, 0), out["failures"]
+    got, want = (json.loads(r.result_path.read_text()) for r in (resumed, ref))
+    assert got["metrics"] == want["metrics"] and got["steps"] == want["steps"] > 2  # as if never interrupted
+    assert json.loads((resumed.train_dir / "train_config.json").read_text())["paper_data"] == str(clone.resolve())
+
+
+def test_a_run_begun_on_other_stored_data_is_stale_and_retrained(bigger, tmp_path):
+    repo = bigger
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    (run,) = suite.plan("quick", tmp_path / "runs", [LANG], [VARIANT], paper_data=clone)
+    _interrupt(run)
+    steps_before = run.argv()[run.argv().index("--max-steps") + 1]
+    size_before = run.train_size()
+    # the clone moves on: its stored training file keeps 50 of its 200 strings
+    f = clone / "generated_ds" / "D-2" / "train_src.txt"
+    lines = f.read_text().splitlines()
+    f.write_text("".join(x + "\n" for x in lines[:50]))
+    _commit(clone, "fewer training strings")
+    # the same process sees the new data everywhere: the digest, the training-set size and the step budget
+    assert run.status() == "stale"
+    assert run.argv()[run.argv().index("--max-steps") + 1] != steps_before
+    assert executors.run_suite([run])["trained"] == 1 and run.status() == "done"
+    (moved,) = (run.result_path.parent / "stale").iterdir()
+    assert (moved / run.train_dir.name / "suite_identity.json").exists()  # the begun folder, kept aside
+    assert json.loads(run.result_path.read_text())["n_train"] <= 50 - 16 < size_before
+
+
+def test_the_identity_follows_our_targets_on_the_stored_strings(stored, monkeypatch):
+    repo, _ = stored
+    (run,) = suite.plan("quick", "/nonexistent", [LANG], [VARIANT], paper_data=repo)
+    before = run.identity()
+    real = languages.get(LANG)
+
+    class OtherTargets:  # D_2 with END never allowed: other targets on the same strings
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def allowed_next(self, s):
+            return [set(a) - {languages.END} for a in real.allowed_next(s)]
+
+    monkeypatch.setattr(suite_plan._languages, "get", lambda name, **kw: OtherTargets())
+    suite_plan._paper_data_fingerprint.cache_clear()
+    try:
+        after = run.identity()
+    finally:
+        suite_plan._paper_data_fingerprint.cache_clear()
+    assert after["argv"] == before["argv"] and after["data"] != before["data"]

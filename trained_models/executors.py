@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import languages
 from languages.io import atomic_write_json
-from trained_models.suite_plan import BINS, Run, _train_size
+from trained_models.suite_plan import BINS, Run
 from trained_models.training import train
 
 STATUSES = ("trained", "skipped", "deferred", "failed")
@@ -78,7 +78,9 @@ def run_one(run: Run, deadline: Optional[float] = None) -> dict[str, Any]:
 
 def _train_run(run: Run) -> dict[str, Any]:
     cfg = run.config()
+    identity = run.identity()  # the data as they are when training starts (a clone may move on meanwhile)
     t0 = time.time()
+    run.begin()
     card = train(cfg, run.train_dir, resume=True, command=run.command(), progress=False)
     stop_reason = card["stop_reason"]
     if not card.get("metrics"):  # stopped by the per-run time cap: evaluate the best weights so far
@@ -86,7 +88,7 @@ def _train_run(run: Run) -> dict[str, Any]:
         stop_reason = f"{stop_reason} at step {card['steps']} (best weights evaluated)"
     wall = time.time() - t0
     language = languages.get(run.language)
-    n_train = _train_size(run.language, cfg.n_train, cfg.n_test, cfg.n_dev, run.paper_data)
+    n_train = run.train_size()
     metrics = card["metrics"]
     return {
         "language": run.language,
@@ -105,7 +107,7 @@ def _train_run(run: Run) -> dict[str, Any]:
         "train_seconds": card["train_seconds"],
         "wall_seconds": round(wall, 1),
         "train_command": run.command(),
-        "identity": run.identity(),
+        "identity": identity,
         "train_config": cfg.to_dict(),
         "machine": card.get("machine"),
     }

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import languages as _languages
-from languages.paper import STORED_DIRS, paper_sizes, stored_fingerprint
+from languages.paper import STORED_SPLITS, paper_sizes, stored_commit, stored_fingerprint, stored_split
+from languages.io import atomic_write_json
 from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
+from trained_models.run_folder import CONFIG
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 from trained_models.train import build_parser, config_from_args
 
@@ -175,7 +177,7 @@ class Run:
         argv += ["--min-len", str(windows["train"][0]), "--max-len", str(windows["train"][1])]
         argv += [x for k, (lo, hi) in windows.items() if k != "train" for x in ("--test-window", f"{k}={lo}:{hi}")]
         n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
-        n_train = _train_size(self.language, n_train_req, n_test_req, b.n_dev, self.paper_data)
+        n_train = self.train_size()
         steps_per_epoch = -(-n_train // b.batch_size)
         steps = max(b.epochs * steps_per_epoch, b.min_steps)
         # ``train`` evaluates every steps_per_epoch // evals_per_epoch steps; patience counts evaluations,
@@ -198,13 +200,22 @@ class Run:
             argv += ["--device", self.device]
         return argv
 
+    def train_size(self) -> int:
+        """How many training strings the run gets (the budget's request, capped by the paper's size and by what
+        the window, or the stored training file, holds)."""
+        b = BUDGETS[self.budget]
+        n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
+        # keyed by the stored data's digest as well: a new commit of the clone may hold another training file
+        stored = None if self.paper_data is None else paper_data_fingerprint(self.paper_data, self.language)
+        return _train_size(self.language, n_train_req, n_test_req, b.n_dev, self.paper_data, stored)
+
     def identity(self) -> dict[str, Any]:
         """What makes a saved result this run's: its training arguments (the device aside: a run resumes on
         any device) and a fingerprint of the language's data (:func:`data_fingerprint`), so a result made
         before a sampler, a target or a window changed is never collected as this run's. On the paper's stored
-        strings: the arguments with the repository's path replaced by :data:`PAPER_REPO` and the stored strings'
-        fingerprint (:func:`languages.paper.stored_fingerprint`), so a run resumes from any clone of the same
-        data and a result made on other stored data is never collected."""
+        strings: the arguments with the repository's path replaced by :data:`PAPER_REPO` and the fingerprint of the
+        stored strings and our targets on them (:func:`paper_data_fingerprint`), so a run resumes from any clone of
+        the same data and a result made on other stored data or targets is never collected."""
         argv = self.argv()
         if "--device" in argv:
             i = argv.index("--device")
@@ -212,27 +223,48 @@ class Run:
         if self.paper_data is None:
             return {"argv": argv, "data": data_fingerprint(self.language)}
         argv[argv.index("--paper-data") + 1] = PAPER_REPO
-        return {"argv": argv, "data": "paper:" + stored_fingerprint(self.paper_data, self.language)}
+        return {"argv": argv, "data": "paper:" + paper_data_fingerprint(self.paper_data, self.language)}
 
     def saved(self) -> Optional[dict[str, Any]]:
         """The saved result if there is one (whatever made it)."""
         return json.loads(self.result_path.read_text()) if self.result_path.exists() else None
 
+    @property
+    def begun_path(self) -> Path:
+        """The identity of the run that began the training folder (:meth:`begin`)."""
+        return self.train_dir / "suite_identity.json"
+
+    def begin(self) -> None:
+        """Before training: record this run's identity in a training folder it starts (a folder begun before
+        these records existed gets none), and point a checkpoint begun from another clone of the same stored
+        strings (the same recorded identity, which holds no path) at this clone, so that ``train --resume``
+        accepts it."""
+        config = self.train_dir / CONFIG
+        if not config.exists():
+            if not self.begun_path.exists():
+                atomic_write_json(self.begun_path, self.identity())
+            return
+        saved = json.loads(config.read_text())
+        if (self.paper_data is not None and saved.get("paper_data") not in (None, self.paper_data)
+                and self.begun_path.exists() and _same_run(json.loads(self.begun_path.read_text()), self.identity())):
+            atomic_write_json(config, {**saved, "paper_data": self.paper_data})
+
     def status(self) -> str:
         """``done`` (a result made by this run as it is defined now), ``stale`` (a result made by other
-        arguments or other data: not collected, and retrained after moving it aside), or ``pending``."""
+        arguments or other data: not collected, and retrained after moving it aside; likewise a training folder
+        :meth:`begin` recorded for other arguments or data), or ``pending``."""
         saved = self.saved()
-        if saved is None:
-            return "pending"
         identity = self.identity()
+        if saved is None:
+            begun = json.loads(self.begun_path.read_text()) if self.begun_path.exists() else None
+            return "stale" if begun is not None and not _same_run(begun, identity) else "pending"
         if saved.get("identity") == identity:
             return "done"
         # A time cap the run never reached did not shape its result: a result made under another cap (e.g. the
         # wall-clock --max-minutes the suite used before --max-cpu-minutes) is this run's if it stopped for
         # another reason.
         old = saved.get("identity") or {}
-        if (old.get("data") == identity["data"] and _without_caps(old.get("argv", [])) == _without_caps(identity["argv"])
-                and not str(saved.get("stop_reason", "")).startswith(BUDGET_STOPS)):
+        if _same_run(old, identity) and not str(saved.get("stop_reason", "")).startswith(BUDGET_STOPS):
             return "done"
         return "stale"
 
@@ -264,6 +296,11 @@ def group_name(budget: str, paper_data: bool) -> str:
     return budget + (PAPER_DATA_SUFFIX if paper_data else "")
 
 
+def _same_run(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two identities name the same run but for their time caps (a resumed run may change its cap)."""
+    return old.get("data") == new["data"] and _without_caps(old.get("argv", [])) == _without_caps(new["argv"])
+
+
 def _without_caps(argv: Sequence[str]) -> list[str]:
     """``argv`` without its time caps (each flag and its value)."""
     out, skip = [], False
@@ -292,10 +329,30 @@ def data_fingerprint(language: str) -> str:
     return h.hexdigest()[:16]
 
 
+def paper_data_fingerprint(repo: str | Path, language: str) -> str:
+    """sha256 (16 hex digits) of ``language``'s stored strings (:func:`languages.paper.stored_fingerprint`) and of
+    our per-position targets on the first 16 strings of each stored split: it changes when a stored string
+    changes and when our targets do (as :func:`data_fingerprint` does for the sampler's strings). Read once per
+    (repository, commit, language)."""
+    return _paper_data_fingerprint(str(Path(repo).resolve()), stored_commit(repo), language)
+
+
 @functools.lru_cache(maxsize=None)
-def _train_size(language: str, n_train: int, n_test: int, n_dev: int, paper_data: Optional[str] = None) -> int:
+def _paper_data_fingerprint(repo: str, commit: str, language: str) -> str:
+    lang = _languages.get(language)
+    h = hashlib.sha256(stored_fingerprint(repo, language).encode())
+    for split in STORED_SPLITS:
+        for s in stored_split(repo, language, split, missing_ok=split != "train")[:16]:
+            h.update(s.encode() + b"\x00")
+            h.update(repr([sorted(a) for a in lang.allowed_next(s)]).encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def _train_size(language: str, n_train: int, n_test: int, n_dev: int, paper_data: Optional[str] = None,
+                stored: Optional[str] = None) -> int:
     """How many training strings ``train`` will get for these requests (the window, or the paper's stored
-    training file, may hold fewer)."""
+    training file, may hold fewer; ``stored``: the stored data's fingerprint, part of the cache key only)."""
     cfg = TrainConfig(language=language, n_train=n_train, n_test=n_test, n_dev=n_dev, paper_data=paper_data)
     return len(make_data(cfg, _languages.get(language))["train"])
 
@@ -321,9 +378,11 @@ def plan(budget: str, runs_dir: str | Path, languages: Optional[Sequence[str]] =
     groups = [[v for v in VARIANTS if v in vars_ and v in FIRST_VARIANTS],
               [v for v in VARIANTS if v in vars_ and v not in FIRST_VARIANTS]]
     repo = None if paper_data is None else str(Path(paper_data).resolve())
-    if repo is not None:
-        missing = [x for x in langs if x not in STORED_DIRS]
-        if missing:
-            raise ValueError(f"the paper stores no data for {missing}")
+    if repo is not None:  # before any run: every language's stored data must be there (and be members)
+        for x in langs:
+            try:
+                paper_data_fingerprint(repo, x)
+            except FileNotFoundError as e:
+                raise ValueError(f"--paper-data {paper_data}: not the paper's repository, or not all of it: {e}") from None
     return [Run(lang, v, budget, str(runs_dir), seed, device, repo)
             for seed in range(seeds) for group in groups for lang in langs for v in group]

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import languages
 from languages.io import atomic_write_text
-from languages.paper import stored_commit
+from languages.paper import BEYOND_TRAINING, stored_commit
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
 from trained_models.suite_figure import write_figure
 from trained_models.suite_patterns import departure_lines
@@ -94,7 +94,11 @@ def collect(runs_dir: str | Path, budget: str, seeds: int = 1, paper_data: Optio
     cells = {(x, v): Cell(x, v) for x in SUITE for v in VARIANTS}
     group = group_name(budget, paper_data is not None)
     found = max([seeds] + [_seed_of(p) + 1 for p in Path(runs_dir, group).glob("*/*.seed*.json")])
-    for run in plan(budget, runs_dir, seeds=found, paper_data=paper_data):
+    # On the paper's strings only the languages with a folder: a clone need not hold the others' stored data.
+    langs = None if paper_data is None else [x for x in SUITE if Path(runs_dir, group, x).is_dir()]
+    if langs == []:
+        return cells
+    for run in plan(budget, runs_dir, langs, seeds=found, paper_data=paper_data):
         cell = cells[(run.language, run.variant)]
         status = run.status()
         if status == "done":
@@ -209,8 +213,9 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
                   "stored_splits`): up to the budget's number of each stored test bin, a dev split of stored "
                   "training strings in no test bin, and up to the budget's number of the other stored training "
                   "strings; every stored test-bin string is kept out of train and dev, so bin0 stays held out. "
-                  "Targets are ours (correct) for every language. Only the cells listed in `suite.csv` as done "
-                  "were run."]
+                  "Where the budget above speaks of windows, read the stored files: a smaller stored file gives "
+                  "fewer training strings, and the step budget follows. Targets are ours (correct) for every "
+                  "language. Only the cells listed in `suite.csv` as done were run."]
     if b.differs:
         lines += ["", "Where this budget departs from the paper's protocol:", "",
                   *[f"* {d}" for d in b.differs]]
@@ -218,8 +223,13 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
         "",
         "Strict accuracy in % (a string counts only if the allowed-next set is right at every position), "
         "`bin0 / bin1` (counter languages `bin0 / bin1 / bin2`): bin0 = held-out strings of the training "
-        "lengths (none of them in the early-stopping dev split), bin1 and bin2 = longer strings (the paper's "
-        "windows: `languages.paper`, `results/paper_data.md`). Ours: Mamba with 1–3 layers "
+        "lengths (none of them in the early-stopping dev split), "
+        + ("bin1 and bin2 = the paper's stored later bins: longer strings, except that for "
+           + ", ".join(f"{PAPER[x]['label']}" for x in BEYOND_TRAINING) + " the stored bin1 keeps the training "
+           "window's lower bound, so part of it lies at training lengths (`results/paper_data.md`; our sampler's "
+           "bin1 starts above the training window). " if paper_data else
+           "bin1 and bin2 = longer strings (the paper's windows: `languages.paper`, `results/paper_data.md`). ")
+        + "Ours: Mamba with 1–3 layers "
         "(non-negative gates, as in the paper), Mamba 2L with signed gates, and our 2-layer Transformer "
         "(TransformerLens) re-run with Bhattamishra et al.'s positional variant. Paper: Sarrof et al.'s Mamba "
         "(`main_expt_results.xlsx`) and Bhattamishra et al.'s Transformer as copied by the paper "
@@ -270,10 +280,15 @@ def _active_text(cells: dict[tuple[str, str], Cell], seeds: int) -> str:
     if not active or (len(active) == len(VARIANTS) and len(langs) == len(SUITE)):
         return ""
     done = sum(min(cells[(x, v)].n, seeds) for x in langs for v in active)
-    which = f"the {len(active)} variants with runs ({', '.join(VARIANT_LABELS[v] for v in active)})"
+    which = (f"the {_count(len(active), 'variant')} with runs "
+             f"({', '.join(VARIANT_LABELS[v] for v in active)})")
     if len(langs) < len(SUITE):
-        which += f" on the {len(langs)} languages with runs ({', '.join(f'`{x}`' for x in langs)})"
+        which += f" on the {_count(len(langs), 'language')} with runs ({', '.join(f'`{x}`' for x in langs)})"
     return f" Counting only {which}: {done} of {len(langs) * len(active) * seeds} done."
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _mean(xs: list[float]) -> Optional[float]:
@@ -337,9 +352,13 @@ def data_comparison_lines(paper_cells: dict[tuple[str, str], Cell], sampled: dic
             rows.append([f"`{lang}`", VARIANT_LABELS[v], _cell_text(sampled[(lang, v)], nb, 0),
                          _cell_text(cell, nb, 0), paper])
     lines = [f"## The same cells on our sampler's strings (`{group_name(budget, False)}/`) and on the paper's", "",
-             "Same budget, windows, sizes and seeds; only the strings differ: our sampler draws uniformly over "
+             "Same budget, planned seeds and length windows; the strings differ: our sampler draws uniformly over "
              "lengths and then over each length's strings (the paper's support), the paper's generators draw "
-             "their own way (`results/paper_data.md`). Each side is tested on its own strings. `(n=k)`: k seeds.", ""]
+             "their own way (`results/paper_data.md`). With them differ the training-set size where a stored file "
+             "holds fewer strings (and the step budget with it), and, for the languages whose stored bin1 keeps the "
+             "training window's lower bound, the lengths in bin1. Each side is tested on its own strings. "
+             "`(n=k)`: k finished seeds. Paper: Sarrof et al.'s Mamba and, for the Transformer, Bhattamishra et "
+             "al.'s numbers, each on the paper's own data.", ""]
     return lines + (markdown_table(head, rows) if rows else ["No cell has run on the paper's strings yet."])
 
 
