@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import languages as _languages
-from languages.paper import STORED_SPLITS, paper_sizes, stored_commit, stored_fingerprint, stored_split
 from languages.io import atomic_write_json
+from languages.paper import STORED_SPLITS, paper_sizes, stored_commit, stored_fingerprint, stored_split
 from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
-from trained_models.run_folder import CONFIG
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
+from trained_models.run_folder import CONFIG
 from trained_models.train import build_parser, config_from_args
 
 BINS = ("bin0", "bin1", "bin2")
