@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from languages import cli
-from languages.paper import stored_commit
 from trained_models.executors import run_suite
 from trained_models.paper_numbers import SUITE
 from trained_models.suite_plan import BUDGETS, VARIANTS, plan
@@ -119,11 +118,6 @@ def _main(argv: Optional[list[str]] = None) -> int:
                  "which trains on the CPU only")
     if args.address:  # a cluster's workers need not share this directory: absolute run paths
         args.runs_dir = str(Path(args.runs_dir).resolve())
-    if args.paper_data is not None:
-        try:
-            stored_commit(args.paper_data)
-        except FileNotFoundError as e:
-            ap.error(f"argument --paper-data: {e}")
     try:
         runs = plan(args.budget, args.runs_dir, _names(args.languages), _names(args.models), args.seeds,
                     args.device, args.paper_data)
