@@ -45,7 +45,7 @@ from pathlib import Path
 
 __all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes",
            "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split", "stored_members", "stored_fingerprint",
-           "stored_commit"]
+           "stored_commit", "reported_bins", "stored_test_bins"]
 
 
 def _windows(rule: str, lo: int, hi: int, inc: int, n_bins: int, scale: int = 1) -> dict[str, tuple[int, int]]:
@@ -194,6 +194,23 @@ def stored_members(repo: str | Path, language, split: str, *, missing_ok: bool =
         if not language.accepts(x):
             raise ValueError(f"paper data: stored {split} string {i} ({x[:40]!r}) is not a member of {language.name}")
     return strings
+
+
+def reported_bins(language) -> tuple[str, ...]:
+    """The test bins a run of ``language`` reports, in order: ``bin0`` and every other bin of its
+    ``default_bins`` (the paper's windows). The one rule for which stored bins count: the paper's Tomita 5/6
+    store a ``bin2`` that repeats bin1's window and is not reported, and a language without default bins
+    reports them all."""
+    bins = getattr(language, "default_bins", None) or dict.fromkeys(("bin0", "bin1", "bin2"))
+    return ("bin0",) + tuple(sorted(b for b in bins if b not in ("train", "bin0")))
+
+
+def stored_test_bins(repo: str | Path, language) -> dict[str, list[str]]:
+    """The paper's stored test bins of ``language`` that a run reports (:func:`reported_bins`; bin0 and bin1
+    must be stored, a bin2 that is not is left out), every string checked to be a member (:func:`stored_members`)."""
+    bins = {split: stored_members(repo, language, split, missing_ok=split == "bin2")
+            for split in reported_bins(language)}
+    return {split: strings for split, strings in bins.items() if strings}
 
 
 @functools.lru_cache(maxsize=None)

@@ -95,11 +95,11 @@ def test_evaluate_paper_data_scores_every_stored_string(stored, tmp_path, capsys
 def test_own_split_rebuilds_what_training_scored(stored, tmp_path, capsys):
     """--own-split bin0 re-scores exactly the card's bin0; a run on the paper's data rebuilds its stored splits."""
     repo, _ = stored
-    for extra in ([], ["--paper-data", str(repo)]):
+    for extra in (["--min-len", "2", "--max-len", "20"], ["--paper-data", str(repo)]):
         out = tmp_path / f"run{len(extra)}"
         assert train_main(["--language", LANG, "--layers", "1", "--d-model", "8", "--d-state", "4", "--n-train", "40",
                            "--n-dev", "8", "--n-test", "12", "--batch-size", "8", "--epochs", "3", "--lr", "0.01",
-                           "--min-len", "2", "--max-len", "20", "--threads", "1", "--no-progress", "--out", str(out),
+                           "--threads", "1", "--no-progress", "--out", str(out),
                            *extra]) == 0
         card = json.loads((out / "card.json").read_text())
         capsys.readouterr()
@@ -123,3 +123,49 @@ def test_a_missing_split_is_recognised_under_any_locale(stored, monkeypatch):
     assert stored_split(repo, LANG, "bin2", missing_ok=True) == []
     with pytest.raises(FileNotFoundError, match="val_src_bin2"):
         stored_split(repo, LANG, "bin2")
+
+
+# --------------------------------------------------------------------------- which stored bins a run reports
+
+def test_reported_bins_follow_the_default_windows():
+    from languages.paper import reported_bins
+    assert reported_bins(languages.get("tomita5")) == ("bin0", "bin1")  # its stored bin2 repeats bin1's window
+    assert reported_bins(languages.get("dyck1")) == ("bin0", "bin1", "bin2")
+
+    class Bare:  # no default windows: every stored bin
+        name = "bare"
+    assert reported_bins(Bare()) == ("bin0", "bin1", "bin2")
+
+
+def test_an_unreported_stored_bin_is_held_out_but_not_scored(stored, tmp_path):
+    """d2 reports bin0 and bin1; a stored bin2 (as Tomita 5/6 store) is scored neither by training nor by
+    ``evaluate --paper-data``, and its strings stay out of train and dev all the same."""
+    from trained_models.evaluate import stored_bins
+    _, splits = stored
+    lang = languages.get(LANG)
+    bin2 = splits["train"][:6]  # strings that are also stored training strings
+    repo = fake_paper_repo(tmp_path / "with-bin2", LANG, {**splits, "bin2": bin2})
+    sp = make_data(_cfg(repo, n_train=10**6, n_dev=4), lang)
+    assert [k for k in sp if k.startswith("bin")] == ["bin0", "bin1"] == list(stored_bins(str(repo), lang))
+    assert not set(bin2) & (set(sp["train"]) | set(sp["dev"]))
+    # the same seed without the stored bin2 keeps those strings in training
+    assert set(bin2) & set(make_data(_cfg(stored[0], n_train=10**6, n_dev=4), lang)["train"])
+
+
+def test_windows_other_than_the_languages_own_are_refused(stored, tmp_path, capsys):
+    repo, _ = stored
+    lang = languages.get(LANG)
+    own = {k: tuple(v) for k, v in lang.default_bins.items()}
+    tests = {k: v for k, v in own.items() if k != "train"}
+    # the suite's self-contained commands give the language's own windows: the same splits as none
+    assert make_data(_cfg(repo, train_window=own["train"], test_windows=tests), lang) == make_data(_cfg(repo), lang)
+    for kw in ({"train_window": (2, 8)}, {"test_windows": {**tests, "bin1": (3, 9)}},
+               {"test_windows": {"bin0": tests["bin0"]}}, {"test_windows": {**tests, "bin2": (200, 300)}}):
+        with pytest.raises(ValueError, match="the stored strings fix the windows of d2"):
+            make_data(_cfg(repo, **kw), lang)
+    out = tmp_path / "run"
+    assert train_main(["--language", LANG, "--n-train", "8", "--paper-data", str(repo), "--test-window", "bin1=3:9",
+                       "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bin1=3:9" in err and "fix the windows" in err
+    assert not out.exists() or not any(out.iterdir())

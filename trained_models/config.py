@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from languages.datasets import make_splits
-from languages.paper import stored_members
+from languages.paper import stored_members, stored_test_bins
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
@@ -170,13 +170,18 @@ def make_data(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
                        allow_fewer=True)
 
 
+def _fmt_windows(windows: dict[str, tuple[int, int]]) -> str:
+    return ", ".join(f"{k}={lo}:{hi}" for k, (lo, hi) in windows.items())
+
+
 def stored_splits(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
     """The run's splits from the paper's stored data sets (``cfg.paper_data``: a clone or mirror of its
     repository; :func:`languages.paper.stored_split`) instead of our sampler, to tell what a result owes to
     the strings the paper's generators draw.
 
-    Test bins: up to ``n_test`` of each stored bin the run reports (a seeded subset, in stored order; the
-    length windows themselves play no part). Dev: ``n_dev``
+    Test bins: up to ``n_test`` of each stored bin the run reports (:func:`languages.paper.reported_bins`; a
+    seeded subset, in stored order). The windows, where the config gives them (the suite's commands do, to be
+    self-contained), must be the language's own: the stored strings fix them. Dev: ``n_dev``
     distinct stored training strings that are in no stored test bin. Train: up to ``n_train`` of the other
     stored training strings (a seeded subset; the stored duplicates kept) that are in no test bin either, so
     bin0 stays held out (the paper's Tomita files share some bin0 strings with train). Every string must be
@@ -186,14 +191,22 @@ def stored_splits(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
     def subset(xs: list[str], n: int) -> list[str]:
         return [xs[i] for i in sorted(rng.permutation(len(xs))[:n])]
 
-    stored = {split: stored_members(cfg.paper_data, language, split, missing_ok=split == "bin2")
-              for split in ("train", "bin0", "bin1", "bin2")}
-    held = {x for split in ("bin0", "bin1", "bin2") for x in stored[split]}
-    # the bins the run reports (Tomita 5/6 store a bin2 that repeats bin1's window and is not reported)
-    _, windows = resolve_windows(cfg, language)
-    tests = {split: subset(stored[split], cfg.n_test) for split in ("bin0", "bin1", "bin2")
-             if stored[split] and split in windows}
-    dev = subset(sorted(set(stored["train"]) - held), cfg.n_dev)
+    stored = stored_members(cfg.paper_data, language, "train")  # names an unstored language or a bad repository
+    own = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
+    given = {**({"train": cfg.train_window} if cfg.train_window else {}), **(cfg.test_windows or {})}
+    other = any(own.get(k) != tuple(v) for k, v in given.items())
+    partial = cfg.test_windows is not None and set(cfg.test_windows) != set(own) - {"train"}
+    if other or partial:  # the stored strings have their own lengths: other windows would mean nothing
+        raise ValueError(f"paper_data: the stored strings fix the windows of {language.name}; give its own "
+                         f"windows ({_fmt_windows(own)}) or none, not {_fmt_windows(given)}")
+    bins = stored_test_bins(cfg.paper_data, language)  # the bins the run reports (languages.paper.reported_bins)
+    # held out of train and dev: every stored test bin, reported or not (Tomita 5/6's unreported bin2 repeats
+    # bin1's window; the strings are the same whether or not the run scores them)
+    held = {x for split in ("bin0", "bin1", "bin2")
+            for x in (bins[split] if split in bins else stored_members(cfg.paper_data, language, split,
+                                                                       missing_ok=split == "bin2"))}
+    tests = {split: subset(strings, cfg.n_test) for split, strings in bins.items()}
+    dev = subset(sorted(set(stored) - held), cfg.n_dev)
     out = set(dev) | held
-    train = subset([x for x in stored["train"] if x not in out], cfg.n_train)
+    train = subset([x for x in stored if x not in out], cfg.n_train)
     return {"train": train, **tests, "dev": dev}

@@ -35,7 +35,7 @@ import languages
 from languages import cli
 from languages.base import check_fits
 from languages.datasets import Vocab, encode_batch, make_splits
-from languages.paper import STORED_DIRS, stored_members
+from languages.paper import STORED_DIRS, stored_test_bins
 from trained_models.config import TrainConfig, make_data
 from trained_models.registry import load, load_any
 
@@ -274,15 +274,12 @@ def own_splits(card: Optional[dict[str, Any]], language: Any) -> dict[str, list[
 
 
 def stored_bins(repo: str, language: Any) -> dict[str, list[str]]:
-    """The paper's stored test bins of ``language`` (bin0, bin1 and bin2 where stored and reported: Tomita 5/6
-    store a bin2 that repeats bin1's window). A stored string that is
-    not a member of ours is an error that names it (the paper's data are all members: ``results/paper_data.md``)."""
+    """The paper's stored test bins of ``language`` that a run reports (:func:`languages.paper.stored_test_bins`,
+    the same bins ``train --paper-data`` scores). A stored string that is not a member of ours is an error that
+    names it (the paper's data are all members: ``results/paper_data.md``)."""
     if language.name not in STORED_DIRS:
         raise cli.UsageError(f"--paper-data: the paper stores no data for {language.name}")
-    reported = set(getattr(language, "default_bins", None) or ("bin0", "bin1", "bin2")) - {"train"}
-    bins = {split: stored_members(repo, language, split, missing_ok=split == "bin2")
-            for split in ("bin0", "bin1", "bin2") if split in reported}
-    return {split: strings for split, strings in bins.items() if strings}
+    return stored_test_bins(repo, language)
 
 
 def _windows(args: argparse.Namespace, language: Any) -> dict[str, tuple[int, int]]:

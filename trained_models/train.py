@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--paper-data", metavar="REPO",
                     help="train, stop early and test on the paper's stored strings of the language (REPO: a clone "
                          "or mirror of lacoco-lab/ssm_expressivity) instead of sampled ones; sizes capped by "
-                         "--n-train/--n-dev/--n-test")
+                         "--n-train/--n-dev/--n-test; the stored strings fix the windows (--min-len/--max-len/"
+                         "--test-window, if given, must be the language's own)")
     ap.add_argument("--init-from", metavar="RUN_OR_NAME",
                     help="start from these weights (a run directory or a shipped name; same architecture), "
                          "with a fresh optimiser and schedule: e.g. fine-tune on longer strings")
