@@ -265,3 +265,34 @@ def test_fine_tuning_recipes_name_a_base_stage():
             src = argv[argv.index("--init-from") + 1]
             assert src.startswith("runs/") and src.split("/", 1)[1] in BASES, name
     assert not set(BASES) & set(RECIPES)
+
+
+def test_the_dev_schedule_is_what_training_does(tmp_path, monkeypatch):
+    """:func:`evaluates_at` is the loop's rule (the suite's header and patience are computed from it): with 5 steps
+    an epoch and 2 evaluations an epoch, dev is scored every 2 steps and at each epoch's last step."""
+    import trained_models.training as tr
+
+    monkeypatch.setattr(tr, "selection_metric", lambda language, res: 0.5)  # ties only: patience runs out
+    card = train(_tiny_cfg(n_train=40, batch_size=8, epochs=3, evals_per_epoch=2, patience=4), tmp_path / "run",
+                 progress=False)
+    st = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    expected = [2, 4, 5, 6, 8]  # by hand: step % 2 == 0 or step % 5 == 0; the 4th evaluation after step 2 stops
+    assert [h["step"] for h in st["history"]] == expected == [s for s in range(1, 9) if tr.evaluates_at(s, 5, 2, 15)]
+    assert card["stop_reason"] == "no improvement in 4 evaluations"
+    # patience_span by hand on that schedule over 10 steps (evaluations 2, 4, 5, 6, 8, 10): 2 evaluations
+    # after the best stop 3, 2, 3 and 4 steps later
+    assert tr.patience_span(5, 2, 2, 10) == (2, 4)
+    assert tr.patience_span(5, 2, 6, 10) is None
+
+
+def test_the_suite_header_states_the_patience_its_runs_had():
+    """medium: 5,000 strings, batch 32 = 157 steps an epoch, evaluated at 78, 156, 157, ...; patience 6 raised to
+    ceil(600 / 78) = 8 evaluations, which the epoch-end evaluations shorten to 390-467 steps (the runs that
+    stopped on patience did so 390-500 steps after their last improvement, the fewer-string windows later)."""
+    from trained_models.suite_plan import BUDGETS, Run
+
+    b = BUDGETS["medium"]
+    assert b.steps(5000) == (157, 1256) and b.patience_evals(5000) == 8
+    assert "stops 390–467 steps after its last improvement" in b.describe()
+    argv = Run("tomita5", "mamba-1l", "medium", "runs").argv()
+    assert argv[argv.index("--patience") + 1] == "8"

@@ -20,6 +20,7 @@ from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 from trained_models.run_folder import CONFIG
 from trained_models.train import build_parser, config_from_args
+from trained_models.training import patience_span
 
 BINS = ("bin0", "bin1", "bin2")
 
@@ -50,16 +51,45 @@ class Budget:
     target: Optional[float] = None  # stop once the dev strict accuracy reaches this (fraction)
     differs: tuple[str, ...] = ()  # where this budget departs from the paper's protocol (table header)
 
+    def steps(self, n_train: int) -> tuple[int, int]:
+        """A run with ``n_train`` training strings: (steps an epoch, the step budget: ``epochs`` epochs, at least
+        ``min_steps``)."""
+        per_epoch = -(-n_train // self.batch_size)
+        return per_epoch, max(self.epochs * per_epoch, self.min_steps)
+
+    def patience_evals(self, n_train: int) -> int:
+        """Early stopping's patience in dev evaluations for a run with ``n_train`` training strings: ``patience``,
+        raised so that as many regular evaluation intervals cover ``patience_steps`` (on a small window the
+        evaluations come every few steps)."""
+        per_epoch, _ = self.steps(n_train)
+        every = max(1, per_epoch // self.evals_per_epoch)
+        return max(self.patience, -(-self.patience_steps // every))
+
     def describe(self) -> str:
+        def n(k: int, what: str) -> str:
+            return f"{k:,} {what}{'' if k == 1 else 's'}"
+
         cap = f", at most {self.max_minutes:g} CPU minutes a run" if self.max_minutes else ""
         cap += f", stopping once dev strict accuracy reaches {self.target:g}" if self.target is not None else ""
-        floor = f" and at least {self.min_steps} steps" if self.min_steps else ""
-        wait = f" and {self.patience_steps} steps" if self.patience_steps else ""
+        per_epoch, budget = self.steps(self.n_train)
+        every = max(1, per_epoch // self.evals_per_epoch)
+        steps = (f"{n(self.epochs, 'epoch')} or {n(self.min_steps, 'optimiser step')}, whichever is more"
+                 if self.min_steps else n(self.epochs, "epoch"))
+        when = ("at each epoch's end" if self.evals_per_epoch == 1 else
+                f"{self.evals_per_epoch}× an epoch and at each epoch's last step")
+        patience = self.patience_evals(self.n_train)
+        rule = (f"N evaluations without a strict improvement, a tie counting as none (N: {self.patience}, raised to "
+                f"cover {self.patience_steps} steps at the regular interval)" if self.patience_steps else
+                f"{n(patience, 'evaluation')} without a strict improvement, a tie counting as none")
+        span = patience_span(per_epoch, self.evals_per_epoch, patience, budget)
+        if span:
+            lo, hi = span
+            rule += (f"; a run of {self.n_train:,} strings has {per_epoch} steps an epoch, evaluates every {every} "
+                     f"and stops {f'{lo}–{hi}' if lo != hi else lo} steps after its last improvement")
         return (f"≤{self.n_train:,} training strings (fewer where the window holds fewer), ≤{self.n_test:,} test "
-                f"strings per bin, d_model {self.d_model}, {self.epochs} epochs{floor} (batch {self.batch_size}, "
-                f"{self.evals_per_epoch} dev evaluation(s) an epoch on {self.n_dev} held-out training-window strings, early "
-                f"stopping after {self.patience} of them{wait} without improvement), AdamW lr {self.lr_mamba:g} (Mamba) / "
-                f"{self.lr_transformer:g} (Transformer){cap}")
+                f"strings per bin, d_model {self.d_model}, {steps} (batch {self.batch_size}; dev strict accuracy on "
+                f"{self.n_dev} held-out training-window strings {when}; early stopping after {rule}), AdamW lr "
+                f"{self.lr_mamba:g} (Mamba) / {self.lr_transformer:g} (Transformer){cap}")
 
 
 # The paper's Bhattamishra-suite protocol (lacoco-lab/ssm_expressivity: configs/defaults.yaml,
@@ -178,12 +208,8 @@ class Run:
         argv += [x for k, (lo, hi) in windows.items() if k != "train" for x in ("--test-window", f"{k}={lo}:{hi}")]
         n_train_req, n_test_req = paper_sizes(self.language, b.n_train, b.n_test)
         n_train = self.train_size()
-        steps_per_epoch = -(-n_train // b.batch_size)
-        steps = max(b.epochs * steps_per_epoch, b.min_steps)
-        # ``train`` evaluates every steps_per_epoch // evals_per_epoch steps; patience counts evaluations,
-        # which on a small window come every few steps: express it in steps as well.
-        eval_every = max(1, steps_per_epoch // b.evals_per_epoch)
-        patience = max(b.patience, -(-b.patience_steps // eval_every))
+        _, steps = b.steps(n_train)
+        patience = b.patience_evals(n_train)
         argv += ["--d-model", str(b.d_model), "--lr", f"{b.lr_transformer if family == 'transformer' else b.lr_mamba:g}",
                  "--batch-size", str(b.batch_size), "--epochs", str(b.epochs), "--max-steps", str(steps),
                  "--patience", str(patience),

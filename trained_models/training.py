@@ -91,10 +91,6 @@ class _Run:
     def steps_per_epoch(self) -> int:
         return len(self.train_batches)
 
-    @property
-    def eval_every(self) -> int:
-        return max(1, self.steps_per_epoch // self.cfg.evals_per_epoch)
-
     def card(self, state: dict[str, Any], metrics: Optional[dict] = None) -> dict[str, Any]:
         return _card(self.cfg, self.spec, self.language, state, self.command, metrics)
 
@@ -238,8 +234,7 @@ def _train_loop(run: _Run, state: dict[str, Any], *, progress: bool, evaluate_on
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{state['best']:.4f}")
-            last_of_epoch = j == run.steps_per_epoch - 1
-            if state["step"] % run.eval_every == 0 or last_of_epoch or state["step"] >= run.total_steps:
+            if evaluates_at(state["step"], run.steps_per_epoch, run.cfg.evals_per_epoch, run.total_steps):
                 stop_reason = _evaluate_dev(run, state, loss)
             stop_reason = stop_reason or budget.spent()
             if stop_reason or state["step"] >= run.total_steps:
@@ -247,6 +242,23 @@ def _train_loop(run: _Run, state: dict[str, Any], *, progress: bool, evaluate_on
     if bar is not None:
         bar.close()
     return stop_reason
+
+
+def evaluates_at(step: int, steps_per_epoch: int, evals_per_epoch: int, total_steps: int) -> bool:
+    """Whether training scores dev after optimiser step ``step`` (counted from 1): every
+    ``steps_per_epoch // evals_per_epoch`` steps, at each epoch's last step (a second evaluation a step or two
+    after the last regular one where the epoch is not a multiple of the interval) and at the budget's last step."""
+    every = max(1, steps_per_epoch // evals_per_epoch)
+    return step % every == 0 or step % steps_per_epoch == 0 or step >= total_steps
+
+
+def patience_span(steps_per_epoch: int, evals_per_epoch: int, patience: int, total_steps: int) -> Optional[tuple[int, int]]:
+    """The fewest and most optimiser steps that ``patience`` dev evaluations without improvement take to end a
+    run (from the evaluation that set the best score to the one that stops it), on :func:`evaluates_at`'s
+    schedule; ``None`` where the step budget holds no such stretch."""
+    steps = [s for s in range(1, total_steps + 1) if evaluates_at(s, steps_per_epoch, evals_per_epoch, total_steps)]
+    spans = [steps[i + patience] - steps[i] for i in range(len(steps) - patience)]
+    return (min(spans), max(spans)) if spans else None
 
 
 def _progress_bar(run: _Run, state: dict[str, Any], progress: bool):
