@@ -55,8 +55,10 @@ from typing import Iterable, Optional
 from languages import cli
 from trained_models.executors import run_suite
 from trained_models.paper_numbers import SUITE
+from trained_models.suite_fit import update_fits
+from trained_models.suite_patterns import departures
 from trained_models.suite_plan import BUDGETS, VARIANTS, plan
-from trained_models.suite_report import ReportConflict, check_report_target, write_report
+from trained_models.suite_report import ReportConflict, check_report_target, collect, report_dir, write_report
 from trained_models.train import build_parser as train_parser
 
 # --------------------------------------------------------------------------- CLI
@@ -98,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--print-runs", action="store_true",
                     help="print one `python -m trained_models.train ...` command per selected run and exit")
     ap.add_argument("--report-only", action="store_true", help="train nothing; re-render the report")
+    ap.add_argument("--fit-check", action="store_true",
+                    help="before the report: score every finished seed of every cell that departs from the paper's "
+                         "pattern on its own training strings (kept in <report folder>/fit.csv; the report shows "
+                         "them); needs the runs' training folders")
     ap.add_argument("--paper-data", metavar="REPO",
                     help="train, stop early and test on the paper's stored strings (REPO: a clone or mirror of "
                          "lacoco-lab/ssm_expressivity); runs and report go to <budget>-paper-data/")
@@ -142,6 +148,11 @@ def _main(argv: Optional[list[str]] = None) -> int:
                                 backend=args.backend, address=args.address, device=args.device)
         except RuntimeError as e:  # Ray missing or unreachable
             ap.error(f"argument --backend: {e}")
+    if args.fit_check:
+        cells = collect(args.runs_dir, args.budget, args.seeds, args.paper_data)
+        departing = {(lang, v) for lang, _, v, _, _ in departures(cells)}
+        update_fits([r for r in runs if (r.language, r.variant) in departing],
+                    report_dir(args.out, args.budget, args.paper_data is not None))
     paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds, paper_data=args.paper_data)
     if summary is not None:
         walls = summary.pop("run_wall_seconds")

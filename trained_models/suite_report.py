@@ -23,6 +23,7 @@ from languages.io import atomic_write_text
 from languages.paper import BEYOND_TRAINING, stored_commit
 from trained_models.paper_numbers import CLASSES, PAPER, SUITE, paper_bins
 from trained_models.suite_figure import write_figure
+from trained_models.suite_fit import read_fits
 from trained_models.suite_patterns import departure_lines
 from trained_models.suite_plan import BINS, BUDGETS, VARIANT_LABELS, VARIANTS, group_name, plan
 from trained_models.tables import markdown_table
@@ -183,9 +184,11 @@ def _data_name(paper_data) -> str:
 
 
 def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | Path, seeds: int,
-              paper_data: Optional[str | Path] = None, sampled: Optional[dict[tuple[str, str], Cell]] = None) -> str:
+              paper_data: Optional[str | Path] = None, sampled: Optional[dict[tuple[str, str], Cell]] = None,
+              fits: Optional[dict] = None) -> str:
     """The markdown report. ``paper_data``: ``cells`` are runs on the paper's stored strings (a clone of its
-    repository); ``sampled``: the same budget's runs on our sampler's strings, set beside them cell by cell."""
+    repository); ``sampled``: the same budget's runs on our sampler's strings, set beside them cell by cell;
+    ``fits``: the runs' accuracy on their own training strings (:mod:`trained_models.suite_fit`)."""
     b = BUDGETS[budget]
     group = group_name(budget, paper_data is not None)
     total = len(SUITE) * len(VARIANTS) * seeds
@@ -260,7 +263,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
                                        + [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
                                        for lang in langs))
         lines += ["", *pattern_lines(cls, langs, cells)]
-    lines += ["", *departure_lines(cells, _fmt, paper_data=bool(paper_data))]
+    lines += ["", *departure_lines(cells, _fmt, paper_data=bool(paper_data), fits=fits)]
     if sampled is not None:
         lines += ["", *data_comparison_lines(cells, sampled, budget)]
     lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
@@ -399,7 +402,7 @@ def write_report(out: str | Path, runs_dir: str | Path, budget: str, seeds: int 
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_rows(cells, budget, seeds, paper_data is not None))
-    md = render_md(cells, budget, runs_dir, seeds, paper_data, sampled)
+    md = render_md(cells, budget, runs_dir, seeds, paper_data, sampled, read_fits(folder))
     paths = {}
     if figures:
         for v in FIGURE_VARIANTS:
