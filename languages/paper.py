@@ -45,7 +45,7 @@ from pathlib import Path
 
 __all__ = ["PAPER_WINDOWS", "CONFIG_WINDOWS", "BEYOND_TRAINING", "PAPER_SIZES", "PAPER_CONFIGS", "paper_sizes",
            "STORED_DIRS", "STORED_SPLITS", "read_stored", "stored_split", "stored_members", "stored_fingerprint",
-           "stored_commit", "reported_bins", "stored_test_bins"]
+           "stored_commit", "reported_bins", "stored_test_bins", "stored_dir"]
 
 
 def _windows(rule: str, lo: int, hi: int, inc: int, n_bins: int, scale: int = 1) -> dict[str, tuple[int, int]]:
@@ -174,14 +174,21 @@ def read_stored(repo: str | Path, path: str, *, missing_ok: bool = False) -> lis
     return rows[:-1] if rows and rows[-1] == "" else rows
 
 
+def stored_dir(name: str) -> str:
+    """The folder under ``generated_ds/`` that holds language ``name``'s stored data; an error that lists the
+    stored languages if the paper stores none for it."""
+    if name not in STORED_DIRS:
+        raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
+    return STORED_DIRS[name]
+
+
 def stored_split(repo: str | Path, name: str, split: str, what: str = "src", *, missing_ok: bool = False) -> list[str]:
     """One stored split of language ``name`` (``split`` in :data:`STORED_SPLITS`): its strings
     (``what="src"``) or its target lines (``"tgt"``); ``missing_ok``: no lines where the split is not stored."""
-    if name not in STORED_DIRS:
-        raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
+    stored_dir(name)
     if split not in STORED_SPLITS or what not in ("src", "tgt"):
         raise ValueError(f"split must be one of {tuple(STORED_SPLITS)} and what 'src' or 'tgt', got {split!r}, {what!r}")
-    return read_stored(repo, f"generated_ds/{STORED_DIRS[name]}/{STORED_SPLITS[split][what == 'tgt']}.txt",
+    return read_stored(repo, f"generated_ds/{stored_dir(name)}/{STORED_SPLITS[split][what == 'tgt']}.txt",
                        missing_ok=missing_ok)
 
 
@@ -227,6 +234,5 @@ def stored_fingerprint(repo: str | Path, name: str) -> str:
     """sha256 (16 hex digits) of language ``name``'s stored strings, split by split (``train`` must be
     stored; a missing test bin counts as empty): equal for any clone or mirror holding the same data, and
     different as soon as one stored string changes. Read once per (repository, commit, language)."""
-    if name not in STORED_DIRS:
-        raise ValueError(f"the paper stores no data for {name!r}; stored: {', '.join(STORED_DIRS)}")
+    stored_dir(name)
     return _fingerprint(str(Path(repo).resolve()), stored_commit(repo), name)

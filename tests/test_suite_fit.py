@@ -34,7 +34,8 @@ def test_the_fit_is_what_evaluate_own_split_train_gives(quick, capsys):
         assert evaluate_main(["--model", str(run.train_dir), "--own-split", "train", "--json"]) == 0
         got = json.loads(capsys.readouterr().out)  # one split: the object is that split's
         assert row["train_n"] == got["n"] and row["train_strict"] == pytest.approx(100 * got["strict_accuracy"], abs=0.005)
-        assert row["identity"] == suite_fit.digest(run.saved()["identity"])
+        assert row["train_n"] == run.saved()["n_train"]  # the strings training used, as many as it recorded
+        assert row["result"] == suite_fit.digest(run.saved())
 
 
 def test_fit_check_measures_the_departing_runs_once_and_the_report_shows_them(quick, monkeypatch, capsys):
@@ -48,26 +49,32 @@ def test_fit_check_measures_the_departing_runs_once_and_the_report_shows_them(qu
     assert [(r["language"], r["variant"], r["seed"]) for r in rows] == [(LANG, VARIANT, "0"), (LANG, VARIANT, "1")]
     md = (root / "results" / "quick" / "suite.md").read_text()
     fits = suite_fit.read_fits(root / "results" / "quick")
-    want = ", ".join(f"{fits[(LANG, VARIANT, s)]['train_strict']:.1f}" for s in (0, 1))
+    want = ", ".join(f"s{s} {fits[(LANG, VARIANT, s)]['train_strict']:.1f}" for s in (0, 1))
     row = next(x for x in md.splitlines() if x.startswith(f"| `{LANG}` |"))
     assert f"| {want} |" in row and "| fits train |" in md
-    # a second call measures nothing: every row holds for its run's identity
+    # a second call measures nothing: every row holds for its run's result
     monkeypatch.setattr(suite_fit, "measure", lambda run: pytest.fail(f"measured {run.name} again"))
     assert suite.main(argv + ["--report-only", "--fit-check"]) == 0
+    monkeypatch.undo()
+    # a seed beyond --seeds that the report shows is measured too
+    path.unlink()
+    one = [a if a != "2" else "1" for a in argv]  # --seeds 1
+    assert suite.main(one + ["--report-only", "--fit-check"]) == 0
+    assert set(suite_fit.read_fits(root / "results" / "quick")) == {(LANG, VARIANT, 0), (LANG, VARIANT, 1)}
 
 
-def test_a_row_made_under_another_identity_is_measured_again_and_a_missing_folder_is_named(quick, tmp_path):
+def test_a_row_made_for_another_result_is_measured_again_and_a_missing_folder_is_named(quick, tmp_path):
     root, _ = quick
     runs = _runs(root)
     fits = {}
     for run in runs:
         fits[(LANG, VARIANT, run.seed)] = {"language": LANG, "variant": VARIANT, "seed": run.seed,
-                                           "identity": "0" * 16, "train_strict": 12.5, "train_n": 3}
+                                           "result": "0" * 16, "train_strict": 12.5, "train_n": 3}
     suite_fit.write_fits(tmp_path, fits)
     assert suite_fit.of_result(suite_fit.read_fits(tmp_path), (LANG, VARIANT, 0), runs[0].saved()) is None  # not its
     logged = []
     got = suite_fit.update_fits(runs, tmp_path, log=logged.append)
-    assert all(got[(LANG, VARIANT, r.seed)]["identity"] == suite_fit.identity_digest(r) for r in runs)
+    assert all(got[(LANG, VARIANT, r.seed)]["result"] == suite_fit.digest(r.saved()) for r in runs)
     assert suite_fit.read_fits(tmp_path) == got and len(logged) == 2
     # a finished run whose training folder is gone (a fresh clone: folders are not committed) is named, not measured
     gone = Run(LANG, VARIANT, "quick", str(root / "runs"), seed=0)
@@ -82,26 +89,37 @@ def test_a_row_made_under_another_identity_is_measured_again_and_a_missing_folde
         moved.rename(gone.train_dir)
 
 
-def test_fit_file_with_other_columns_is_refused(tmp_path):
-    (tmp_path / suite_fit.FIT_CSV).write_text("language,variant,seed,accuracy\nd2,mamba-1l,0,99\n")
-    with pytest.raises(ValueError, match="expected the columns"):
+@pytest.mark.parametrize("text,names", [
+    ("language,variant,seed,accuracy\nd2,mamba-1l,0,99\n", "expected the columns"),
+    ("", "expected the columns"),
+    ("language,variant,seed,result,train_strict,train_n\nd2,mamba-1l,0,ab,,5000\n", "line 2: not a fit row"),
+    ("language,variant,seed,result,train_strict,train_n\nd2,mamba-1l,0,ab,99.1,5000\nd2,mamba-1l\n",
+     "line 3: not a fit row"),
+    ("language,variant,seed,result,train_strict,train_n\nd2,mamba-1l,0,ab,140,5000\n", "line 2: not a fit row"),
+])
+def test_a_malformed_fit_file_is_an_error_that_names_it_and_the_line(tmp_path, text, names):
+    (tmp_path / suite_fit.FIT_CSV).write_text(text)
+    with pytest.raises(ValueError, match=names) as e:
         suite_fit.read_fits(tmp_path)
+    assert str(tmp_path / suite_fit.FIT_CSV) in str(e.value)
 
 
 def test_the_column_shows_each_seed_in_order_and_only_where_measured():
     from trained_models.suite_report import SUITE, VARIANTS
 
     cells = {(x, v): Cell(x, v) for x in SUITE for v in VARIANTS}
-    ident = [{"argv": ["a", str(s)], "data": "x"} for s in range(3)]
     for s, b0 in enumerate((60.0, 70.0, 80.0)):
-        cells[("shuffle4", "mamba-2l")].runs[s] = {"language": "shuffle4", "variant": "mamba-2l", "seed": s,
-                                                  "identity": ident[s], "strict": {"bin0": b0, "bin1": 5.0},
+        cells[("shuffle4", "mamba-2l")].runs[s] = {"identity": {"argv": ["a", str(s)], "data": "x"}, "steps": 9,
+                                                  "strict": {"bin0": b0, "bin1": 5.0},
                                                   "stop_reason": "step budget reached"}
+    res = [cells[("shuffle4", "mamba-2l")].runs[s] for s in range(3)]
     plain = suite_patterns.departure_lines(cells)
     assert not any("| fits train |" in x for x in plain)  # nothing measured: no column
-    fits = {("shuffle4", "mamba-2l", 0): {"identity": suite_fit.digest(ident[0]), "train_strict": 71.25},
-            ("shuffle4", "mamba-2l", 2): {"identity": suite_fit.digest(ident[2]), "train_strict": 88.0},
-            ("shuffle4", "mamba-2l", 1): {"identity": suite_fit.digest(ident[0]), "train_strict": 99.0}}  # stale
+    fits = {("shuffle4", "mamba-2l", 0): {"result": suite_fit.digest(res[0]), "train_strict": 71.25},
+            ("shuffle4", "mamba-2l", 2): {"result": suite_fit.digest(res[2]), "train_strict": 88.0},
+            ("shuffle4", "mamba-2l", 1): {"result": suite_fit.digest(res[0]), "train_strict": 99.0}}  # another's
     lines = suite_patterns.departure_lines(cells, fits=fits)
     row = next(x for x in lines if x.startswith("| `shuffle4` |"))
-    assert "| 71.2, –, 88.0 |" in row or "| 71.3, –, 88.0 |" in row
+    assert "| s0 71.2, s1 –, s2 88.0 |" in row or "| s0 71.3, s1 –, s2 88.0 |" in row
+    # a result retrained under the same arguments (other steps or scores) is not the measured one
+    assert suite_fit.of_result(fits, ("shuffle4", "mamba-2l", 0), {**res[0], "steps": 10}) is None

@@ -251,3 +251,23 @@ def test_the_identity_follows_our_targets_on_the_stored_strings(stored, monkeypa
     finally:
         suite_plan._paper_data_fingerprint.cache_clear()
     assert after["argv"] == before["argv"] and after["data"] != before["data"]
+
+
+def test_fit_check_reads_the_stored_strings_from_the_clone_it_is_given(bigger, tmp_path):
+    """A run on the paper's strings is scored on its own training strings from the clone given now: the one
+    it was trained from may be gone (the suite resumes from any clone of the same data)."""
+    from trained_models import suite_fit
+
+    first = tmp_path / "first"
+    subprocess.run(["git", "clone", "-q", str(bigger), str(first)], check=True)
+    runs = tmp_path / "runs"
+    argv = ["--budget", "quick", "--seeds", "1", "--languages", LANG, "--models", VARIANT, "--runs-dir", str(runs),
+            "--out", str(tmp_path / "results")]
+    assert suite.main(argv + ["--paper-data", str(first)]) == 0
+    (run,) = suite.plan("quick", runs, [LANG], [VARIANT], paper_data=first)
+    before = suite_fit.measure(run)
+    second = tmp_path / "second"
+    first.rename(second)
+    (moved,) = suite.plan("quick", runs, [LANG], [VARIANT], paper_data=second)
+    assert moved.status() == "done" and suite_fit.measure(moved) == before
+    assert before["train_n"] == run.saved()["n_train"]

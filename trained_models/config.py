@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from languages.datasets import make_splits
-from languages.paper import stored_members, stored_test_bins
+from languages.paper import stored_dir, stored_members, stored_test_bins
 
 LOSSES = ("bce", "lm", "bce+lm")
 DECAYS = ("all", "matrices")
@@ -191,7 +191,7 @@ def stored_splits(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
     def subset(xs: list[str], n: int) -> list[str]:
         return [xs[i] for i in sorted(rng.permutation(len(xs))[:n])]
 
-    stored = stored_members(cfg.paper_data, language, "train")  # names an unstored language or a bad repository
+    stored_dir(language.name)  # names an unstored language before anything is read
     own = {k: tuple(v) for k, v in (getattr(language, "default_bins", None) or {}).items()}
     given = {**({"train": cfg.train_window} if cfg.train_window else {}), **(cfg.test_windows or {})}
     other = any(own.get(k) != tuple(v) for k, v in given.items())
@@ -199,6 +199,7 @@ def stored_splits(cfg: TrainConfig, language: Any) -> dict[str, list[str]]:
     if other or partial:  # the stored strings have their own lengths: other windows would mean nothing
         raise ValueError(f"paper_data: the stored strings fix the windows of {language.name}; give its own "
                          f"windows ({_fmt_windows(own)}) or none, not {_fmt_windows(given)}")
+    stored = stored_members(cfg.paper_data, language, "train")
     bins = stored_test_bins(cfg.paper_data, language)  # the bins the run reports (languages.paper.reported_bins)
     # held out of train and dev: every stored test bin, reported or not (Tomita 5/6's unreported bin2 repeats
     # bin1's window; the strings are the same whether or not the run scores them)

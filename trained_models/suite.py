@@ -57,7 +57,7 @@ from trained_models.executors import run_suite
 from trained_models.paper_numbers import SUITE
 from trained_models.suite_fit import update_fits
 from trained_models.suite_patterns import departures
-from trained_models.suite_plan import BUDGETS, VARIANTS, plan
+from trained_models.suite_plan import BUDGETS, VARIANTS, Run, plan
 from trained_models.suite_report import ReportConflict, check_report_target, collect, report_dir, write_report
 from trained_models.train import build_parser as train_parser
 
@@ -148,10 +148,11 @@ def _main(argv: Optional[list[str]] = None) -> int:
                                 backend=args.backend, address=args.address, device=args.device)
         except RuntimeError as e:  # Ray missing or unreachable
             ap.error(f"argument --backend: {e}")
-    if args.fit_check:
+    if args.fit_check:  # every finished seed of a departing cell, those beyond --seeds too (the report shows them)
         cells = collect(args.runs_dir, args.budget, args.seeds, args.paper_data)
-        departing = {(lang, v) for lang, _, v, _, _ in departures(cells)}
-        update_fits([r for r in runs if (r.language, r.variant) in departing],
+        chosen = {(r.language, r.variant) for r in runs}
+        update_fits([Run(lang, v, args.budget, args.runs_dir, seed, paper_data=args.paper_data)
+                     for lang, _, v, _, _ in departures(cells) if (lang, v) in chosen for seed in cells[(lang, v)].runs],
                     report_dir(args.out, args.budget, args.paper_data is not None))
     paths = write_report(args.out, args.runs_dir, args.budget, seeds=args.seeds, paper_data=args.paper_data)
     if summary is not None:

@@ -40,15 +40,16 @@ NOTES: dict[str, tuple[str, str]] = {
                 "(`--paper-data`, `--targets paper`), our Mamba lands near the paper's number. On our strings its "
                 "accuracy falls with the longest block whose parity it must track (`analyses.tomita3_targets`)."),
     "d12": ("depth 12 rarely sampled",
-            "97% of the paper's stored training strings reach depth 12, 5% of ours do; our runs fail exactly at depth 12, "
+            "97% of the paper's stored training strings reach depth 12, 5% of ours do; our runs, right on 83–95% of "
+            "their training strings, fail exactly at depth 12, "
             "and trained on the paper's stored strings the same budget scores far higher on them "
             "(`analyses.dn_depth`, `--paper-data`)."),
-    "d4": ("seed-dependent optimisation shortfall",
-           "The runs fit 95.8–99.5% of their training strings (`fits train`). The 1-layer seed 1 errs on strings "
-           "that spend many positions at depth 4, where an opening bracket is forbidden (right on 76% of bin0's with "
-           "9–16, 48% of bin1's with 17–32; seed 0: 100% and 99%), which training shows rarely (9% of its strings "
-           "have 9 or more, 0.1% 17 or more); the 2-layer runs err at every count (seed 0 stopped on patience). "
-           "Each departing cell has a seed that passes or nearly does, and the 3-layer cell passes "
+    "d4": ("fails on long stays at depth 4 (1L); plateaued (2L)",
+           "The 1-layer runs, both cut by the step budget, are right on 98.2–99.5% of their training strings; seed 1 "
+           "errs on strings that spend many positions at depth 4, where an opening bracket is forbidden (right on "
+           "76% of bin0's with 9–16, 48% of bin1's with 17–32; seed 0: 100% and 99%), which training shows rarely "
+           "(9% of its strings have 9 or more, 0.1% 17 or more). The 2-layer runs, both stopped on patience at "
+           "95.8 and 98.0% of their training strings, err at every count. The 3-layer cell passes "
            "(`results/medium/dn_depth_d4.md`)."),
     "shuffle4": ("under-trained", "The runs do not fit their own training strings (`fits train`) and were cut by "
                  "the step budget; on the paper's stored strings they score the same."),
@@ -115,9 +116,9 @@ def departures(cells: dict[tuple[str, str], Any], variants: tuple[str, ...] = MA
 
 
 def _fits(cell: Any, fits: dict) -> str:
-    """The cell's seeds' accuracy on their own training strings, in seed order (``–``: not measured)."""
-    got = [of_result(fits, (cell.language, cell.variant, seed), r) for seed, r in sorted(cell.runs.items())]
-    return ", ".join("–" if x is None else f"{x:.1f}" for x in got)
+    """The cell's seeds' accuracy on their own training strings, ``s0 99.5, s1 98.2`` (``–``: not measured)."""
+    got = [(seed, of_result(fits, (cell.language, cell.variant, seed), r)) for seed, r in sorted(cell.runs.items())]
+    return ", ".join(f"s{seed} {'–' if x is None else f'{x:.1f}'}" for seed, x in got)
 
 
 def departure_lines(cells: dict[tuple[str, str], Any], fmt: Optional[Callable[[float], str]] = None,
@@ -153,10 +154,11 @@ def departure_lines(cells: dict[tuple[str, str], Any], fmt: Optional[Callable[[f
     head = ["language", "class", "variant", "ours bin0 / bin1", "stops", *(["fits train"] if fitted else []), "why"]
     lines += markdown_table(head, rows)
     if fitted:
-        lines += ["", "`fits train`: each seed's strict accuracy (%) on its own training strings, in seed order "
+        lines += ["", "`fits train`: each seed's (`s0`, `s1`, ...) strict accuracy (%) on its own training strings "
                   "(`–`: not measured; `python -m trained_models.suite ... --report-only --fit-check`, kept in "
-                  "`fit.csv` beside this report). A run well below 100 there was stopped before it learned the "
-                  "strings it trained on: its test bins say little about what the architecture can express."]
+                  "`fit.csv` beside this report). It tells a run that did not learn the strings it trained on "
+                  "(well below 99) from one that learned them and did not generalise; it does not say why a run "
+                  "did not learn them."]
     noted = [lang for lang in dict.fromkeys(r[0] for r in rows_in) if lang in notes]
     if noted:
         per_seed = "; `fits train` is per seed" if fitted else ""

@@ -20,7 +20,7 @@ from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 from trained_models.run_folder import CONFIG
 from trained_models.train import build_parser, config_from_args
-from trained_models.training import patience_span
+from trained_models.training import eval_interval, patience_span
 
 BINS = ("bin0", "bin1", "bin2")
 
@@ -62,8 +62,7 @@ class Budget:
         raised so that as many regular evaluation intervals cover ``patience_steps`` (on a small window the
         evaluations come every few steps)."""
         per_epoch, _ = self.steps(n_train)
-        every = max(1, per_epoch // self.evals_per_epoch)
-        return max(self.patience, -(-self.patience_steps // every))
+        return max(self.patience, -(-self.patience_steps // eval_interval(per_epoch, self.evals_per_epoch)))
 
     def describe(self) -> str:
         def n(k: int, what: str) -> str:
@@ -72,14 +71,15 @@ class Budget:
         cap = f", at most {self.max_minutes:g} CPU minutes a run" if self.max_minutes else ""
         cap += f", stopping once dev strict accuracy reaches {self.target:g}" if self.target is not None else ""
         per_epoch, budget = self.steps(self.n_train)
-        every = max(1, per_epoch // self.evals_per_epoch)
+        every = eval_interval(per_epoch, self.evals_per_epoch)
         steps = (f"{n(self.epochs, 'epoch')} or {n(self.min_steps, 'optimiser step')}, whichever is more"
                  if self.min_steps else n(self.epochs, "epoch"))
         when = ("at each epoch's end" if self.evals_per_epoch == 1 else
                 f"{self.evals_per_epoch}× an epoch and at each epoch's last step")
         patience = self.patience_evals(self.n_train)
         rule = (f"N evaluations without a strict improvement, a tie counting as none (N: {self.patience}, raised to "
-                f"cover {self.patience_steps} steps at the regular interval)" if self.patience_steps else
+                f"cover {self.patience_steps} steps at the regular interval; {patience} for a run of "
+                f"{self.n_train:,} strings)" if self.patience_steps else
                 f"{n(patience, 'evaluation')} without a strict improvement, a tie counting as none")
         span = patience_span(per_epoch, self.evals_per_epoch, patience, budget)
         if span:

@@ -244,12 +244,17 @@ def _train_loop(run: _Run, state: dict[str, Any], *, progress: bool, evaluate_on
     return stop_reason
 
 
+def eval_interval(steps_per_epoch: int, evals_per_epoch: int) -> int:
+    """The regular interval, in optimiser steps, between dev evaluations."""
+    return max(1, steps_per_epoch // evals_per_epoch)
+
+
 def evaluates_at(step: int, steps_per_epoch: int, evals_per_epoch: int, total_steps: int) -> bool:
     """Whether training scores dev after optimiser step ``step`` (counted from 1): every
-    ``steps_per_epoch // evals_per_epoch`` steps, at each epoch's last step (a second evaluation a step or two
-    after the last regular one where the epoch is not a multiple of the interval) and at the budget's last step."""
-    every = max(1, steps_per_epoch // evals_per_epoch)
-    return step % every == 0 or step % steps_per_epoch == 0 or step >= total_steps
+    :func:`eval_interval` steps, at each epoch's last step (a second evaluation a step or two after the last
+    regular one where the epoch is not a multiple of the interval) and at the budget's last step."""
+    return step % eval_interval(steps_per_epoch, evals_per_epoch) == 0 or step % steps_per_epoch == 0 \
+        or step >= total_steps
 
 
 def patience_span(steps_per_epoch: int, evals_per_epoch: int, patience: int, total_steps: int) -> Optional[tuple[int, int]]:
