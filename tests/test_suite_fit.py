@@ -33,7 +33,8 @@ def test_the_fit_is_what_evaluate_own_split_train_gives(quick, capsys):
         capsys.readouterr()
         assert evaluate_main(["--model", str(run.train_dir), "--own-split", "train", "--json"]) == 0
         got = json.loads(capsys.readouterr().out)  # one split: the object is that split's
-        assert row["train_n"] == got["n"] and row["train_strict"] == pytest.approx(100 * got["strict_accuracy"], abs=0.005)
+        assert row["train_n"] == got["n"]
+        assert row["train_strict"] == pytest.approx(100 * got["strict_accuracy"], abs=0.005)
         assert row["train_n"] == run.saved()["n_train"]  # the strings training used, as many as it recorded
         assert row["result"] == suite_fit.digest(run.saved())
 

@@ -3,8 +3,8 @@
 :func:`train` reads as its steps: :func:`_setup` checks everything and builds the data, the model and the
 optimiser, writing nothing; the run folder is then prepared and a resumed run's state loaded
 (:func:`_resume`); :func:`_train_loop` runs the epochs, one :func:`_step` a batch, with
-:func:`_evaluate_dev` (keep the best weights, write the checkpoint, stop early) every ``eval_every``
-steps and at each epoch's end; :func:`_finish` evaluates the best weights on the test bins and writes
+:func:`_evaluate_dev` (keep the best weights, write the checkpoint, stop early) on :func:`evaluates_at`'s
+schedule (every :func:`eval_interval` steps and at each epoch's end); :func:`_finish` evaluates the best weights on the test bins and writes
 the card. The loss, schedule and parameter groups are in :mod:`trained_models.objective`, the run
 folder and its checkpoint in :mod:`trained_models.run_folder`.
 """
@@ -257,7 +257,8 @@ def evaluates_at(step: int, steps_per_epoch: int, evals_per_epoch: int, total_st
         or step >= total_steps
 
 
-def patience_span(steps_per_epoch: int, evals_per_epoch: int, patience: int, total_steps: int) -> Optional[tuple[int, int]]:
+def patience_span(steps_per_epoch: int, evals_per_epoch: int, patience: int,
+                  total_steps: int) -> Optional[tuple[int, int]]:
     """The fewest and most optimiser steps that ``patience`` dev evaluations without improvement take to end a
     run (from the evaluation that set the best score to the one that stops it), on :func:`evaluates_at`'s
     schedule; ``None`` where the step budget holds no such stretch."""
