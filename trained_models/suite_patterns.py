@@ -44,13 +44,13 @@ NOTES: dict[str, tuple[str, str]] = {
             "their training strings, fail exactly at depth 12, "
             "and trained on the paper's stored strings the same budget scores far higher on them "
             "(`analyses.dn_depth`, `--paper-data`)."),
-    "d4": ("fails on long stays at depth 4 (1L); plateaued (2L)",
+    "d4": ("seeds that fail on long stays at depth 4 or plateau",
            "The 1-layer runs, both cut by the step budget, are right on 98.2–99.5% of their training strings; seed 1 "
            "errs on strings that spend many positions at depth 4, where an opening bracket is forbidden (right on "
            "76% of bin0's with 9–16, 48% of bin1's with 17–32; seed 0: 100% and 99%), which training shows rarely "
-           "(9% of its strings have 9 or more, 0.1% 17 or more). The 2-layer runs, both stopped on patience at "
-           "95.8 and 98.0% of their training strings, err at every count. The 3-layer cell passes "
-           "(`results/medium/dn_depth_d4.md`)."),
+           "(9% of its strings have 9 or more, 0.1% 17 or more). The 2-layer seeds 0 and 1 stopped on patience at "
+           "95.8 and 98.0% of their training strings and err at every count; seed 2 passes (100 / 96.0). The "
+           "3-layer cell passes (`results/medium/dn_depth_d4.md`, seeds 0 and 1)."),
     "shuffle4": ("under-trained", "The runs do not fit their own training strings (`fits train`) and were cut by "
                  "the step budget; on the paper's stored strings they score the same."),
     "shuffle6": ("under-trained", "As Shuffle-4."),
