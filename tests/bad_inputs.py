@@ -127,6 +127,9 @@ CASES: list[Case] = [
     _c("analyses.tomita3_targets", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/t3.md"], "no trained runs"),
     # analyses.dn_depth
     _c("analyses.dn_depth", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/dn.md"], "no trained runs"),
+    # analyses.block_counter_errors
+    _c("analyses.block_counter_errors", [], ["--runs", "{tmp}/no-runs-here", "--out", "{tmp}/bce.md"],
+       "no trained runs"),
     # analyses.seed_spread
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json", "{tmp}/other.json"], "no-such-report.json"),
     _c("analyses.seed_spread", [], ["{tmp}/no-such-report.json"], "at least two"),
