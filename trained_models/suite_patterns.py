@@ -57,9 +57,10 @@ NOTES: dict[str, tuple[str, str]] = {
                  "the paper's stored strings they score the same. Trained 8× longer (10,048 steps, seed 0; "
                  "`runs/long/shuffle4-mamba-2l/card.json`), the 2-layer Mamba fits 99.9% of its training strings "
                  "and scores 99.7 / 81.6 / 40.9: the counter pattern (the paper's 2-layer Mamba: 100 / 63.8 / 7.2)."),
-    "shuffle6": ("under-trained", "As Shuffle-4 (not trained longer). The 3-layer seed 2 stopped on patience at step 471 "
-                 "with dev 0 at every evaluation while its loss still fell (0.31 to 0.12); seeds 0 and 1 left dev 0 "
-                 "at steps 312 and 390 and were still rising at the step budget."),
+    "shuffle6": ("under-trained",
+                 "As Shuffle-4 (not trained longer). The 3-layer seed 2 stopped on patience at step 471 with dev 0 "
+                 "at every evaluation while its loss still fell (0.31 to 0.14); seeds 0 and 1 left dev 0 at steps "
+                 "312 and 390 and were still rising at the step budget."),
     "boolean5": ("under-trained", "The runs do not fit their own training strings (`fits train`) and were cut by "
                  "the step budget."),
     "anbn": ("under-trained; bin0 held out",
@@ -71,10 +72,11 @@ NOTES: dict[str, tuple[str, str]] = {
                "(`fits train`): they err at 87–100% of the positions the counts decide (the end of the b and c "
                "blocks) and nearly nowhere else, predicting there the current block's letter alone, as a model that "
                "tracks the block and counts nothing does (`analyses.block_counter_errors`); our Transformer mostly "
-               "does the same (66–87% on a^n b^n c^n, 100% on a^n b^n c^n d^n). Trained 8× longer (3,996 steps, seed 0; `runs/long/anbncn-mamba-2l/card.json`), the "
-               "2-layer Mamba is right at every count-decided position of its training strings, fits 64% of them "
-               "and scores 57.1 / 0 / 0: the counter pattern (the paper's 2-layer Mamba: 100 / 7.6 / 0) begins to "
-               "show. The paper's bin0 strings are all training strings (43 of 43 stored)."),
+               "does the same (66–87% on a^n b^n c^n, 100% on a^n b^n c^n d^n). Trained 8× longer (3,996 steps, "
+               "seed 0; `runs/long/anbncn-mamba-2l/card.json`), the 2-layer Mamba is right at every count-decided "
+               "position of its training strings, fits 64% of them and scores 57.1 / 0 / 0: the counter pattern (the "
+               "paper's 2-layer Mamba: 100 / 7.6 / 0) begins to show. The paper's bin0 strings are all training "
+               "strings (43 of 43 stored)."),
     "anbncndn": ("no count learnt in the budget; bin0 held out",
                  "As a^n b^n c^n: 99% of the positions right, wrong at 99–100% of the count-decided ones "
                  "(`analyses.block_counter_errors`); 42 of 42 stored bin0 strings are training strings."),
