@@ -4,9 +4,9 @@
 optimiser, writing nothing; the run folder is then prepared and a resumed run's state loaded
 (:func:`_resume`); :func:`_train_loop` runs the epochs, one :func:`_step` a batch, with
 :func:`_evaluate_dev` (keep the best weights, write the checkpoint, stop early) on :func:`evaluates_at`'s
-schedule (every :func:`eval_interval` steps and at each epoch's end); :func:`_finish` evaluates the best weights on the test bins and writes
-the card. The loss, schedule and parameter groups are in :mod:`trained_models.objective`, the run
-folder and its checkpoint in :mod:`trained_models.run_folder`.
+schedule (every :func:`eval_interval` steps and at each epoch's end); :func:`_finish` evaluates the best
+weights on the test bins and writes the card. The loss, schedule and parameter groups are in
+:mod:`trained_models.objective`, the run folder and its checkpoint in :mod:`trained_models.run_folder`.
 """
 from __future__ import annotations
 
