@@ -25,7 +25,9 @@ standardised-space weight. Rows whose target is NaN (a masked ``None``) are drop
 
 Input checks are scikit-learn's (``validate_data``): NaN or infinite features, an all-NaN or infinite
 target, a single class, sparse or complex input, 1-D ``X``, mismatched lengths or feature counts and
-``predict`` before ``fit`` (``NotFittedError``) raise as in scikit-learn, and
+``predict`` before ``fit`` (``NotFittedError``) raise as in scikit-learn. ``predict``,
+``decision_function`` and ``predict_proba`` compute in float64 a chunk of rows at a time, so a row's
+prediction does not depend on the other rows of the batch or their order (fitting stays float32); and
 ``sklearn.utils.estimator_checks.check_estimator`` passes for all three probes with no exception
 (``tests/test_probe_sklearn.py``). ``LinearProbe(kind="regression")`` has no ``decision_function`` or
 ``predict_proba``. ``n_iter_``: L-BFGS iterations of the final logistic fit; 1 for ridge (one direct

@@ -113,8 +113,7 @@ class LogisticProbe(ClassifierMixin, _StandardizedLinear):
     def _logits(self, X) -> np.ndarray:
         """[n, K] float64 logits of the symmetric softmax."""
         check_is_fitted(self, "_W")
-        Xs = self._transform(self._check_predict_data(X))
-        return (Xs @ self._W.T.astype(np.float32)).astype(np.float64) + self._b
+        return self._project(self._check_predict_data(X), self._W.T) + self._b
 
     @_limit_blas
     def decision_function(self, X) -> np.ndarray:

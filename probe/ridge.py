@@ -100,8 +100,7 @@ class RidgeProbe(RegressorMixin, _StandardizedLinear):
     @_limit_blas
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "w_")
-        Xs = self._transform(self._check_predict_data(X))
-        return (Xs @ self.w_.astype(np.float32)).astype(np.float64) + self.b_
+        return self._project(self._check_predict_data(X), self.w_) + self.b_
 
     def score(self, X, y, sample_weight=None):
         X, y, sample_weight = _finite_target(X, y, sample_weight)

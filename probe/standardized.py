@@ -164,6 +164,22 @@ class _StandardizedLinear(BaseEstimator):
             np.multiply(X[i:i + _CHUNK] - mean, inv, out=out[i:i + _CHUNK], casting="unsafe")
         return out
 
+    def _project(self, X, W: np.ndarray) -> np.ndarray:
+        """``standardise(X) @ W`` for prediction, in float64 a chunk of rows at a time (W: ``[d]`` or
+        ``[d, k]`` in the standardised space). Each row's value depends on that row alone: a float32
+        product's rounding depends on where the row falls in the BLAS blocking, so the same string scored
+        in another batch or order could move by an ulp (scikit-learn's ``check_methods_sample_order_invariance``
+        catches it). Memory stays at one float64 chunk; fitting keeps its float32 products."""
+        X = _as_2d_float(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the probe was fit on {self.n_features_in_}")
+        W = np.asarray(W, dtype=np.float64)
+        inv = 1.0 / self.scale_
+        out = np.empty((X.shape[0],) + W.shape[1:])
+        for i in range(0, X.shape[0], _CHUNK):
+            out[i:i + _CHUNK] = ((X[i:i + _CHUNK].astype(np.float64) - self.mean_) * inv) @ W
+        return out
+
     def _splits(self, y, groups, is_clf, rng):
         cv = self.cv
         if not isinstance(cv, (int, np.integer)):

@@ -31,6 +31,26 @@ def _data(n=60, d=4, seed=0):
     return X, (X[:, 0] > 0).astype(int), X @ rng.normal(size=d)
 
 
+@pytest.mark.parametrize("make", [RidgeProbe, LogisticProbe])
+def test_a_rows_prediction_does_not_depend_on_the_other_rows(make):
+    # Float32 hidden states of a realistic width: a float32 product rounds a row by where it falls in the
+    # BLAS blocking (an ulp, ~1e-7 relative); the probes predict in float64 chunks, so a row scored alone,
+    # in another order or in a batch larger than one chunk agrees with itself to float64 rounding.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 257)).astype(np.float32)
+    y = (X[:, :3].sum(1) > 0).astype(int) if make is LogisticProbe else X[:, :3].sum(1)
+    probe = make(Cs=(1.0,)) if make is LogisticProbe else make(alphas=(1.0,))
+    probe.fit(X, y)
+    score = probe.decision_function if make is LogisticProbe else probe.predict
+    full = score(X)
+    perm = rng.permutation(len(X))
+    np.testing.assert_allclose(score(X[perm]), full[perm], rtol=1e-12, atol=1e-12)
+    alone = np.array([score(X[i:i + 1])[0] for i in range(0, len(X), 7)])
+    np.testing.assert_allclose(alone, full[::7], rtol=1e-12, atol=1e-12)
+    big = np.concatenate([X] * 30)  # 9,000 rows: more than one chunk
+    np.testing.assert_allclose(score(big)[-len(X):], full, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("make", [LogisticProbe, lambda: LinearProbe(kind="classification")])
 def test_a_single_class_is_refused_not_scored_1(make):
     X, _, _ = _data()
