@@ -1,5 +1,6 @@
 """The suite runner (``python -m trained_models.suite``) on its quick budget, and the paper's numbers."""
 import csv
+import dataclasses
 import json
 import shlex
 
@@ -8,6 +9,7 @@ import pytest
 import languages
 from trained_models import executors, suite, suite_plan, suite_report
 from trained_models.paper_numbers import CLASSES, MODELS, PAPER, SUITE, paper_bins, transformer_pos_encoding
+from trained_models.training import evaluates_at, patience_span
 
 LANGS = ["tomita1", "anbn"]
 VARIANTS = ["mamba-1l", "transformer"]
@@ -307,10 +309,34 @@ def test_paper_budget_follows_the_papers_configs():
     assert (cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.layers) == (16, 16, 4, 2, 3)
     assert (cfg.weight_decay, cfg.decay, cfg.lr) == (0.1, "all", 1e-3)
     assert cfg.max_steps == 50 * -(-10_000 // 32)
+    # No early stopping (the paper trains every epoch): patience is every evaluation the run makes, counted on
+    # the training loop's own schedule, so no stretch of the step budget can spend it ...
+    per_epoch = -(-10_000 // 32)
+    evals = [s for s in range(1, cfg.max_steps + 1) if evaluates_at(s, per_epoch, 1, cfg.max_steps)]
+    assert cfg.patience == len(evals) == 50
+    assert patience_span(per_epoch, 1, cfg.patience, cfg.max_steps) is None
+    assert patience_span(per_epoch, 1, cfg.patience - 1, cfg.max_steps) is not None  # ... one fewer could
+    # ... and the other budgets keep theirs (medium: 6 evaluations raised to cover 600 steps)
+    assert suite.plan("medium", "runs/suite", ["parity"], ["mamba-3l"])[0].config().patience == 8
     md = suite_report.render_md(suite_report.collect("/nonexistent", "paper", 3), "paper", "/nonexistent", 3)
     header = md.split("## ")[0]
     assert "departs from the paper's protocol" in header
     assert all(d in header for d in suite.BUDGETS["paper"].differs) and "MSE" in header and "schedule" in header
+
+
+def test_a_budget_without_early_stopping_trains_its_whole_step_budget(tmp_path, monkeypatch):
+    # A learning rate too small to move dev: after the first evaluation every one ties, which counts as no
+    # improvement; patience=None must still train every step, where a patience of 1 stops at the second.
+    frozen = dataclasses.replace(suite.BUDGETS["quick"], epochs=4, lr_mamba=1e-12)
+    stops = {}
+    for patience in (None, 1):
+        monkeypatch.setitem(suite_plan.BUDGETS, "quick", dataclasses.replace(frozen, patience=patience))
+        run = suite.plan("quick", tmp_path / str(patience), ["tomita2"], ["mamba-1l"], seeds=1)[0]
+        assert executors.run_suite([run])["trained"] == 1
+        stops[patience] = (run.saved()["steps"], run.saved()["stop_reason"])
+    per_epoch = run.config().max_steps // 4  # one evaluation at each epoch's end
+    assert per_epoch >= 2 and stops == {None: (4 * per_epoch, "step budget reached"),
+                                        1: (2 * per_epoch, "no improvement in 1 evaluations")}
 
 
 def test_unknown_names_are_rejected():
