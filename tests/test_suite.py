@@ -470,3 +470,10 @@ def test_pattern_departures_follow_the_class_rules_by_hand():
     assert next(x for x in lines if x.startswith("| `tomita3` |")).endswith(f"| {suite_patterns.NOTES['tomita3'][0]} |")
     anbn = next(x for x in paper if x.startswith("| `anbn` |"))
     assert anbn.endswith("| not yet explained |")  # no note measured on the paper's strings
+    # another budget's runs are not explained by the medium budget's measurements
+    paper_budget = suite_patterns.departure_lines(cells, paper_data=True, budget="paper")
+    d12 = next(x for x in paper_budget if x.startswith("| `d12` | star-free | Mamba 2L"))
+    assert d12.endswith(f"| {suite_patterns.PAPER_BUDGET_PAPER_DATA_NOTES['d12'][0]} |")
+    small = suite_patterns.departure_lines(cells, budget="small")
+    assert all(x.endswith("| not yet explained |") for x in small if x.startswith("| `"))
+    assert not any(x.startswith("* `") for x in small)

@@ -263,7 +263,7 @@ def render_md(cells: dict[tuple[str, str], Cell], budget: str, runs_dir: str | P
                                        + [_paper_text(lang, v, cells[(lang, v)], nb) for v in paper_variants]
                                        for lang in langs))
         lines += ["", *pattern_lines(cls, langs, cells)]
-    lines += ["", *departure_lines(cells, _fmt, paper_data=bool(paper_data), fits=fits)]
+    lines += ["", *departure_lines(cells, _fmt, paper_data=bool(paper_data), fits=fits, budget=budget)]
     if sampled is not None:
         lines += ["", *data_comparison_lines(cells, sampled, budget)]
     lines += ["", "Transformer positional encoding (ours): `none` (causal masking only) except "
