@@ -169,10 +169,8 @@ class _StandardizedLinear(BaseEstimator):
         ``[d, k]`` in the standardised space). Each row's value depends on that row alone: a float32
         product's rounding depends on where the row falls in the BLAS blocking, so the same string scored
         in another batch or order could move by an ulp (scikit-learn's ``check_methods_sample_order_invariance``
-        catches it). Memory stays at one float64 chunk; fitting keeps its float32 products."""
-        X = _as_2d_float(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the probe was fit on {self.n_features_in_}")
+        catches it). Memory stays at one float64 chunk; fitting keeps its float32 products. ``X`` comes checked
+        by :meth:`_check_predict_data` (2-D, float, the fitted feature count)."""
         W = np.asarray(W, dtype=np.float64)
         inv = 1.0 / self.scale_
         out = np.empty((X.shape[0],) + W.shape[1:])

@@ -20,7 +20,7 @@ from trained_models.config import BUDGET_STOPS, TrainConfig, make_data
 from trained_models.paper_numbers import PAPER, SUITE, transformer_pos_encoding
 from trained_models.run_folder import CONFIG
 from trained_models.train import build_parser, config_from_args
-from trained_models.training import eval_interval, evaluates_at, patience_span
+from trained_models.training import eval_interval, evaluation_steps, patience_span
 
 BINS = ("bin0", "bin1", "bin2")
 
@@ -59,9 +59,9 @@ class Budget:
 
     def evaluations(self, n_train: int) -> int:
         """How many dev evaluations a run with ``n_train`` training strings makes if it trains its whole step
-        budget (:func:`trained_models.training.evaluates_at`'s schedule)."""
+        budget (:func:`trained_models.training.evaluation_steps`)."""
         per_epoch, budget = self.steps(n_train)
-        return max(1, sum(evaluates_at(s, per_epoch, self.evals_per_epoch, budget) for s in range(1, budget + 1)))
+        return max(1, len(evaluation_steps(per_epoch, self.evals_per_epoch, budget)))
 
     def patience_evals(self, n_train: int) -> int:
         """Early stopping's patience in dev evaluations for a run with ``n_train`` training strings: ``patience``,

@@ -257,12 +257,17 @@ def evaluates_at(step: int, steps_per_epoch: int, evals_per_epoch: int, total_st
         or step >= total_steps
 
 
+def evaluation_steps(steps_per_epoch: int, evals_per_epoch: int, total_steps: int) -> list[int]:
+    """Every optimiser step after which a run that trains its whole budget scores dev (:func:`evaluates_at`)."""
+    return [s for s in range(1, total_steps + 1) if evaluates_at(s, steps_per_epoch, evals_per_epoch, total_steps)]
+
+
 def patience_span(steps_per_epoch: int, evals_per_epoch: int, patience: int,
                   total_steps: int) -> Optional[tuple[int, int]]:
     """The fewest and most optimiser steps that ``patience`` dev evaluations without improvement take to end a
     run (from the evaluation that set the best score to the one that stops it), on :func:`evaluates_at`'s
     schedule; ``None`` where the step budget holds no such stretch."""
-    steps = [s for s in range(1, total_steps + 1) if evaluates_at(s, steps_per_epoch, evals_per_epoch, total_steps)]
+    steps = evaluation_steps(steps_per_epoch, evals_per_epoch, total_steps)
     spans = [steps[i + patience] - steps[i] for i in range(len(steps) - patience)]
     return (min(spans), max(spans)) if spans else None
 
